@@ -1,0 +1,42 @@
+# The two commands of the README:  make bench  and  make test.
+# Both create the virtual environment they need (.venv) on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+TORCH  ?= torch==2.13.0
+FMNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: bench test lint venv data clean
+
+$(VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# the CPU build first, pinned, so nothing below pulls a CUDA build
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[bench,test]"
+	touch $@
+
+venv: $(VENV)/.stamp
+
+# Fashion-MNIST for the tests and benchmarks: Debian's dataset-fashion-mnist when we may
+# install it; otherwise the loader downloads it into its cache on first use.
+data:
+	@if [ ! -d $(FMNIST) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	   (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1)) || \
+	  echo "note: could not install dataset-fashion-mnist; Fashion-MNIST tests will download or skip"; \
+	fi
+
+bench: venv
+	$(VENV)/bin/lrfree bench
+
+test: venv data
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(PY) -m pytest -q -n 2 --dist loadfile
+
+lint: venv
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
+
+clean:
+	rm -rf $(VENV) bench-out .pytest_cache

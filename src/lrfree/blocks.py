@@ -1,0 +1,218 @@
+"""Blocks: the partition of a parameter group into sets that share one step size.
+
+A *block set* (``BlockSet``) is the unit a rule keeps state for. It holds the parameters of
+one block granularity unit and a *value shape*:
+
+========== ======================================================= ==================
+granularity block set                                               value shape
+========== ======================================================= ==================
+global     all parameters of the group                             ``()``
+layer      the parameters of one module (weight and bias together) ``()``
+tensor     one parameter tensor                                    ``()``
+filter     one module; one value per output unit / channel         ``(out,)``
+element    one parameter tensor; one value per entry               ``p.shape``
+========== ======================================================= ==================
+
+A rule is written once against three reductions and never branches on the granularity:
+
+* ``inner(xs, ys)``  -> one tensor per block set: ``sum_{i in block} <x_i, y_i>``
+* ``sq_norm(xs)``    -> ``inner(xs, xs)``
+* ``broadcast(vs)``  -> one tensor per parameter, broadcastable to the parameter's shape
+
+Reductions accumulate in ``promote(param dtype, float32)`` so bf16 / fp16 parameters get
+float32 sums. Parameters without a gradient are simply absent from the active lists.
+
+Layer blocks need parameter names (``model.named_parameters()``); the module path is the
+name without its last component (``"features.3.weight"`` -> ``"features.3"``). Without
+names, ``layer`` and ``filter`` fall back to one block per tensor and warn once.
+
+Example::
+
+    >>> import torch
+    >>> from lrfree.blocks import Partition
+    >>> net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1))
+    >>> names, params = zip(*net.named_parameters())
+    >>> part = Partition.build(list(params), list(names), "layer")
+    >>> [b.name for b in part.sets]
+    ['0', '2']
+    >>> [float(v) for v in part.sq_norm([torch.ones_like(p) for p in params])]
+    [9.0, 3.0]
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+__all__ = ["GRANULARITIES", "BlockSet", "Partition", "acc_dtype"]
+
+GRANULARITIES = ("global", "layer", "tensor", "filter", "element")
+
+
+def acc_dtype(*dtypes: torch.dtype) -> torch.dtype:
+    """The dtype rates and reductions use: at least float32, float64 for float64 params."""
+    out = torch.float32
+    for d in dtypes:
+        out = torch.promote_types(out, d)
+    return out
+
+
+@dataclass
+class BlockSet:
+    """One block set: ``members`` index into the group's parameter list."""
+
+    name: str
+    members: list[int]
+    shape: tuple[int, ...]
+    kind: str
+    dtype: torch.dtype = torch.float32
+    labels: list[str] = field(default_factory=list)
+
+    @property
+    def owner(self) -> int:
+        """The parameter whose optimizer state holds this block's rule state."""
+        return self.members[0]
+
+
+def _module_path(name: str) -> str:
+    return name.rsplit(".", 1)[0] if "." in name else "(root)"
+
+
+class Partition:
+    """The block sets of one parameter group (or of its active subset)."""
+
+    def __init__(self, sets: list[BlockSet], params: Sequence[Tensor], kind: str):
+        self.sets = sets
+        self.kind = kind
+        self.params = list(params)
+        self.set_of: dict[int, int] = {}
+        for s_idx, s in enumerate(sets):
+            for i in s.members:
+                self.set_of[i] = s_idx
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def build(
+        cls,
+        params: Sequence[Tensor],
+        names: Sequence[str] | None,
+        kind: str,
+        *,
+        global_name: str = "global",
+    ) -> Partition:
+        if kind not in GRANULARITIES:
+            raise ValueError(f"Invalid blocks: {kind!r} (expected one of {list(GRANULARITIES)})")
+        n = len(params)
+        if names is None:
+            names = [f"param{i}" for i in range(n)]
+            if kind in ("layer", "filter") and n > 0:
+                warnings.warn(
+                    f"blocks={kind!r} needs parameter names to find modules; pass "
+                    "model.named_parameters(). Falling back to one block per tensor.",
+                    UserWarning,
+                    stacklevel=4,
+                )
+                kind_eff = "tensor" if kind == "layer" else "filter-tensor"
+            else:
+                kind_eff = kind
+        else:
+            kind_eff = kind
+        sets: list[BlockSet] = []
+        if kind_eff == "global":
+            if n:
+                sets.append(BlockSet(global_name, list(range(n)), (), "global"))
+        elif kind_eff in ("tensor", "element"):
+            for i, p in enumerate(params):
+                shape = tuple(p.shape) if kind_eff == "element" else ()
+                sets.append(BlockSet(names[i], [i], shape, kind_eff))
+        elif kind_eff == "layer":
+            by_mod: dict[str, list[int]] = {}
+            for i in range(n):
+                by_mod.setdefault(_module_path(names[i]), []).append(i)
+            sets = [BlockSet(m, idx, (), "layer") for m, idx in by_mod.items()]
+        else:  # filter / filter-tensor
+            groups: dict[str, list[int]] = {}
+            for i in range(n):
+                key = names[i] if kind_eff == "filter-tensor" else _module_path(names[i])
+                groups.setdefault(key, []).append(i)
+            for key, idx in groups.items():
+                outs = {params[i].shape[0] if params[i].dim() > 0 else None for i in idx}
+                if len(outs) == 1:
+                    out = outs.pop()
+                    shape = () if out is None else (int(out),)
+                    sets.append(BlockSet(key, idx, shape, "filter"))
+                else:  # members disagree on the output dimension: one filter set per tensor
+                    for i in idx:
+                        p = params[i]
+                        shape = (int(p.shape[0]),) if p.dim() > 0 else ()
+                        sets.append(BlockSet(names[i], [i], shape, "filter"))
+        for s in sets:
+            s.dtype = acc_dtype(*(params[i].dtype for i in s.members))
+            if s.kind == "filter" and s.shape:
+                s.labels = [f"{s.name}[{k}]" for k in range(s.shape[0])]
+            else:
+                s.labels = [s.name]
+        return cls(sets, params, kind)
+
+    def restrict(self, active: Sequence[bool]) -> Partition:
+        """The partition of the active parameters only (same block sets, fewer members)."""
+        sets = []
+        for s in self.sets:
+            m = [i for i in s.members if active[i]]
+            if m:
+                sets.append(BlockSet(s.name, m, s.shape, s.kind, s.dtype, s.labels))
+        return Partition(sets, self.params, self.kind)
+
+    # ---------------------------------------------------------------- reductions
+    def _partial(self, i: int, prod: Tensor, s: BlockSet) -> Tensor:
+        prod = prod.to(s.dtype)
+        if s.kind == "element":
+            return prod
+        if s.kind == "filter" and s.shape:
+            return prod.reshape(prod.shape[0], -1).sum(dim=1) if prod.dim() > 1 else prod
+        return prod.sum()
+
+    def inner(self, xs: Sequence[Tensor | None], ys: Sequence[Tensor | None]) -> list[Tensor]:
+        """Per block set, ``sum_{i in set} <x_i, y_i>`` (entries are indexed like the group's
+        parameters; ``None`` entries contribute nothing)."""
+        out = []
+        for s in self.sets:
+            acc = None
+            for i in s.members:
+                x, y = xs[i], ys[i]
+                if x is None or y is None:
+                    continue
+                part = self._partial(i, x.to(s.dtype) * y.to(s.dtype), s)
+                acc = part if acc is None else acc + part
+            if acc is None:
+                acc = torch.zeros(s.shape, dtype=s.dtype, device=self.params[s.owner].device)
+            out.append(acc)
+        return out
+
+    def sq_norm(self, xs: Sequence[Tensor | None]) -> list[Tensor]:
+        """Per block set, ``sum_{i in set} ||x_i||^2``."""
+        return self.inner(xs, xs)
+
+    def broadcast(self, values: Sequence[Tensor]) -> list[Tensor | None]:
+        """Per parameter (indexed like the group), the block value shaped to broadcast
+        against the parameter; ``None`` for parameters not in this partition."""
+        out: list[Tensor | None] = [None] * len(self.params)
+        for s, v in zip(self.sets, values):
+            for i in s.members:
+                p = self.params[i]
+                if s.kind == "filter" and s.shape and p.dim() > 1:
+                    out[i] = v.view((s.shape[0],) + (1,) * (p.dim() - 1))
+                else:
+                    out[i] = v
+        return out
+
+    def zeros(self, fill: float = 0.0) -> list[Tensor]:
+        """One fresh value per block set, filled with ``fill``."""
+        return [
+            torch.full(s.shape, fill, dtype=s.dtype, device=self.params[s.owner].device)
+            for s in self.sets
+        ]

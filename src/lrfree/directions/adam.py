@@ -1,0 +1,70 @@
+"""Adam and AdamW directions (torch.optim.Adam / AdamW, including ``amsgrad``).
+
+    m <- beta1 m + (1 - beta1) g,   v <- beta2 v + (1 - beta2) g^2
+    d  = (m / (1 - beta1^t)) / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+Adam adds ``weight_decay * p`` to ``g``; AdamW decays the parameter itself,
+``p <- p (1 - lr * alpha * weight_decay)``, before the step (decoupled decay).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from ..hyper import Hyper, boolean, pair_of_unit, real
+from .base import Direction, cpu_scalar, scalar_dtype
+
+__all__ = ["Adam", "AdamW"]
+
+
+class Adam(Direction):
+    name = "adam"
+    torch_equivalent = "torch.optim.Adam"
+    hyper: ClassVar[dict[str, Hyper]] = {
+        "betas": Hyper((0.9, 0.999), pair_of_unit(), "(beta1, beta2)"),
+        "eps": Hyper(1e-8, real(0.0), "added to the denominator"),
+        "weight_decay": Hyper(0.0, real(0.0), "L2 penalty added to the gradient"),
+        "amsgrad": Hyper(False, boolean(), "use the running maximum of v"),
+        "maximize": Hyper(False, boolean(), "maximise the objective instead"),
+    }
+    default_lr = 1e-3
+
+    def update(self, p: Tensor, grad: Tensor, state: dict[str, Any], group: dict) -> Tensor:
+        if len(state) == 0 or "step" not in state:
+            state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if group["amsgrad"]:
+                state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        beta1, beta2 = group["betas"]
+        if group["maximize"]:
+            grad = -grad
+        if group["weight_decay"] != 0 and not self.decoupled_decay:
+            grad = grad.add(p, alpha=group["weight_decay"])
+        state["step"] += 1
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        step = cpu_scalar(state["step"])
+        bias_correction1 = 1 - beta1**step
+        bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+        if group["amsgrad"]:
+            torch.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
+            second = state["max_exp_avg_sq"]
+        else:
+            second = exp_avg_sq
+        denom = (second.sqrt() / bias_correction2_sqrt).add_(group["eps"])
+        return (exp_avg / bias_correction1).div_(denom)
+
+
+class AdamW(Adam):
+    name = "adamw"
+    torch_equivalent = "torch.optim.AdamW"
+    hyper: ClassVar[dict[str, Hyper]] = {
+        **Adam.hyper,
+        "weight_decay": Hyper(1e-2, real(0.0), "decoupled decay: p <- p (1 - lr alpha wd)"),
+    }
+    decoupled_decay = True

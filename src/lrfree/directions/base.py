@@ -1,0 +1,54 @@
+"""The direction interface: what a base optimizer would move along.
+
+A direction turns a gradient into the vector ``d`` of the update ``p <- p - lr * alpha * d``.
+It owns the torch-named buffers (``momentum_buffer``, ``exp_avg``, ``exp_avg_sq``,
+``square_avg``, ``step``) and reproduces its torch optimizer exactly when ``alpha == 1``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from ..hyper import Hyper
+
+__all__ = ["Direction", "cpu_scalar", "scalar_dtype"]
+
+
+def scalar_dtype() -> torch.dtype:
+    """The dtype torch.optim uses for ``state["step"]`` (float64 under a float64 default)."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+def cpu_scalar(t: Tensor) -> float:
+    """The value of a step counter. torch.optim keeps ``state["step"]`` on the CPU (unless
+    ``capturable``), so reading it is not a device synchronisation; torch's own for-loop
+    Adam does the same."""
+    return t.tolist() if isinstance(t, Tensor) else float(t)
+
+
+class Direction:
+    """Base class. Subclasses set ``name``, ``hyper``, ``default_lr`` and implement ``update``.
+
+    ``decoupled_decay`` is True where weight decay is applied to the parameter itself
+    (``p <- p * (1 - lr * alpha * weight_decay)``, AdamW) rather than added to the gradient.
+    """
+
+    name: ClassVar[str]
+    torch_equivalent: ClassVar[str]
+    hyper: ClassVar[dict[str, Hyper]]
+    default_lr: ClassVar[float]
+    decoupled_decay: ClassVar[bool] = False
+
+    def update(self, p: Tensor, grad: Tensor, state: dict[str, Any], group: dict) -> Tensor:
+        """Update the buffers in ``state`` with ``grad`` and return the direction ``d``.
+
+        ``grad`` is ``p.grad`` detached and untouched (``maximize`` and coupled weight decay
+        are applied here, as torch does). ``d`` may alias a buffer: callers must not modify it.
+        """
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<direction {self.name!r}>"

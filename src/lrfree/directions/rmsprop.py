@@ -1,0 +1,63 @@
+"""RMSprop direction (torch.optim.RMSprop, including ``centered`` and ``momentum``).
+
+    v <- a v + (1 - a) g^2,     avg = sqrt(v - centred mean^2) + eps
+    d  = g / avg                 (momentum = 0)
+    b <- mu b + g / avg,  d = b  (momentum > 0)
+
+``alpha`` is torch's name for the smoothing constant ``a``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from ..hyper import Hyper, boolean, real
+from .base import Direction, scalar_dtype
+
+__all__ = ["RMSprop"]
+
+
+class RMSprop(Direction):
+    name = "rmsprop"
+    torch_equivalent = "torch.optim.RMSprop"
+    hyper: ClassVar[dict[str, Hyper]] = {
+        "alpha": Hyper(0.99, real(0.0, 1.0), "smoothing constant of the square average"),
+        "eps": Hyper(1e-8, real(0.0), "added to the denominator"),
+        "weight_decay": Hyper(0.0, real(0.0), "L2 penalty added to the gradient"),
+        "momentum": Hyper(0.0, real(0.0, 1.0, hi_open=True), "momentum of the scaled step"),
+        "centered": Hyper(False, boolean(), "normalise by the gradient's variance"),
+        "maximize": Hyper(False, boolean(), "maximise the objective instead"),
+    }
+    default_lr = 1e-2
+
+    def update(self, p: Tensor, grad: Tensor, state: dict[str, Any], group: dict) -> Tensor:
+        if "step" not in state:
+            state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
+            state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if group["momentum"] > 0:
+                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if group["centered"]:
+                state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        if group["maximize"]:
+            grad = -grad
+        state["step"] += 1
+        if group["weight_decay"] != 0:
+            grad = grad.add(p, alpha=group["weight_decay"])
+        a = group["alpha"]
+        square_avg = state["square_avg"]
+        square_avg.mul_(a).addcmul_(grad, grad, value=1 - a)
+        if group["centered"]:
+            grad_avg = state["grad_avg"]
+            grad_avg.lerp_(grad, 1 - a)
+            avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_()
+        else:
+            avg = square_avg.sqrt()
+        avg = avg.add_(group["eps"])
+        if group["momentum"] > 0:
+            buf = state["momentum_buffer"]
+            buf.mul_(group["momentum"]).addcdiv_(grad, avg)
+            return buf
+        return grad / avg

@@ -1,0 +1,80 @@
+"""SGD directions: plain, heavy-ball momentum (torch's dampened form) and Nesterov.
+
+torch's buffer is ``m <- mu * m + (1 - dampening) * g`` (the first step stores ``g``).
+``dampening=0`` (the default) is the papers' ``m = beta * m + g`` form; ``dampening=mu``
+gives the exponential-moving-average form ``m = mu * m + (1 - mu) * g``.
+
+    sgd:       d = g                        (+ weight_decay * p)
+    momentum:  d = m
+    nesterov:  d = g + mu * m
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from ..hyper import Hyper, boolean, real
+from .base import Direction
+
+__all__ = ["SGD", "Momentum", "Nesterov"]
+
+_COMMON = {
+    "weight_decay": Hyper(0.0, real(0.0), "L2 penalty added to the gradient"),
+    "maximize": Hyper(False, boolean(), "maximise the objective instead"),
+}
+
+
+class SGD(Direction):
+    name = "sgd"
+    torch_equivalent = "torch.optim.SGD(momentum=0)"
+    hyper: ClassVar[dict[str, Hyper]] = dict(_COMMON)
+    default_lr = 1e-3
+
+    def _grad(self, p: Tensor, grad: Tensor, group: dict) -> Tensor:
+        if group["maximize"]:
+            grad = -grad
+        if group["weight_decay"] != 0:
+            grad = grad.add(p, alpha=group["weight_decay"])
+        return grad
+
+    def update(self, p: Tensor, grad: Tensor, state: dict[str, Any], group: dict) -> Tensor:
+        return self._grad(p, grad, group)
+
+
+class Momentum(SGD):
+    name = "momentum"
+    torch_equivalent = "torch.optim.SGD(momentum=mu, dampening=...)"
+    hyper: ClassVar[dict[str, Hyper]] = {
+        "momentum": Hyper(0.9, real(0.0, 1.0, lo_open=True, hi_open=True), "mu"),
+        "dampening": Hyper(0.0, real(0.0, 1.0), "torch's dampening (0: m = mu*m + g)"),
+        **_COMMON,
+    }
+
+    def _buffer(self, grad: Tensor, state: dict[str, Any], group: dict) -> Tensor:
+        buf = state.get("momentum_buffer")
+        if buf is None:
+            buf = torch.clone(grad).detach()
+            state["momentum_buffer"] = buf
+        else:
+            buf.mul_(group["momentum"]).add_(grad, alpha=1 - group.get("dampening", 0.0))
+        return buf
+
+    def update(self, p: Tensor, grad: Tensor, state: dict[str, Any], group: dict) -> Tensor:
+        return self._buffer(self._grad(p, grad, group), state, group)
+
+
+class Nesterov(Momentum):
+    name = "nesterov"
+    torch_equivalent = "torch.optim.SGD(momentum=mu, nesterov=True)"
+    hyper: ClassVar[dict[str, Hyper]] = {
+        "momentum": Hyper(0.9, real(0.0, 1.0, lo_open=True, hi_open=True), "mu"),
+        **_COMMON,
+    }
+
+    def update(self, p: Tensor, grad: Tensor, state: dict[str, Any], group: dict) -> Tensor:
+        g = self._grad(p, grad, group)
+        buf = self._buffer(g, state, group)
+        return g.add(buf, alpha=group["momentum"])

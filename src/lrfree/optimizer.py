@@ -1,0 +1,298 @@
+"""``Composed``: one ``torch.optim.Optimizer`` for direction x step-size rule x blocks.
+
+    p  <-  p - lr * alpha_b * d            (AdamW: first p <- p * (1 - lr * alpha_b * wd))
+
+* ``direction`` (``d``): ``sgd``, ``momentum``, ``nesterov``, ``adam``, ``adamw``, ``rmsprop``;
+* ``rule`` (``alpha_b``): ``constant`` and the adaptive rules of ``lrfree.rules``;
+* ``blocks`` (``b``): ``global``, ``layer``, ``tensor``, ``filter``, ``element``.
+
+``group["lr"]`` is the user's (and their scheduler's); the adaptive multiplier ``alpha`` lives
+in the optimizer state, so the effective rate is ``lr * alpha`` (see ``effective_lr()``).
+
+Example::
+
+    >>> import torch, lrfree
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    >>> opt = lrfree.Composed(model.named_parameters(), direction="adamw", lr=1e-3)
+    >>> x, y = torch.randn(16, 4), torch.randn(16, 1)
+    >>> def closure():
+    ...     opt.zero_grad()
+    ...     loss = torch.nn.functional.mse_loss(model(x), y)
+    ...     loss.backward()
+    ...     return loss
+    >>> loss = opt.step(closure)
+    >>> sorted(opt.effective_lr())
+    ['0', '2']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from itertools import chain
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .blocks import GRANULARITIES, Partition
+from .directions import DIRECTIONS, Direction, get_direction
+from .hyper import Hyper, choice, real, validate
+from .rules import RULES, Rule, StepContext, get_rule
+
+__all__ = ["Composed"]
+
+_STRUCTURE = ("direction", "rule", "blocks")
+
+
+def _owner(group: dict[str, Any]) -> str:
+    return f"direction {group['direction']!r}, rule {group['rule']!r}"
+
+
+class Composed(torch.optim.Optimizer):
+    """A direction, a step-size rule and a block partition, composed into one optimizer.
+
+    Args:
+        params: ``model.parameters()``, ``model.named_parameters()`` (names tell which module a
+            tensor belongs to; ``blocks="layer"`` needs them) or a list of param-group dicts.
+        direction: the base optimizer's direction (see ``lrfree.directions.DIRECTIONS``).
+        rule: the step-size rule (see ``lrfree.rules.RULES``).
+        blocks: which parameters share one step size.
+        lr: the base learning rate; ``None`` takes the rule's default or else the direction's.
+        **hyperparameters: the direction's and the rule's hyperparameters (unknown names raise
+            ``TypeError`` listing the known ones).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        *,
+        direction: str = "adamw",
+        rule: str = "constant",
+        blocks: str = "layer",
+        lr: float | None = None,
+        **hyperparameters: Any,
+    ) -> None:
+        d = get_direction(direction)
+        r = get_rule(rule)
+        choice(GRANULARITIES)("blocks", blocks, "optimizer")
+        specs = self._specs(d, r)
+        unknown = sorted(set(hyperparameters) - set(specs))
+        if unknown:
+            raise TypeError(
+                f"Unknown hyperparameter(s) {unknown} for direction {direction!r} and rule "
+                f"{rule!r}; known: {sorted(set(specs) | {'lr'})}"
+            )
+        if lr is None:
+            lr = r.default_lr if r.default_lr is not None else d.default_lr
+        defaults: dict[str, Any] = {"direction": direction, "rule": rule, "blocks": blocks}
+        defaults["lr"] = lr
+        defaults.update({k: spec.default for k, spec in specs.items()})
+        defaults.update(hyperparameters)
+        owner = f"direction {direction!r}, rule {rule!r}"
+        defaults.update(validate({"lr": _LR, **specs}, defaults, owner))
+        r.check(defaults, owner)
+        self._partitions: dict[int, tuple[int, Partition]] = {}
+        super().__init__(params, defaults)
+
+    # ------------------------------------------------------------------ set-up
+    @staticmethod
+    def _specs(d: Direction, r: Rule) -> dict[str, Hyper]:
+        clash = set(d.hyper) & set(r.hyper)
+        if clash:  # a registry error, caught by the test suite
+            raise RuntimeError(f"{d!r} and {r!r} both define {sorted(clash)}")
+        return {**d.hyper, **r.hyper}
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group; its values are validated like the constructor's."""
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        for key in _STRUCTURE:
+            group[key] = choice(
+                sorted(DIRECTIONS) if key == "direction" else
+                sorted(RULES) if key == "rule" else GRANULARITIES
+            )(key, group[key], "param group")
+        d, r = DIRECTIONS[group["direction"]], RULES[group["rule"]]
+        specs = self._specs(d, r)
+        for k, spec in specs.items():  # a group that switched rule or direction
+            group.setdefault(k, spec.default)
+        owner = _owner(group)
+        group.update(validate({"lr": _LR, **specs}, group, owner))
+        r.check(group, owner)
+        self._partitions = {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._partitions = {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As torch's, but rule state keeps its saved dtype.
+
+        torch casts every floating-point state tensor to its parameter's dtype, which would
+        round a bf16 model's float32 rates to bf16; ``"<rule>.<field>"`` entries are restored
+        with their saved dtype (on the parameter's device).
+        """
+        saved_state = state_dict["state"]
+        saved_ids = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
+        super().load_state_dict(state_dict)
+        params = chain.from_iterable(g["params"] for g in self.param_groups)
+        for idx, p in zip(saved_ids, params):
+            for k, v in saved_state.get(idx, {}).items():
+                if "." in str(k) and isinstance(v, Tensor):
+                    self.state[p][k] = v.to(device=p.device, copy=True)
+        self._partitions = {}
+
+    def partition(self, group_index: int) -> Partition:
+        """The block partition of a parameter group (cached)."""
+        group = self.param_groups[group_index]
+        key = hash((group["blocks"], tuple(id(p) for p in group["params"])))
+        cached = self._partitions.get(group_index)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        names = group.get("param_names")
+        n_groups = len(self.param_groups)
+        part = Partition.build(
+            group["params"],
+            names,
+            group["blocks"],
+            global_name="global" if n_groups == 1 else f"global[{group_index}]",
+        )
+        if names is None and group["blocks"] != "global":
+            offset = sum(len(g["params"]) for g in self.param_groups[:group_index])
+            for s in part.sets:  # unnamed: number parameters across groups
+                s.name = f"param{offset + s.members[0]}"
+                s.labels = [s.name] if len(s.labels) <= 1 else [
+                    f"{s.name}[{k}]" for k in range(len(s.labels))
+                ]
+        self._partitions[group_index] = (key, part)
+        return part
+
+    # -------------------------------------------------------------------- step
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None, **inputs: Any) -> Any:  # type: ignore[override]
+        """One optimisation step.
+
+        Args:
+            closure: re-evaluates the model and returns the loss (zero_grad, forward,
+                backward), as in torch. Rules that need curvature may call it again.
+            **inputs: keyword inputs some rules take (see each rule's ``step_inputs``).
+        """
+        allowed = set(chain.from_iterable(RULES[g["rule"]].step_inputs for g in self.param_groups))
+        unknown = sorted(set(inputs) - allowed)
+        if unknown:
+            raise TypeError(
+                f"step() got unexpected keyword argument(s) {unknown}; "
+                f"the rules of this optimizer accept {sorted(allowed)}"
+            )
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for gi, group in enumerate(self.param_groups):
+            self._step_group(gi, group, closure, loss, inputs)
+        return loss
+
+    def _step_group(
+        self,
+        gi: int,
+        group: dict[str, Any],
+        closure: Callable[[], Any] | None,
+        loss: Any,
+        inputs: dict[str, Any],
+    ) -> None:
+        params: list[Tensor] = group["params"]
+        grads: list[Tensor | None] = [
+            None if p.grad is None else p.grad.detach() for p in params
+        ]
+        active = [g is not None for g in grads]
+        if not any(active):
+            return
+        for g in grads:
+            if g is not None and g.is_sparse:
+                raise RuntimeError("lrfree optimizers do not support sparse gradients")
+        full = self.partition(gi)
+        part = full if all(active) else full.restrict(active)
+        direction = DIRECTIONS[group["direction"]]
+        rule = RULES[group["rule"]]
+        ctx = StepContext(self, group, gi, params, grads, part, inputs, closure, loss)
+        rule.begin(ctx)
+        ctx.directions = [
+            None if g is None else direction.update(p, g, self.state[p], group)
+            for p, g in zip(params, grads)
+        ]
+        alphas = rule.rates(ctx)
+        lr = group["lr"]
+        wd = group["weight_decay"] if direction.decoupled_decay else 0.0
+        if alphas is None:  # constant rule: exactly torch's arithmetic
+            for p, d in zip(params, ctx.directions):
+                if d is None:
+                    continue
+                if wd != 0:
+                    p.mul_(1 - lr * wd)
+                p.add_(d, alpha=-lr)
+        else:
+            if len(alphas) != len(part.sets):
+                raise RuntimeError(f"{rule!r} returned {len(alphas)} rates for {len(part.sets)} blocks")
+            for p, d, a in zip(params, ctx.directions, part.broadcast(alphas)):
+                if d is None or a is None:
+                    continue
+                scale = a * lr
+                if p.dtype == scale.dtype:
+                    if wd != 0:
+                        p.mul_(1 - scale * wd)
+                    p.addcmul_(d, scale, value=-1)
+                else:  # low-precision parameter: do the arithmetic in the rate's dtype
+                    new = p.to(scale.dtype)
+                    if wd != 0:
+                        new.mul_(1 - scale * wd)
+                    new.addcmul_(d.to(scale.dtype), scale, value=-1)
+                    p.copy_(new)
+        rule.end(ctx)
+
+    # ------------------------------------------------------------- read-outs
+    def curvature_due(self) -> bool:
+        """Whether the next ``step()`` needs ``loss.backward(create_graph=True)`` (graph mode).
+
+        Rules without curvature always answer False, so a loop may call it unconditionally::
+
+            loss.backward(create_graph=opt.curvature_due())
+        """
+        return any(
+            RULES[g["rule"]].curvature_due(self, gi) for gi, g in enumerate(self.param_groups)
+        )
+
+    def effective_lr(self) -> dict[str, float]:
+        """Current effective learning rate ``lr * alpha`` per block, by readable name.
+
+        Names: the module path for ``layer`` blocks (``"0"``, ``"features.3"``), ``"global"``
+        (``"global[i]"`` with several groups), the parameter path for ``tensor`` blocks,
+        ``"<module>[k]"`` per output unit for ``filter`` blocks, and for ``element`` blocks the
+        parameter path with the mean rate over its entries. A name that appears in two groups
+        gets ``"@group<i>"`` appended. Blocks that have not stepped yet report ``lr``.
+        Reads device values (a host sync): call it for logging, not inside a hot loop.
+        """
+        out: dict[str, float] = {}
+        for gi, group in enumerate(self.param_groups):
+            rule = RULES[group["rule"]]
+            lr = float(group["lr"])
+            for s in self.partition(gi).sets:
+                owner_state = self.state.get(group["params"][s.owner], {})
+                a = rule.alpha(owner_state)
+                if a is None:
+                    values = [lr] * len(s.labels)
+                elif s.kind == "element":
+                    values = [lr * float(a.double().mean())]
+                else:
+                    values = [lr * v for v in a.double().reshape(-1).tolist()]
+                for label, v in zip(s.labels, values):
+                    out[label if label not in out else f"{label}@group{gi}"] = v
+        return out
+
+    def __repr__(self) -> str:
+        g = self.param_groups[0] if self.param_groups else self.defaults
+        return (
+            f"{type(self).__name__}(direction={g['direction']!r}, rule={g['rule']!r}, "
+            f"blocks={g['blocks']!r}, groups={len(self.param_groups)})"
+        )
+
+
+_LR = Hyper(1e-3, real(0.0), "base learning rate")
