@@ -91,7 +91,7 @@ class Composed(torch.optim.Optimizer):
         owner = f"direction {direction!r}, rule {rule!r}"
         defaults.update(validate({"lr": _LR, **specs}, defaults, owner))
         r.check(defaults, owner)
-        self._partitions: dict[int, tuple[int, Partition]] = {}
+        self._partitions: dict[tuple[int, str], tuple[tuple[int, ...], Partition]] = {}
         super().__init__(params, defaults)
 
     # ------------------------------------------------------------------ set-up
@@ -141,29 +141,35 @@ class Composed(torch.optim.Optimizer):
                     self.state[p][k] = v.to(device=p.device, copy=True)
         self._partitions = {}
 
-    def partition(self, group_index: int) -> Partition:
-        """The block partition of a parameter group (cached)."""
+    def partition(self, group_index: int, blocks: str | None = None) -> Partition:
+        """The block partition of a parameter group (cached).
+
+        ``blocks`` defaults to the group's granularity; rules that combine several levels
+        (CAM-HD) ask for others.
+        """
         group = self.param_groups[group_index]
-        key = hash((group["blocks"], tuple(id(p) for p in group["params"])))
-        cached = self._partitions.get(group_index)
-        if cached is not None and cached[0] == key:
+        kind = group["blocks"] if blocks is None else blocks
+        key = (group_index, kind)
+        ident = tuple(id(p) for p in group["params"])
+        cached = self._partitions.get(key)
+        if cached is not None and cached[0] == ident:
             return cached[1]
         names = group.get("param_names")
         n_groups = len(self.param_groups)
         part = Partition.build(
             group["params"],
             names,
-            group["blocks"],
+            kind,
             global_name="global" if n_groups == 1 else f"global[{group_index}]",
         )
-        if names is None and group["blocks"] != "global":
+        if names is None and kind != "global":
             offset = sum(len(g["params"]) for g in self.param_groups[:group_index])
             for s in part.sets:  # unnamed: number parameters across groups
                 s.name = f"param{offset + s.members[0]}"
                 s.labels = [s.name] if len(s.labels) <= 1 else [
                     f"{s.name}[{k}]" for k in range(len(s.labels))
                 ]
-        self._partitions[group_index] = (key, part)
+        self._partitions[key] = (ident, part)
         return part
 
     # -------------------------------------------------------------------- step
