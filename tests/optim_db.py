@@ -44,7 +44,7 @@ class OptimSpec:
     errors: list[ErrorCase] = field(default_factory=list)
     step: Callable[..., Any] | None = None
     named: bool = True
-    steps: int = 40          # steps of the loss-decrease check
+    steps: int = 40  # steps of the loss-decrease check
     loss_ratio: float = 0.7  # final loss must be below this fraction of the initial loss
     has_weight_decay: bool = True
 

@@ -8,6 +8,7 @@ import re
 
 import pytest
 import torch
+
 from optim_db import OPTIM_DB, OptimSpec, make_problem
 
 SPECS = pytest.mark.parametrize("spec", OPTIM_DB, ids=[s.name for s in OPTIM_DB])
@@ -174,6 +175,7 @@ def test_parameters_without_grad_are_left_alone(spec: OptimSpec):
         return out + extra(x) if step >= 3 else out
 
     for step in range(6):
+
         def closure(step=step):
             opt.zero_grad()
             loss = torch.nn.functional.cross_entropy(fwd(step), y)
@@ -220,7 +222,7 @@ def test_bf16_parameters_keep_float32_rates(spec: OptimSpec):
             if "." in k and isinstance(v, torch.Tensor) and v.is_floating_point():
                 n_rule += 1
                 assert v.dtype == torch.float32, k
-    for k, st in sd["state"].items():
+    for st in sd["state"].values():
         for name, v in st.items():
             if "." in name and isinstance(v, torch.Tensor):
                 assert v.dtype == torch.float32

@@ -106,11 +106,17 @@ class Composed(torch.optim.Optimizer):
         """Add a group; its values are validated like the constructor's."""
         super().add_param_group(param_group)
         group = self.param_groups[-1]
+        try:
+            self._validate_group(group)
+        except Exception:
+            self.param_groups.pop()  # a rejected group leaves the optimizer as it was
+            raise
+        self._partitions = {}
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
         for key in _STRUCTURE:
-            group[key] = choice(
-                sorted(DIRECTIONS) if key == "direction" else
-                sorted(RULES) if key == "rule" else GRANULARITIES
-            )(key, group[key], "param group")
+            valid = {"direction": sorted(DIRECTIONS), "rule": sorted(RULES)}.get(key, GRANULARITIES)
+            group[key] = choice(valid)(key, group[key], "param group")
         d, r = DIRECTIONS[group["direction"]], RULES[group["rule"]]
         specs = self._specs(d, r)
         for k, spec in specs.items():  # a group that switched rule or direction
@@ -118,7 +124,6 @@ class Composed(torch.optim.Optimizer):
         owner = _owner(group)
         group.update(validate({"lr": _LR, **specs}, group, owner))
         r.check(group, owner)
-        self._partitions = {}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -166,9 +171,11 @@ class Composed(torch.optim.Optimizer):
             offset = sum(len(g["params"]) for g in self.param_groups[:group_index])
             for s in part.sets:  # unnamed: number parameters across groups
                 s.name = f"param{offset + s.members[0]}"
-                s.labels = [s.name] if len(s.labels) <= 1 else [
-                    f"{s.name}[{k}]" for k in range(len(s.labels))
-                ]
+                s.labels = (
+                    [s.name]
+                    if len(s.labels) <= 1
+                    else [f"{s.name}[{k}]" for k in range(len(s.labels))]
+                )
         self._partitions[key] = (ident, part)
         return part
 
@@ -206,9 +213,7 @@ class Composed(torch.optim.Optimizer):
         inputs: dict[str, Any],
     ) -> None:
         params: list[Tensor] = group["params"]
-        grads: list[Tensor | None] = [
-            None if p.grad is None else p.grad.detach() for p in params
-        ]
+        grads: list[Tensor | None] = [None if p.grad is None else p.grad.detach() for p in params]
         active = [g is not None for g in grads]
         if not any(active):
             return
@@ -237,7 +242,9 @@ class Composed(torch.optim.Optimizer):
                 p.add_(d, alpha=-lr)
         else:
             if len(alphas) != len(part.sets):
-                raise RuntimeError(f"{rule!r} returned {len(alphas)} rates for {len(part.sets)} blocks")
+                raise RuntimeError(
+                    f"{rule!r} returned {len(alphas)} rates for {len(part.sets)} blocks"
+                )
             for p, d, a in zip(params, ctx.directions, part.broadcast(alphas)):
                 if d is None or a is None:
                     continue

@@ -1,0 +1,176 @@
+"""Optimizers the benchmark knows, by name.
+
+* baselines: torch's ``adamw`` (default lr 1e-3) and ``sgd-m`` (momentum 0.9); with ``@grid``
+  (``adamw@grid``) a run per learning rate of the grid, reported as the best of the grid, whose
+  whole cost counts;
+* ``lrfree`` entries: each library optimizer at its defaults;
+* peers (``prodigy``, ``dadapt-adam``, ``schedulefree-adamw``, ``dog``, ``ldog``) when their
+  PyPI packages are installed (``pip install lrfree[peers]``).
+
+An entry builds the optimizer from ``model.named_parameters()``; ``step`` drives one training
+step when the optimizer needs more than a closure (default: closure, with graph mode when the
+optimizer's ``curvature_due()`` asks for it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+import lrfree
+
+__all__ = ["BENCH_OPTIMIZERS", "BenchOptimizer", "available", "resolve"]
+
+Builder = Callable[[nn.Module, float | None], torch.optim.Optimizer]
+
+
+@dataclass
+class BenchOptimizer:
+    name: str
+    build: Builder
+    family: str  # "baseline", "lrfree", "peer"
+    default_lr: float | None = None
+    grid: tuple[float, ...] = ()
+    requires: str | None = None  # a module that must be importable
+    step: Callable[..., Any] | None = None
+    note: str = ""
+
+    def available(self) -> bool:
+        return self.requires is None or importlib.util.find_spec(self.requires) is not None
+
+
+def _named(cls: type, **fixed: Any) -> Builder:
+    def build(model: nn.Module, lr: float | None) -> torch.optim.Optimizer:
+        kw = dict(fixed)
+        if lr is not None:
+            kw["lr"] = lr
+        return cls(model.named_parameters(), **kw)
+
+    return build
+
+
+def _torch(cls: type, **fixed: Any) -> Builder:
+    def build(model: nn.Module, lr: float | None) -> torch.optim.Optimizer:
+        kw = dict(fixed)
+        if lr is not None:
+            kw["lr"] = lr
+        return cls(model.parameters(), **kw)
+
+    return build
+
+
+def _peer(module: str, cls: str, **fixed: Any) -> Builder:
+    def build(model: nn.Module, lr: float | None) -> torch.optim.Optimizer:
+        mod = importlib.import_module(module)
+        kw = dict(fixed)
+        if lr is not None:
+            kw["lr"] = lr
+        return getattr(mod, cls)(model.parameters(), **kw)
+
+    return build
+
+
+GRID_ADAMW = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+GRID_SGD = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
+
+BENCH_OPTIMIZERS: dict[str, BenchOptimizer] = {}
+
+
+def register(entry: BenchOptimizer) -> None:
+    BENCH_OPTIMIZERS[entry.name] = entry
+
+
+register(
+    BenchOptimizer(
+        "adamw",
+        _torch(torch.optim.AdamW),
+        "baseline",
+        1e-3,
+        GRID_ADAMW,
+        note="torch AdamW, weight_decay 0.01",
+    )
+)
+register(
+    BenchOptimizer(
+        "sgd-m",
+        _torch(torch.optim.SGD, momentum=0.9),
+        "baseline",
+        1e-2,
+        GRID_SGD,
+        note="torch SGD, momentum 0.9",
+    )
+)
+register(
+    BenchOptimizer(
+        "composed-adamw",
+        _named(lrfree.Composed, direction="adamw"),
+        "lrfree",
+        note="lrfree.Composed(direction='adamw', rule='constant'): AdamW parity",
+    )
+)
+# learning-rate-free peers (optional extra)
+register(
+    BenchOptimizer(
+        "prodigy",
+        _peer("prodigyopt", "Prodigy", lr=1.0),
+        "peer",
+        requires="prodigyopt",
+        note="prodigyopt.Prodigy(lr=1)",
+    )
+)
+register(
+    BenchOptimizer(
+        "dadapt-adam",
+        _peer("dadaptation", "DAdaptAdam", lr=1.0),
+        "peer",
+        requires="dadaptation",
+        note="dadaptation.DAdaptAdam(lr=1)",
+    )
+)
+register(
+    BenchOptimizer(
+        "schedulefree-adamw",
+        _peer("schedulefree", "AdamWScheduleFree", lr=2.5e-3),
+        "peer",
+        requires="schedulefree",
+        note="schedulefree.AdamWScheduleFree, lr 2.5e-3",
+    )
+)
+register(
+    BenchOptimizer(
+        "dog", _peer("dog", "DoG", lr=1.0), "peer", requires="dog", note="dog-optimizer DoG(lr=1)"
+    )
+)
+register(
+    BenchOptimizer(
+        "ldog",
+        _peer("dog", "LDoG", lr=1.0),
+        "peer",
+        requires="dog",
+        note="dog-optimizer LDoG(lr=1)",
+    )
+)
+
+
+def available() -> list[str]:
+    return [n for n, e in BENCH_OPTIMIZERS.items() if e.available()]
+
+
+def resolve(spec: str) -> list[tuple[BenchOptimizer, float | None, bool]]:
+    """``"adamw@grid"`` -> one (entry, lr, is_grid) per grid rate; ``"adamw"`` -> default."""
+    name, _, suffix = spec.partition("@")
+    if name not in BENCH_OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {name!r}; known: {sorted(BENCH_OPTIMIZERS)}")
+    entry = BENCH_OPTIMIZERS[name]
+    if suffix == "grid":
+        if not entry.grid:
+            raise ValueError(f"{name!r} has no learning-rate grid")
+        return [(entry, lr, True) for lr in entry.grid]
+    if suffix:
+        return [(entry, float(suffix), False)]
+    return [(entry, entry.default_lr, False)]

@@ -1,0 +1,234 @@
+"""Benchmark tasks: data + model + loss + epochs + batch size + metric, by name.
+
+Every task has the same interface: ``load(cfg) -> Split`` and ``model() -> nn.Module`` whose
+output is compared to integer labels by ``loss`` (``"cross_entropy"`` on logits, ``"nll"`` on
+log-probabilities); label ``-100`` is ignored (the graph tasks mask nodes that way).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .data import Split, load_fashion_mnist, load_mnist1d, load_planetoid
+
+__all__ = ["TASKS", "BenchConfig", "Task", "get_task"]
+
+
+@dataclass
+class BenchConfig:
+    data_dir: str | None = None
+    download: bool = False
+    train_subset: int | None = None  # first N training examples (documented in results)
+
+
+@dataclass
+class Task:
+    name: str
+    description: str
+    load: Callable[[BenchConfig], Split]
+    model: Callable[[], nn.Module]
+    epochs: int
+    batch_size: int  # 0: full batch
+    loss: str = "cross_entropy"
+    metric: str = "accuracy"
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+# --------------------------------------------------------------------- models
+def mnist1d_mlp() -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(40, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 10)
+    )
+
+
+class Mnist1dCNN(nn.Module):
+    """The MNIST-1D reference CNN (three strided 1-D convolutions, 25 channels)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(1, 25, 5, stride=2, padding=1)
+        self.conv2 = nn.Conv1d(25, 25, 3, stride=2, padding=1)
+        self.conv3 = nn.Conv1d(25, 25, 3, stride=2, padding=1)
+        self.linear = nn.Linear(125, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.unsqueeze(1)
+        h = torch.relu(self.conv1(h))
+        h = torch.relu(self.conv2(h))
+        h = torch.relu(self.conv3(h))
+        return self.linear(h.flatten(1))
+
+
+def fmnist_mlp() -> nn.Module:
+    """DeepOBS fmnist_mlp: 784-1000-500-100-10, ReLU."""
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(784, 1000),
+        nn.ReLU(),
+        nn.Linear(1000, 500),
+        nn.ReLU(),
+        nn.Linear(500, 100),
+        nn.ReLU(),
+        nn.Linear(100, 10),
+    )
+
+
+def fmnist_2c2d() -> nn.Module:
+    """DeepOBS fmnist_2c2d: conv32(5x5)-pool-conv64(5x5)-pool-fc1024-fc10, ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2, 2, padding=1),
+        nn.Conv2d(32, 64, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2, 2, padding=1),
+        nn.Flatten(),
+        nn.Linear(64 * 8 * 8, 1024),
+        nn.ReLU(),
+        nn.Linear(1024, 10),
+    )
+
+
+class GCN(nn.Module):
+    """The LW paper's 3-layer GCN [I, 128, 64, O] with ReLU and dropout 0.5, log-softmax out.
+
+    A sparse-matmul GCN (``A_hat X W``) written here rather than torch_geometric, to keep the
+    benchmark's dependencies small; ``A_hat = D^-1/2 (A + I) D^-1/2``.
+    """
+
+    def __init__(self, adj: torch.Tensor, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.register_buffer("adj", adj, persistent=False)
+        self.lin1 = nn.Linear(n_in, 128)
+        self.lin2 = nn.Linear(128, 64)
+        self.lin3 = nn.Linear(64, n_out)
+        self.dropout = nn.Dropout(0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.dropout(x)
+        h = torch.relu(torch.sparse.mm(self.adj, self.lin1(h)))
+        h = self.dropout(h)
+        h = torch.relu(torch.sparse.mm(self.adj, self.lin2(h)))
+        h = self.dropout(h)
+        return torch.log_softmax(torch.sparse.mm(self.adj, self.lin3(h)), dim=1)
+
+
+# ----------------------------------------------------------------------- data
+def _fmnist(flatten: bool) -> Callable[[BenchConfig], Split]:
+    def load(cfg: BenchConfig) -> Split:
+        return load_fashion_mnist(
+            cfg.data_dir, download=cfg.download, flatten=flatten, train_subset=cfg.train_subset
+        )
+
+    return load
+
+
+_GRAPHS: dict[str, Any] = {}
+
+
+def _graph_task(name: str) -> tuple[Callable[[BenchConfig], Split], Callable[[], nn.Module]]:
+    def load(cfg: BenchConfig) -> Split:
+        g = load_planetoid(name, cfg.data_dir, download=cfg.download)
+        _GRAPHS[name] = g
+        y_train = torch.where(g.train_mask, g.y, torch.full_like(g.y, -100))
+        y_test = torch.where(g.test_mask, g.y, torch.full_like(g.y, -100))
+        x = g.x.unsqueeze(0)  # one "batch" holding the whole graph
+        return Split(x, y_train.unsqueeze(0), x, y_test.unsqueeze(0))
+
+    def model() -> nn.Module:
+        g = _GRAPHS[name]
+        return _Squeeze(GCN(g.adj, g.x.shape[1], g.num_classes))
+
+    return load, model
+
+
+class _Squeeze(nn.Module):
+    """Adapts the full-graph batch of one: (1, N, F) -> (N, C) -> (1, C, N) for nll_loss."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x[0]).t().unsqueeze(0)
+
+
+def _mnist1d(cfg: BenchConfig) -> Split:
+    return load_mnist1d()
+
+
+_cora_load, _cora_model = _graph_task("cora")
+_citeseer_load, _citeseer_model = _graph_task("citeseer")
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in [
+        Task(
+            "mnist1d-mlp",
+            "MNIST-1D, MLP 40-100-100-10",
+            _mnist1d,
+            mnist1d_mlp,
+            30,
+            128,
+            tags=("quick",),
+        ),
+        Task(
+            "mnist1d-cnn",
+            "MNIST-1D, 3-conv 1-D CNN",
+            _mnist1d,
+            Mnist1dCNN,
+            30,
+            128,
+            tags=("quick",),
+        ),
+        Task(
+            "fmnist-mlp",
+            "Fashion-MNIST, DeepOBS MLP 784-1000-500-100-10",
+            _fmnist(True),
+            fmnist_mlp,
+            10,
+            128,
+            tags=("full",),
+        ),
+        Task(
+            "fmnist-2c2d",
+            "Fashion-MNIST, DeepOBS 2c2d CNN",
+            _fmnist(False),
+            fmnist_2c2d,
+            10,
+            128,
+            tags=("full",),
+        ),
+        Task(
+            "cora-gcn",
+            "Cora, 3-layer GCN (sparse matmul), full batch",
+            _cora_load,
+            _cora_model,
+            200,
+            0,
+            loss="nll",
+            tags=("full",),
+        ),
+        Task(
+            "citeseer-gcn",
+            "CiteSeer, 3-layer GCN (sparse matmul), full batch",
+            _citeseer_load,
+            _citeseer_model,
+            200,
+            0,
+            loss="nll",
+            tags=("full",),
+        ),
+    ]
+}
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise ValueError(f"Unknown task {name!r}; known: {sorted(TASKS)}")
+    return TASKS[name]

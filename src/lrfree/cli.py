@@ -1,0 +1,165 @@
+"""The ``lrfree`` command line: ``lrfree bench`` (see ``lrfree bench --help``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main"]
+
+QUICK_OPTIMIZERS = ["adamw", "adamw@grid", "sgd-m@grid"]
+DESCRIPTION = """\
+Benchmark lrfree's optimizers at their defaults against tuned baselines (a learning-rate grid,
+whose whole cost is reported) and learning-rate-free peers, on the same tasks, seeds and data
+order, in one run on this machine.
+
+With no arguments: the quick suite on MNIST-1D (generated locally by the mnist1d package, no
+download), an MLP and a CNN, one seed; it prints a table and writes results.jsonl, report.md,
+report.json and PNG plots into --out. Runs already in --out/results.jsonl are not redone, so a
+killed run restarted with the same --out finishes only what is left (--fresh starts over).
+"""
+EPILOG = """\
+examples:
+  lrfree bench
+  lrfree bench --list
+  lrfree bench --task fmnist-mlp --optimizers adamw@grid,adamw,prodigy --seeds 3 --epochs 10
+  lrfree bench --suite full --out bench-out/full
+"""
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import optimizers as bopt
+    from .bench import report, runner
+    from .bench.data import DataMissing
+    from .bench.tasks import TASKS, BenchConfig
+
+    if args.list:
+        print("tasks:")
+        for t in TASKS.values():
+            bs = "full batch" if t.batch_size == 0 else f"batch {t.batch_size}"
+            print(f"  {t.name:16s} {t.description} ({t.epochs} epochs, {bs}; {','.join(t.tags)})")
+        print("optimizers (name[@grid|@LR]):")
+        for e in bopt.BENCH_OPTIMIZERS.values():
+            mark = "" if e.available() else "  [not installed: pip install lrfree[peers]]"
+            grid = f" grid={list(e.grid)}" if e.grid else ""
+            print(f"  {e.name:20s} {e.family:8s} {e.note}{grid}{mark}")
+        return 0
+    lrfree_default = [
+        n
+        for n, e in bopt.BENCH_OPTIMIZERS.items()
+        if e.family == "lrfree" and n != "composed-adamw"
+    ]
+    if args.task:
+        tasks = args.task.split(",")
+    elif args.suite == "full":
+        tasks = list(TASKS)
+    else:
+        tasks = [n for n, t in TASKS.items() if "quick" in t.tags]
+    if args.optimizers:
+        optimizers = args.optimizers.split(",")
+    else:
+        optimizers = QUICK_OPTIMIZERS + (lrfree_default or ["composed-adamw"])
+        if args.suite == "full":
+            optimizers += [
+                n for n, e in bopt.BENCH_OPTIMIZERS.items() if e.family == "peer" and e.available()
+            ]
+    missing = [
+        o
+        for o in optimizers
+        if not bopt.BENCH_OPTIMIZERS.get(o.split("@")[0])
+        or not bopt.BENCH_OPTIMIZERS[o.split("@")[0]].available()
+    ]
+    if missing:
+        print(
+            f"error: optimizer(s) not available: {missing} "
+            f"(known: {sorted(bopt.BENCH_OPTIMIZERS)}; peers need pip install lrfree[peers])",
+            file=sys.stderr,
+        )
+        return 2
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    cfg = BenchConfig(args.data_dir, args.download, args.train_subset)
+    out = Path(args.out or f"bench-out/{args.suite}")
+    try:
+        runs = runner.plan(tasks, optimizers, args.seeds, args.epochs, args.train_subset)
+        t0 = time.perf_counter()
+        records = runner.run_suite(runs, out, cfg, progress=not args.no_progress, fresh=args.fresh)
+    except DataMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    meta = {
+        "tasks": tasks,
+        "optimizers": optimizers,
+        "seeds": args.seeds,
+        "epochs": args.epochs,
+        "train_subset": args.train_subset,
+        "env": runner.environment(),
+        "wall_seconds": time.perf_counter() - t0,
+        "command": "lrfree " + " ".join(sys.argv[1:] if len(sys.argv) > 1 else ["bench"]),
+    }
+    agg = report.aggregate(records)
+    md = report.markdown(agg, meta)
+    (out / "report.md").write_text(md)
+    report.write_json(agg, meta, out / "report.json")
+    pngs = [] if args.no_plots else report.plots(agg, out)
+    print(md)
+    print(
+        f"wrote {out / 'results.jsonl'}, {out / 'report.md'}, {out / 'report.json'}"
+        + (f", {len(pngs)} PNG plots" if pngs else "")
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="lrfree", description="lrfree: optimizers that choose their own learning rate."
+    )
+    parser.add_argument("--version", action="version", version=f"lrfree {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser(
+        "bench",
+        help="run the benchmark",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    b.add_argument(
+        "--suite",
+        choices=["quick", "full"],
+        default="quick",
+        help="quick: MNIST-1D tasks (default); full: every task",
+    )
+    b.add_argument("--task", help="comma-separated task names (see --list); overrides --suite")
+    b.add_argument(
+        "--optimizers",
+        help="comma-separated: NAME, NAME@grid or NAME@LR "
+        "(default: adamw, adamw@grid, sgd-m@grid and every lrfree optimizer)",
+    )
+    b.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 (default 1)")
+    b.add_argument("--epochs", type=int, help="override every task's epochs")
+    b.add_argument("--train-subset", type=int, help="use the first N training examples")
+    b.add_argument("--out", help="output folder (default bench-out/<suite>)")
+    b.add_argument("--data-dir", help="folder with Fashion-MNIST / Planetoid raw files")
+    b.add_argument("--download", action="store_true", help="download missing datasets")
+    b.add_argument("--fresh", action="store_true", help="ignore results already in --out")
+    b.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    b.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.add_argument("--list", action="store_true", help="list tasks and optimizers, then exit")
+    b.set_defaults(func=_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
