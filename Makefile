@@ -13,7 +13,7 @@ $(VENV)/.stamp: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# the CPU build first, pinned, so nothing below pulls a CUDA build
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[bench,test]"
+	$(PY) -m pip install -q -e ".[bench,test,peers]"
 	touch $@
 
 venv: $(VENV)/.stamp

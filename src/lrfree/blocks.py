@@ -36,7 +36,7 @@ Example::
     >>> [b.name for b in part.sets]
     ['0', '2']
     >>> [float(v) for v in part.sq_norm([torch.ones_like(p) for p in params])]
-    [9.0, 3.0]
+    [8.0, 3.0]
 """
 
 from __future__ import annotations

@@ -106,6 +106,13 @@ def _batches(split: Split, batch_size: int, gen: torch.Generator) -> Iterator[tu
         yield split.x_train[idx], split.y_train[idx]
 
 
+def _mode(opt: torch.optim.Optimizer, mode: str) -> None:
+    """Schedule-free optimizers keep two iterates and need opt.train() / opt.eval()."""
+    fn = getattr(opt, mode, None)
+    if callable(fn) and not isinstance(opt, lrfree.Composed):
+        fn()
+
+
 @torch.no_grad()
 def _evaluate(task: Task, model: torch.nn.Module, split: Split) -> tuple[float, float]:
     model.eval()
@@ -143,6 +150,7 @@ def run_one(run: Run, split: Split, on_epoch=None) -> dict[str, Any]:
     opt = run.entry.build(model, run.lr)
     step = run.entry.step or _default_step
     gen = torch.Generator().manual_seed(run.seed)  # same data order for every optimizer
+    _mode(opt, "train")
     per_epoch, rates = [], []
     elapsed, diverged = 0.0, False
     for epoch in range(run.epochs):
@@ -154,7 +162,9 @@ def run_one(run: Run, split: Split, on_epoch=None) -> dict[str, Any]:
             count += 1
         elapsed += time.perf_counter() - t0
         train_loss = float(loss_sum) / max(count, 1)
+        _mode(opt, "eval")
         test_loss, test_acc = _evaluate(task, model, split)
+        _mode(opt, "train")
         per_epoch.append(
             {
                 "epoch": epoch + 1,
