@@ -27,15 +27,18 @@ def test_every_task_trains_a_few_batches(task, tmp_path):
     if task.startswith("fmnist") and not _fmnist_available():
         pytest.skip("Fashion-MNIST not installed (make test installs dataset-fashion-mnist)")
     runs = runner.plan([task], ["adamw"], seeds=1, epochs=1, train_subset=256)
-    (rec,) = runner.run_suite(runs, tmp_path, BenchConfig(train_subset=256), progress=False)
+    (rec,) = runner.run_suite(runs, tmp_path, BenchConfig(), progress=False)
     assert rec["per_epoch"][0]["train_loss"] > 0
-    assert 0.0 <= rec["final_test_acc"] <= 1.0
+    if rec["metric_name"] == "accuracy":
+        assert 0.0 <= rec["final_test_acc"] <= 1.0
+    else:
+        assert 0.0 < rec["final_metric"] < 1.0  # mean binary cross-entropy per pixel
 
 
 @pytest.mark.parametrize("name", bopt.available())
 def test_every_optimizer_runs_on_the_quick_task(name, tmp_path):
     runs = runner.plan(["mnist1d-mlp"], [name], seeds=1, epochs=1, train_subset=512)
-    (rec,) = runner.run_suite(runs, tmp_path, BenchConfig(train_subset=512), progress=False)
+    (rec,) = runner.run_suite(runs, tmp_path, BenchConfig(), progress=False)
     assert torch.isfinite(torch.tensor(rec["final_train_loss"]))
     if rec["family"] == "lrfree":
         assert rec["rates"] and all(v > 0 for v in rec["rates"][-1].values())
@@ -45,7 +48,7 @@ HALF = '{"key": "half a line'
 
 
 def test_resume_skips_finished_runs_and_reports_identically(tmp_path):
-    cfg = BenchConfig(train_subset=256)
+    cfg = BenchConfig()
     runs = runner.plan(
         ["mnist1d-mlp"], ["adamw", "sgd-m@0.05"], seeds=2, epochs=2, train_subset=256
     )
@@ -70,6 +73,9 @@ def test_resume_skips_finished_runs_and_reports_identically(tmp_path):
 
 def _rec(spec, lr, acc, seconds=1.0, grid=True, seed=0):
     return {
+        "final_metric": 100 * acc,
+        "higher_is_better": True,
+        "metric_name": "accuracy",
         "task": "t",
         "spec": spec,
         "optimizer": spec.split("@")[0],
@@ -83,8 +89,14 @@ def _rec(spec, lr, acc, seconds=1.0, grid=True, seed=0):
         "diverged": False,
         "rates": [],
         "per_epoch": [
-            {"epoch": 1, "time": seconds / 2, "test_acc": acc - 0.1, "train_loss": 1.0},
-            {"epoch": 2, "time": seconds, "test_acc": acc, "train_loss": 0.1},
+            {
+                "epoch": 1,
+                "time": seconds / 2,
+                "test_acc": acc - 0.1,
+                "metric": 100 * acc - 10,
+                "train_loss": 1.0,
+            },
+            {"epoch": 2, "time": seconds, "test_acc": acc, "metric": 100 * acc, "train_loss": 0.1},
         ],
     }
 

@@ -82,7 +82,7 @@ def _bench(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    cfg = BenchConfig(args.data_dir, args.download, args.train_subset)
+    cfg = BenchConfig(args.data_dir, args.download)
     out = Path(args.out or f"bench-out/{args.suite}")
     try:
         runs = runner.plan(tasks, optimizers, args.seeds, args.epochs, args.train_subset)

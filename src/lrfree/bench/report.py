@@ -39,11 +39,12 @@ def aggregate(records: list[dict[str, Any]], target_frac: float = 0.99) -> dict[
             by_lr: dict[Any, list[dict]] = defaultdict(list)
             for r in recs:
                 by_lr[r["lr"]].append(r)
+            sign = 1.0 if recs[0].get("higher_is_better", True) else -1.0
             best_lr = max(
-                by_lr, key=lambda lr: statistics.fmean(x["final_test_acc"] for x in by_lr[lr])
+                by_lr, key=lambda lr: sign * statistics.fmean(x["final_metric"] for x in by_lr[lr])
             )
             chosen = by_lr[best_lr]
-            acc_m, acc_s = _mean_std([100 * x["final_test_acc"] for x in chosen])
+            acc_m, acc_s = _mean_std([x["final_metric"] for x in chosen])
             loss_m, _ = _mean_std([x["final_train_loss"] for x in chosen])
             secs_m, _ = _mean_std([x["seconds"] for x in chosen])
             rows.append(
@@ -64,18 +65,28 @@ def aggregate(records: list[dict[str, Any]], target_frac: float = 0.99) -> dict[
                     "curves": chosen,
                 }
             )
+        higher = next(iter(specs.values()))[0].get("higher_is_better", True)
+        sign = 1.0 if higher else -1.0
         grid_rows = [r for r in rows if r["grid"]]
-        tuned = max(grid_rows, key=lambda r: r["acc_mean"]) if grid_rows else None
-        target = target_frac * tuned["acc_mean"] if tuned else None
+        tuned = max(grid_rows, key=lambda r: sign * r["acc_mean"]) if grid_rows else None
+        target = None
+        if tuned:
+            target = target_frac * tuned["acc_mean"] if higher else tuned["acc_mean"] / target_frac
         for row in rows:
             row["gap"] = row["acc_mean"] - tuned["acc_mean"] if tuned else None
+            row["close"] = None
+            if tuned:  # within 1 point of accuracy, or within 1% of a loss
+                close = (
+                    row["gap"] >= -1.0 if higher else row["acc_mean"] <= 1.01 * tuned["acc_mean"]
+                )
+                row["close"] = bool(close)
             times = []
             for rec in row["curves"]:
                 hit = next(
                     (
                         e["time"]
                         for e in rec["per_epoch"]
-                        if target is not None and 100 * e["test_acc"] >= target
+                        if target is not None and sign * e["metric"] >= sign * target
                     ),
                     None,
                 )
@@ -83,8 +94,15 @@ def aggregate(records: list[dict[str, Any]], target_frac: float = 0.99) -> dict[
             row["time_to_target"] = (
                 statistics.fmean(times) if times and all(t is not None for t in times) else None
             )
-        rows.sort(key=lambda r: -r["acc_mean"])
-        tasks[task] = {"rows": rows, "tuned": tuned["spec"] if tuned else None, "target": target}
+        rows.sort(key=lambda r: -sign * r["acc_mean"])
+        metric = next(iter(specs.values()))[0].get("metric_name", "accuracy")
+        tasks[task] = {
+            "rows": rows,
+            "tuned": tuned["spec"] if tuned else None,
+            "target": target,
+            "metric": metric,
+            "higher_is_better": higher,
+        }
     return tasks
 
 
@@ -96,13 +114,15 @@ def markdown(agg: dict[str, Any], meta: dict[str, Any]) -> str:
     lines = []
     for task, t in agg.items():
         lines.append(f"### {task}\n")
+        acc = t["higher_is_better"]
+        label = "test acc %" if acc else "test loss"
         if t["target"] is not None:
+            rule = "99% of its final test accuracy" if acc else "its final test loss / 0.99"
             lines.append(
-                f"Tuned baseline: `{t['tuned']}`; target {t['target']:.2f}% "
-                "(99% of its final test accuracy).\n"
+                f"Tuned baseline: `{t['tuned']}`; target {label} {t['target']:.4g} ({rule}).\n"
             )
         lines.append(
-            "| optimizer | lr | test acc % | gap | final train loss | time to target (s) "
+            f"| optimizer | lr | {label} | gap | final train loss | time to target (s) "
             "| train s (one run) | compute s (incl. grid) |"
         )
         lines.append("|---|---|---|---|---|---|---|---|")
@@ -110,24 +130,27 @@ def markdown(agg: dict[str, Any], meta: dict[str, Any]) -> str:
             lr = "default" if r["lr"] is None else f"{r['lr']:g}"
             if r["grid"]:
                 lr += f" (best of {r['n_lrs']})"
-            acc = f"{r['acc_mean']:.2f} ± {r['acc_std']:.2f}"
+            fmt = ".2f" if acc else ".4f"
+            value = f"{r['acc_mean']:{fmt}} ± {r['acc_std']:{fmt}}"
             if r["diverged"]:
-                acc += f" ({r['diverged']} diverged)"
+                value += f" ({r['diverged']} diverged)"
             lines.append(
-                f"| {r['spec']} | {lr} | {acc} | {_fmt(r['gap'], '+.2f')} | "
+                f"| {r['spec']} | {lr} | {value} | {_fmt(r['gap'], '+' + fmt)} | "
                 f"{r['train_loss']:.4f} | {_fmt(r['time_to_target'], '.1f')} | "
                 f"{r['seconds']:.1f} | {r['compute']:.1f} |"
             )
         lines.append("")
-    # summary: within 1 point of the tuned baseline
+    # summary: within 1 point (accuracy) or 1% (loss) of the tuned baseline
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for t in agg.values():
         for r in t["rows"]:
-            if r["gap"] is not None:
+            if r["close"] is not None:
                 counts[r["spec"]][1] += 1
-                counts[r["spec"]][0] += r["gap"] >= -1.0
+                counts[r["spec"]][0] += r["close"]
     if counts:
-        lines.append("### Summary: tasks within 1 point of the tuned baseline\n")
+        lines.append(
+            "### Summary: tasks within 1 point of accuracy (1% of loss) of the tuned baseline\n"
+        )
         lines.append("| optimizer | within 1 point | tasks |")
         lines.append("|---|---|---|")
         for spec, (k, n) in sorted(counts.items(), key=lambda kv: -kv[1][0]):
@@ -167,11 +190,12 @@ def plots(agg: dict[str, Any], out: Path) -> list[Path]:
             tm = [e["time"] for e in rec["per_epoch"]]
             label = r["spec"] + ("" if r["lr"] is None else f" ({r['lr']:g})")
             axes[0].plot(ep, [e["train_loss"] for e in rec["per_epoch"]], label=label)
-            axes[1].plot(ep, [100 * e["test_acc"] for e in rec["per_epoch"]], label=label)
-            axes[2].plot(tm, [100 * e["test_acc"] for e in rec["per_epoch"]], label=label)
+            axes[1].plot(ep, [e["metric"] for e in rec["per_epoch"]], label=label)
+            axes[2].plot(tm, [e["metric"] for e in rec["per_epoch"]], label=label)
         axes[0].set(xlabel="epoch", ylabel="train loss", yscale="log", title=task)
-        axes[1].set(xlabel="epoch", ylabel="test accuracy %")
-        axes[2].set(xlabel="training seconds", ylabel="test accuracy %")
+        ylabel = "test accuracy %" if t["higher_is_better"] else "test loss"
+        axes[1].set(xlabel="epoch", ylabel=ylabel)
+        axes[2].set(xlabel="training seconds", ylabel=ylabel)
         axes[1].legend(fontsize=7)
         fig.tight_layout()
         path = out / f"{task}.png"

@@ -49,6 +49,9 @@ class Run:
         )
 
 
+_WORST = {"accuracy": 0.0, "test_loss": float("inf")}
+
+
 def environment() -> dict[str, Any]:
     return {
         "torch": torch.__version__,
@@ -74,17 +77,9 @@ def plan(
         for seed in range(seeds):
             for spec in optimizers:
                 for entry, lr, is_grid in resolve(spec):
+                    subset = train_subset if train_subset is not None else task.train_subset
                     runs.append(
-                        Run(
-                            task,
-                            spec,
-                            entry,
-                            lr,
-                            is_grid,
-                            seed,
-                            epochs or task.epochs,
-                            train_subset,
-                        )
+                        Run(task, spec, entry, lr, is_grid, seed, epochs or task.epochs, subset)
                     )
     return runs
 
@@ -92,6 +87,8 @@ def plan(
 def _loss(task: Task, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if task.loss == "nll":
         return F.nll_loss(out, y, ignore_index=-100)
+    if task.loss == "bce_logits":  # reconstruction: y is the target image in [0, 1]
+        return F.binary_cross_entropy_with_logits(out, y)
     return F.cross_entropy(out, y, ignore_index=-100)
 
 
@@ -115,19 +112,23 @@ def _mode(opt: torch.optim.Optimizer, mode: str) -> None:
 
 @torch.no_grad()
 def _evaluate(task: Task, model: torch.nn.Module, split: Split) -> tuple[float, float]:
+    """Test loss and test accuracy (accuracy is NaN for reconstruction tasks)."""
     model.eval()
     total, correct, loss_sum = 0, 0, 0.0
     for i in range(0, len(split.x_test), 1000):
         x, y = split.x_test[i : i + 1000], split.y_test[i : i + 1000]
         out = model(x)
-        mask = y != -100
-        n = int(mask.sum())
+        if task.loss == "bce_logits":
+            n = len(x)
+        else:
+            mask = y != -100
+            n = int(mask.sum())
+            correct += int((out.argmax(1) == y)[mask].sum())
         loss_sum += float(_loss(task, out, y)) * n
-        pred = out.argmax(1)
-        correct += int((pred == y)[mask].sum())
         total += n
     model.train()
-    return loss_sum / max(total, 1), correct / max(total, 1)
+    acc = float("nan") if task.loss == "bce_logits" else correct / max(total, 1)
+    return loss_sum / max(total, 1), acc
 
 
 def _default_step(task: Task, model, opt, x, y) -> torch.Tensor:
@@ -165,8 +166,10 @@ def run_one(run: Run, split: Split, on_epoch=None) -> dict[str, Any]:
         _mode(opt, "eval")
         test_loss, test_acc = _evaluate(task, model, split)
         _mode(opt, "train")
+        metric = 100 * test_acc if task.metric == "accuracy" else test_loss
         per_epoch.append(
             {
+                "metric": metric,
                 "epoch": epoch + 1,
                 "train_loss": train_loss,
                 "test_loss": test_loss,
@@ -197,6 +200,9 @@ def run_one(run: Run, split: Split, on_epoch=None) -> dict[str, Any]:
         "per_epoch": per_epoch,
         "rates": rates,
         "diverged": diverged,
+        "metric_name": task.metric,
+        "higher_is_better": task.metric == "accuracy",
+        "final_metric": last["metric"] if not diverged else _WORST[task.metric],
         "final_test_acc": last["test_acc"] if not diverged else 0.0,
         "final_train_loss": last["train_loss"],
         "seconds": elapsed,
@@ -256,10 +262,14 @@ def run_suite(
     for r in todo:
         if r.task.name not in splits:
             splits[r.task.name] = r.task.load(cfg)
+        split = splits[r.task.name]
+        if r.train_subset is not None:  # the first N training examples
+            split = Split(split.x_train[: r.train_subset], split.y_train[: r.train_subset],
+                          split.x_test, split.y_test)  # fmt: skip
         if bar is not None:
             lr = "default" if r.lr is None else f"{r.lr:g}"
             bar.set_description(f"{r.task.name} {r.entry.name} lr={lr} seed={r.seed}")
-        rec = run_one(r, splits[r.task.name], on_epoch=(lambda e: bar.update(1)) if bar else None)
+        rec = run_one(r, split, on_epoch=(lambda e: bar.update(1)) if bar else None)
         if bar is not None and rec["diverged"]:
             bar.update(r.epochs - len(rec["per_epoch"]))
         _append(path, rec)

@@ -7,6 +7,7 @@ log-probabilities); label ``-100`` is ignored (the graph tasks mask nodes that w
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,6 @@ __all__ = ["TASKS", "BenchConfig", "Task", "get_task"]
 class BenchConfig:
     data_dir: str | None = None
     download: bool = False
-    train_subset: int | None = None  # first N training examples (documented in results)
 
 
 @dataclass
@@ -35,8 +35,9 @@ class Task:
     epochs: int
     batch_size: int  # 0: full batch
     loss: str = "cross_entropy"
-    metric: str = "accuracy"
+    metric: str = "accuracy"  # or "test_loss" (lower is better)
     tags: tuple[str, ...] = field(default_factory=tuple)
+    train_subset: int | None = None  # default subset, so the full suite fits 90 min on 2 cores
 
 
 # --------------------------------------------------------------------- models
@@ -94,6 +95,68 @@ def fmnist_2c2d() -> nn.Module:
     )
 
 
+def fmnist_autoencoder() -> nn.Module:
+    """The LW paper's MNIST autoencoder 784-1000-500-250-30-250-500-1000-784: ReLU hidden
+    layers, no activation at the 30-unit code, logits out (sigmoid + binary cross-entropy)."""
+    widths = [784, 1000, 500, 250, 30, 250, 500, 1000, 784]
+    layers: list[nn.Module] = [nn.Flatten()]
+    for i, (a, b) in enumerate(itertools.pairwise(widths)):
+        layers.append(nn.Linear(a, b))
+        if i not in (3, len(widths) - 2):  # no activation at the code and the output
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def tlr_mlp() -> nn.Module:
+    """The TLR paper's MNIST MLP: one hidden layer of 1000 ReLU units."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 1000), nn.ReLU(), nn.Linear(1000, 10))
+
+
+def adalip_cnn() -> nn.Module:
+    """The AdaLip paper's MNIST CNN (Table 6): conv32-conv64-maxpool-dense128-dense10, ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3), nn.ReLU(),
+        nn.Conv2d(32, 64, 3), nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 12 * 12, 128), nn.ReLU(),
+        nn.Linear(128, 10),
+    )  # fmt: skip
+
+
+def lenet5() -> nn.Module:
+    """LeNet-5 for 28x28 inputs (ReLU, max-pooling), as in the CAM-HD experiments."""
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 5 * 5, 120), nn.ReLU(),
+        nn.Linear(120, 84), nn.ReLU(),
+        nn.Linear(84, 10),
+    )  # fmt: skip
+
+
+class _Residual(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.conv2(torch.relu(self.conv1(x))))
+
+
+def residual_cnn() -> nn.Module:
+    """A small residual CNN without BatchNorm (as in the ADLER experiments), ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
+        _Residual(16), nn.MaxPool2d(2),
+        _Residual(16), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 7 * 7, 10),
+    )  # fmt: skip
+
+
 class GCN(nn.Module):
     """The LW paper's 3-layer GCN [I, 128, 64, O] with ReLU and dropout 0.5, log-softmax out.
 
@@ -121,9 +184,7 @@ class GCN(nn.Module):
 # ----------------------------------------------------------------------- data
 def _fmnist(flatten: bool) -> Callable[[BenchConfig], Split]:
     def load(cfg: BenchConfig) -> Split:
-        return load_fashion_mnist(
-            cfg.data_dir, download=cfg.download, flatten=flatten, train_subset=cfg.train_subset
-        )
+        return load_fashion_mnist(cfg.data_dir, download=cfg.download, flatten=flatten)
 
     return load
 
@@ -160,6 +221,11 @@ class _Squeeze(nn.Module):
 
 def _mnist1d(cfg: BenchConfig) -> Split:
     return load_mnist1d()
+
+
+def _fmnist_reconstruction(cfg: BenchConfig) -> Split:
+    d = load_fashion_mnist(cfg.data_dir, download=cfg.download, flatten=True)
+    return Split(d.x_train, d.x_train, d.x_test, d.x_test)
 
 
 _cora_load, _cora_model = _graph_task("cora")
@@ -200,9 +266,62 @@ TASKS: dict[str, Task] = {
             "Fashion-MNIST, DeepOBS 2c2d CNN",
             _fmnist(False),
             fmnist_2c2d,
-            10,
+            5,
             128,
             tags=("full",),
+            train_subset=10000,
+        ),
+        Task(
+            "fmnist-autoencoder",
+            "Fashion-MNIST, LW paper autoencoder 784-...-30-...-784, "
+            "sigmoid + BCE (metric: test loss)",
+            _fmnist_reconstruction,
+            fmnist_autoencoder,
+            5,
+            128,
+            loss="bce_logits",
+            metric="test_loss",
+            tags=("full",),
+            train_subset=20000,
+        ),
+        Task(
+            "fmnist-tlr-mlp",
+            "Fashion-MNIST, TLR paper MLP 784-1000-10",
+            _fmnist(True),
+            tlr_mlp,
+            5,
+            128,
+            tags=("full",),
+        ),
+        Task(
+            "fmnist-adalip-cnn",
+            "Fashion-MNIST, AdaLip paper CNN conv32-conv64-pool-128-10",
+            _fmnist(False),
+            adalip_cnn,
+            3,
+            128,
+            tags=("full",),
+            train_subset=10000,
+        ),
+        Task(
+            "fmnist-lenet5",
+            "Fashion-MNIST, LeNet-5",
+            _fmnist(False),
+            lenet5,
+            5,
+            128,
+            tags=("full",),
+            train_subset=20000,
+        ),
+        Task(
+            "fmnist-resnet",
+            "Fashion-MNIST, small residual CNN without BatchNorm (ADLER)",
+            _fmnist(False),
+            residual_cnn,
+            3,
+            128,
+            tags=("full",),
+            train_subset=10000,
         ),
         Task(
             "cora-gcn",
