@@ -5,12 +5,12 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 FMNIST := /usr/share/datasets/fashion-mnist
+LINTED := src tests $(wildcard benchmarks examples)
 
 .PHONY: bench test lint venv data clean
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	# the CPU build first, pinned, so nothing below pulls a CUDA build
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e ".[bench,test,peers]"
@@ -31,12 +31,12 @@ bench: venv
 	$(VENV)/bin/lrfree bench
 
 test: venv data
-	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff check $(LINTED)
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: venv
-	$(VENV)/bin/ruff check src tests benchmarks examples
-	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 
 clean:
 	rm -rf $(VENV) bench-out .pytest_cache
