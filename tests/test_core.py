@@ -38,7 +38,7 @@ def _net():
             {"direction": "sgd", "momentum": 0.9},
             TypeError,
             r"Unknown hyperparameter\(s\) \['momentum'\] for direction 'sgd' and rule 'constant'; "
-            r"known: \['lr', 'maximize', 'weight_decay'\]",
+            r"known: \['foreach', 'lr', 'maximize', 'weight_decay'\]",
         ),
         (
             {"betas": (0.9, 1.0)},
@@ -197,9 +197,10 @@ if "test-half" not in RULES:
     register_rule(_Half())
 
 
+@pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize("direction", ["sgd", "adamw"])
 @pytest.mark.parametrize("blocks", ["global", "layer", "filter", "element"])
-def test_rate_path_matches_torch_at_half_the_lr(direction, blocks):
+def test_rate_path_matches_torch_at_half_the_lr(direction, blocks, foreach):
     torch.manual_seed(0)
     ref_net = torch.nn.Sequential(
         torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2)
@@ -217,6 +218,7 @@ def test_rate_path_matches_torch_at_half_the_lr(direction, blocks):
         blocks=blocks,
         lr=0.1,
         weight_decay=0.1,
+        foreach=foreach,
     )
     x, y = torch.randn(8, 4, dtype=torch.float64), torch.randn(8, 2, dtype=torch.float64)
     for _ in range(20):

@@ -261,3 +261,24 @@ def test_effective_lr_names_are_module_paths(spec: OptimSpec):
     names = set(opt.effective_lr())
     allowed = re.compile(r"^(global(\[\d+\])?|[0-9]+(\.(weight|bias))?(\[\d+\])?)$")
     assert names and all(allowed.match(n) for n in names), names
+
+
+@SPECS
+def test_foreach_matches_the_for_loop_reference(spec: OptimSpec):
+    """The multi-tensor path equals the readable for-loop, float64, parameters and state."""
+    runs = []
+    for foreach in (False, True):
+        model, x, y = make_problem(dtype=torch.float64)
+        opt = spec.build(model)
+        for g in opt.param_groups:
+            g["foreach"] = foreach
+        _run(spec, model, opt, x, y, 9)
+        runs.append((model, opt))
+    (m1, o1), (m2, o2) = runs
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
+        for k, v in o1.state[a].items():
+            if isinstance(v, torch.Tensor):
+                torch.testing.assert_close(v, o2.state[b][k], rtol=1e-10, atol=1e-15, msg=k)
+            else:
+                assert v == o2.state[b][k], k

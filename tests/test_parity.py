@@ -125,3 +125,27 @@ def test_constant_rule_matches_torch(direction, cls, tkw, lkw, maximize, sched):
             denom = max(v.abs().max().item(), 1e-300)
             assert (v - w).abs().max().item() / denom <= 1e-12, k
     assert [g["lr"] for g in ref.param_groups] == [g["lr"] for g in ours.param_groups]
+
+
+@pytest.mark.parametrize(
+    "direction,cls,tkw,lkw", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)]
+)
+def test_foreach_path_matches_torch_foreach(direction, cls, tkw, lkw):
+    gen = torch.Generator().manual_seed(2)
+    xs = torch.randn(20, 16, 5, generator=gen, dtype=torch.float64)
+    ys = torch.randn(20, 16, 2, generator=gen, dtype=torch.float64)
+    lr = LR[direction]
+    m_ref, m_ours = _model(), _model()
+    ref = cls(_groups(m_ref, lr, False), lr=lr, weight_decay=0.05, foreach=True, **tkw)
+    ours = lrfree.Composed(_groups(m_ours, lr, True), direction=direction, lr=lr,
+                           weight_decay=0.05, foreach=True, **lkw)  # fmt: skip
+    for t in range(20):
+        for m, opt in ((m_ref, ref), (m_ours, ours)):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(m(xs[t]), ys[t]).backward()
+            opt.step()
+    for a, b in zip(m_ref.parameters(), m_ours.parameters()):
+        assert ((a - b).abs().max() / a.abs().max()).item() <= 1e-12
+        for k, v in ref.state[a].items():
+            w = ours.state[b][k]
+            assert (v - w).abs().max().item() <= 1e-12 * max(v.abs().max().item(), 1e-300), k

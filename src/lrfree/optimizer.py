@@ -36,7 +36,7 @@ from torch import Tensor
 
 from .blocks import GRANULARITIES, Partition
 from .directions import DIRECTIONS, Direction, get_direction
-from .hyper import Hyper, choice, real, validate
+from .hyper import Hyper, boolean, choice, real, validate
 from .rules import RULES, Rule, StepContext, get_rule
 
 __all__ = ["Composed"]
@@ -97,10 +97,10 @@ class Composed(torch.optim.Optimizer):
     # ------------------------------------------------------------------ set-up
     @staticmethod
     def _specs(d: Direction, r: Rule) -> dict[str, Hyper]:
-        clash = set(d.hyper) & set(r.hyper)
+        clash = (set(d.hyper) & set(r.hyper)) | ((set(d.hyper) | set(r.hyper)) & set(_COMMON))
         if clash:  # a registry error, caught by the test suite
             raise RuntimeError(f"{d!r} and {r!r} both define {sorted(clash)}")
-        return {**d.hyper, **r.hyper}
+        return {**_COMMON, **d.hyper, **r.hyper}
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group; its values are validated like the constructor's."""
@@ -226,40 +226,60 @@ class Composed(torch.optim.Optimizer):
         rule = RULES[group["rule"]]
         ctx = StepContext(self, group, gi, params, grads, part, inputs, closure, loss)
         rule.begin(ctx)
-        ctx.directions = [
-            None if g is None else direction.update(p, g, self.state[p], group)
-            for p, g in zip(params, grads)
-        ]
+        idx = [i for i, g in enumerate(grads) if g is not None]
+        ps = [params[i] for i in idx]
+        foreach = group["foreach"]
+        if foreach is None:  # torch's default: multi-tensor kernels on CUDA
+            foreach = all(p.is_cuda for p in ps)
+        foreach = foreach and len({(p.device, p.dtype) for p in ps}) == 1
+        ds = direction.update_many(
+            ps, [grads[i] for i in idx], [self.state[p] for p in ps], group, foreach=foreach
+        )
+        ctx.directions = [None] * len(params)
+        for i, d in zip(idx, ds):
+            ctx.directions[i] = d
         alphas = rule.rates(ctx)
         lr = group["lr"]
         wd = group["weight_decay"] if direction.decoupled_decay else 0.0
         if alphas is None:  # constant rule: exactly torch's arithmetic
-            for p, d in zip(params, ctx.directions):
-                if d is None:
-                    continue
+            if foreach:
                 if wd != 0:
-                    p.mul_(1 - lr * wd)
-                p.add_(d, alpha=-lr)
+                    torch._foreach_mul_(ps, 1 - lr * wd)
+                torch._foreach_add_(ps, ds, alpha=-lr)
+            else:
+                for p, d in zip(ps, ds):
+                    if wd != 0:
+                        p.mul_(1 - lr * wd)
+                    p.add_(d, alpha=-lr)
         else:
             if len(alphas) != len(part.sets):
                 raise RuntimeError(
                     f"{rule!r} returned {len(alphas)} rates for {len(part.sets)} blocks"
                 )
-            for p, d, a in zip(params, ctx.directions, part.broadcast(alphas)):
-                if d is None or a is None:
-                    continue
-                scale = a * lr
-                if p.dtype == scale.dtype:
-                    if wd != 0:
-                        p.mul_(1 - scale * wd)
-                    p.addcmul_(d, scale, value=-1)
-                else:  # low-precision parameter: do the arithmetic in the rate's dtype
-                    new = p.to(scale.dtype)
-                    if wd != 0:
-                        new.mul_(1 - scale * wd)
-                    new.addcmul_(d.to(scale.dtype), scale, value=-1)
-                    p.copy_(new)
+            per_param = part.broadcast(alphas)
+            scales = [per_param[i] * lr for i in idx]
+            if foreach and ps[0].dtype == scales[0].dtype:
+                if wd != 0:
+                    torch._foreach_mul_(ps, [1 - sc * wd for sc in scales])
+                torch._foreach_addcmul_(ps, ds, scales, value=-1)
+            else:
+                for p, d, scale in zip(ps, ds, scales):
+                    self._apply(p, d, scale, wd)
         rule.end(ctx)
+
+    @staticmethod
+    def _apply(p: Tensor, d: Tensor, scale: Tensor, wd: float) -> None:
+        """``p <- p (1 - scale wd) - scale d`` for one parameter (the readable reference)."""
+        if p.dtype == scale.dtype:
+            if wd != 0:
+                p.mul_(1 - scale * wd)
+            p.addcmul_(d, scale, value=-1)
+        else:  # low-precision parameter: do the arithmetic in the rate's dtype, round once
+            new = p.to(scale.dtype)
+            if wd != 0:
+                new.mul_(1 - scale * wd)
+            new.addcmul_(d.to(scale.dtype), scale, value=-1)
+            p.copy_(new)
 
     # ------------------------------------------------------------- read-outs
     def curvature_due(self) -> bool:
@@ -309,3 +329,14 @@ class Composed(torch.optim.Optimizer):
 
 
 _LR = Hyper(1e-3, real(0.0), "base learning rate")
+
+
+def _optional_bool(name: str, value: Any, owner: str) -> bool | None:
+    return None if value is None else boolean()(name, value, owner)
+
+
+_COMMON: dict[str, Hyper] = {
+    "foreach": Hyper(
+        None, _optional_bool, "multi-tensor kernels; None: on when every tensor is on CUDA"
+    ),
+}

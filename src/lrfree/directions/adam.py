@@ -32,13 +32,46 @@ class Adam(Direction):
     }
     default_lr = 1e-3
 
-    def update(self, p: Tensor, grad: Tensor, state: dict[str, Any], group: dict) -> Tensor:
-        if len(state) == 0 or "step" not in state:
+    def _init(self, p: Tensor, state: dict[str, Any], group: dict) -> None:
+        if "step" not in state:
             state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             if group["amsgrad"]:
                 state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def _update_foreach(self, params, grads, states, group):
+        for p, st in zip(params, states):
+            self._init(p, st, group)
+        beta1, beta2 = group["betas"]
+        if group["maximize"]:
+            grads = torch._foreach_neg(grads)
+        if group["weight_decay"] != 0 and not self.decoupled_decay:
+            grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+        steps = [st["step"] for st in states]
+        torch._foreach_add_(steps, 1)
+        exp_avgs = [st["exp_avg"] for st in states]
+        exp_avg_sqs = [st["exp_avg_sq"] for st in states]
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+        step_values = [cpu_scalar(t) for t in steps]
+        bias_correction1 = [1 - beta1**t for t in step_values]
+        bias_correction2_sqrt = [(1 - beta2**t) ** 0.5 for t in step_values]
+        if group["amsgrad"]:
+            second = [st["max_exp_avg_sq"] for st in states]
+            torch._foreach_maximum_(second, exp_avg_sqs)
+        else:
+            second = exp_avg_sqs
+        denom = torch._foreach_sqrt(second)
+        torch._foreach_div_(denom, bias_correction2_sqrt)
+        torch._foreach_add_(denom, group["eps"])
+        d = torch._foreach_div(exp_avgs, bias_correction1)
+        torch._foreach_div_(d, denom)
+        return list(d)
+
+    def update(self, p: Tensor, grad: Tensor, state: dict[str, Any], group: dict) -> Tensor:
+        self._init(p, state, group)
         beta1, beta2 = group["betas"]
         if group["maximize"]:
             grad = -grad

@@ -33,7 +33,34 @@ class RMSprop(Direction):
     }
     default_lr = 1e-2
 
-    def update(self, p: Tensor, grad: Tensor, state: dict[str, Any], group: dict) -> Tensor:
+    def _update_foreach(self, params, grads, states, group):
+        for p, st in zip(params, states):
+            self._init(p, st, group)
+        if group["maximize"]:
+            grads = torch._foreach_neg(grads)
+        torch._foreach_add_([st["step"] for st in states], 1)
+        if group["weight_decay"] != 0:
+            grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+        a = group["alpha"]
+        square_avgs = [st["square_avg"] for st in states]
+        torch._foreach_mul_(square_avgs, a)
+        torch._foreach_addcmul_(square_avgs, grads, grads, value=1 - a)
+        if group["centered"]:
+            grad_avgs = [st["grad_avg"] for st in states]
+            torch._foreach_lerp_(grad_avgs, grads, 1 - a)
+            avg = torch._foreach_addcmul(square_avgs, grad_avgs, grad_avgs, value=-1)
+            torch._foreach_sqrt_(avg)
+        else:
+            avg = torch._foreach_sqrt(square_avgs)
+        torch._foreach_add_(avg, group["eps"])
+        if group["momentum"] > 0:
+            bufs = [st["momentum_buffer"] for st in states]
+            torch._foreach_mul_(bufs, group["momentum"])
+            torch._foreach_addcdiv_(bufs, grads, avg)
+            return bufs
+        return list(torch._foreach_div(grads, avg))
+
+    def _init(self, p: Tensor, state: dict[str, Any], group: dict) -> None:
         if "step" not in state:
             state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
             state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -41,6 +68,9 @@ class RMSprop(Direction):
                 state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             if group["centered"]:
                 state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def update(self, p: Tensor, grad: Tensor, state: dict[str, Any], group: dict) -> Tensor:
+        self._init(p, state, group)
         if group["maximize"]:
             grad = -grad
         state["step"] += 1

@@ -43,6 +43,16 @@ class SGD(Direction):
     def update(self, p: Tensor, grad: Tensor, state: dict[str, Any], group: dict) -> Tensor:
         return self._grad(p, grad, group)
 
+    def _grads_foreach(self, params: list[Tensor], grads: list[Tensor], group: dict):
+        if group["maximize"]:
+            grads = torch._foreach_neg(grads)
+        if group["weight_decay"] != 0:
+            grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+        return list(grads)
+
+    def _update_foreach(self, params, grads, states, group):
+        return self._grads_foreach(params, grads, group)
+
 
 class Momentum(SGD):
     name = "momentum"
@@ -65,6 +75,22 @@ class Momentum(SGD):
     def update(self, p: Tensor, grad: Tensor, state: dict[str, Any], group: dict) -> Tensor:
         return self._buffer(self._grad(p, grad, group), state, group)
 
+    def _buffers_foreach(self, grads: list[Tensor], states: list[dict[str, Any]], group: dict):
+        old = [i for i, st in enumerate(states) if st.get("momentum_buffer") is not None]
+        for i, st in enumerate(states):  # first step: the buffer is the gradient
+            if st.get("momentum_buffer") is None:
+                st["momentum_buffer"] = torch.clone(grads[i]).detach()
+        if old:
+            bufs = [states[i]["momentum_buffer"] for i in old]
+            torch._foreach_mul_(bufs, group["momentum"])
+            torch._foreach_add_(
+                bufs, [grads[i] for i in old], alpha=1 - group.get("dampening", 0.0)
+            )
+        return [st["momentum_buffer"] for st in states]
+
+    def _update_foreach(self, params, grads, states, group):
+        return self._buffers_foreach(self._grads_foreach(params, grads, group), states, group)
+
 
 class Nesterov(Momentum):
     name = "nesterov"
@@ -78,3 +104,8 @@ class Nesterov(Momentum):
         g = self._grad(p, grad, group)
         buf = self._buffer(g, state, group)
         return g.add(buf, alpha=group["momentum"])
+
+    def _update_foreach(self, params, grads, states, group):
+        g = self._grads_foreach(params, grads, group)
+        bufs = self._buffers_foreach(g, states, group)
+        return list(torch._foreach_add(g, bufs, alpha=group["momentum"]))
