@@ -113,6 +113,32 @@ register(
         note="lrfree.Composed(direction='adamw', rule='constant'): AdamW parity",
     )
 )
+# every named lrfree optimizer at its defaults (a class not exported yet is skipped)
+LRFREE_NAMES = {
+    "sgd-lw": "SGDLW",
+    "adamw-lw": "AdamWLW",
+    "sgd-tlr": "SGDTLR",
+    "adam-tlr": "AdamTLR",
+    "adalip": "AdaLip",
+    "rmslip": "RMSLip",
+    "adamlip": "AdamLip",
+    "adalip-u": "AdaLipU",
+    "rmslip-u": "RMSLipU",
+    "adamlip-u": "AdamLipU",
+    "adler": "ADLER",
+    "sgd-hd": "SGDHD",
+    "sgdn-hd": "SGDNHD",
+    "adam-hd": "AdamHD",
+    "sgd-camhd": "SGDCAMHD",
+    "sgdn-camhd": "SGDNCAMHD",
+    "adam-camhd": "AdamCAMHD",
+}
+for _name, _cls in LRFREE_NAMES.items():
+    if hasattr(lrfree, _cls):
+        register(
+            BenchOptimizer(_name, _named(getattr(lrfree, _cls)), "lrfree", note=f"lrfree.{_cls}()")
+        )
+
 # learning-rate-free peers (optional extra)
 register(
     BenchOptimizer(
