@@ -1,12 +1,15 @@
 """Run benchmark trainings and append their results to a JSONL file (resumable).
 
 A run is identified by its key (task, optimizer, lr, seed, epochs, batch size, training
-subset, lrfree version); runs whose key is already in ``results.jsonl`` are not run again,
-so a killed suite restarted with the same ``--out`` finishes only the remaining runs.
+subset, lrfree version and a hash of its source code); runs whose key is already in
+``results.jsonl`` are not run again, so a killed suite restarted with the same ``--out``
+finishes only the remaining runs.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import math
 import os
@@ -46,7 +49,19 @@ class Run:
         return (
             f"{self.task.name}|{self.entry.name}|lr={lr}|seed={self.seed}|epochs={self.epochs}"
             f"|bs={self.task.batch_size}|subset={self.train_subset}|v={lrfree.__version__}"
+            f"|code={code_fingerprint()}"
         )
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """A hash of the library's source, so results of changed code are never reused."""
+    root = Path(lrfree.__file__).parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:10]
 
 
 _WORST = {"accuracy": 0.0, "test_loss": float("inf")}
