@@ -7,13 +7,13 @@ TORCH  ?= torch==2.13.0
 FMNIST := /usr/share/datasets/fashion-mnist
 LINTED := src tests $(wildcard benchmarks examples)
 
-.PHONY: bench test lint venv data clean
+.PHONY: bench test lint venv data docs clean
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# the CPU build first, pinned, so nothing below pulls a CUDA build
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[bench,test,peers]"
+	$(PY) -m pip install -q -e ".[bench,test,peers,ecosystem,docs]"
 	touch $@
 
 venv: $(VENV)/.stamp
@@ -30,9 +30,13 @@ data:
 bench: venv
 	$(VENV)/bin/lrfree bench
 
-test: venv data
+test: venv data docs
 	$(VENV)/bin/ruff check $(LINTED)
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# the documentation site (mkdocs.yml) into build/site; warnings are errors
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 lint: venv
 	$(VENV)/bin/ruff check $(LINTED)

@@ -1,0 +1,163 @@
+"""A Hugging Face ``Trainer`` with an lrfree optimizer, on a tiny BERT built from a config.
+
+The optimizer and its scheduler go in through ``Trainer(..., optimizers=(opt, scheduler))``;
+``Trainer`` then calls ``opt.step()`` and ``scheduler.step()`` as it does for its own. No
+download: the model is ``BertForSequenceClassification`` from a two-layer ``BertConfig``,
+the data random token sequences whose label is a simple function of the tokens.
+
+Rules without curvature (``AdamHD``, ``SGDHD``, CAM-HD, ``Composed(rule="constant")``) work
+with the plain ``Trainer``. Curvature rules (``SGDLW``, ``AdamWLW``) need
+``loss.backward(create_graph=True)`` on their curvature steps: ``LrfreeTrainer`` below passes
+``create_graph=opt.curvature_due()`` to the Trainer's backward (graph mode), and also adds
+``lrfree.logging.scalars(opt)`` (the effective rate per block, the rule's diagnostics) to every
+log record, so they reach TensorBoard, W&B or whatever ``report_to`` names. With graph mode,
+keep ``max_grad_norm=0`` (clipping rescales gradients in place after the graph was built) and
+``attn_implementation="eager"`` (CPU's fused attention kernel has no double backward).
+
+Run::
+
+    python examples/hf_trainer.py --optimizer AdamHD --max-steps 50
+    python examples/hf_trainer.py --optimizer AdamWLW --opt-kwargs '{"update_every": 5}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+
+import lrfree
+from lrfree.logging import scalars
+
+
+def unwrap(optimizer: Any) -> torch.optim.Optimizer | None:
+    """The user's optimizer inside accelerate's ``AcceleratedOptimizer`` (or itself)."""
+    while optimizer is not None and not isinstance(optimizer, lrfree.Composed):
+        inner = getattr(optimizer, "optimizer", None)
+        if inner is None or inner is optimizer:
+            break
+        optimizer = inner
+    return optimizer
+
+
+class LrfreeTrainer(Trainer):
+    """``Trainer`` with graph mode for curvature rules and lrfree read-outs in its logs."""
+
+    def training_step(self, model: Any, inputs: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        opt = unwrap(self.optimizer)
+        due = bool(getattr(opt, "curvature_due", lambda: False)())
+        if not due:
+            return super().training_step(model, inputs, *args, **kwargs)
+        backward = self.accelerator.backward
+
+        def backward_with_graph(loss: torch.Tensor, **kw: Any) -> None:
+            backward(loss, create_graph=True, **kw)
+
+        self.accelerator.backward = backward_with_graph  # type: ignore[method-assign]
+        try:
+            return super().training_step(model, inputs, *args, **kwargs)
+        finally:
+            del self.accelerator.backward  # back to the class's method
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        opt = unwrap(self.optimizer)
+        if opt is not None and "loss" in logs:  # training records only
+            logs = {**logs, **{f"lrfree/{k}": v for k, v in scalars(opt).items()}}
+        super().log(logs, *args, **kwargs)
+
+
+class RandomTokens(Dataset):
+    """``n`` random sequences; label 1 when token ids above ``vocab // 2`` are the majority."""
+
+    def __init__(self, n: int, seq_len: int, vocab: int, seed: int = 0) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        self.input_ids = torch.randint(1, vocab, (n, seq_len), generator=gen)
+        self.labels = ((self.input_ids > vocab // 2).float().mean(1) > 0.5).long()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        ids = self.input_ids[i]
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": self.labels[i]}
+
+
+def tiny_bert(vocab: int = 128, hidden: int = 32, layers: int = 2) -> BertForSequenceClassification:
+    config = BertConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=64,
+        num_labels=2,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    config._attn_implementation = "eager"  # double backward (graph mode) needs eager attention
+    return BertForSequenceClassification(config)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--optimizer", default="AdamHD", help="an lrfree optimizer class name")
+    ap.add_argument("--opt-kwargs", default="{}", help="its keyword arguments, as JSON")
+    ap.add_argument("--max-steps", type=int, default=20)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--examples", type=int, default=512)
+    ap.add_argument("--seq-len", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--plain-trainer", action="store_true", help="transformers.Trainer itself")
+    ap.add_argument("--out", default=None, help="output_dir (default: a temporary folder)")
+    ap.add_argument("--report-to", default="none", help="e.g. tensorboard")
+    return ap.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Train for ``--max-steps`` steps; returns ``train_loss``, the log history, the rates."""
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    model = tiny_bert()
+    cls = getattr(lrfree, args.optimizer)
+    opt = cls(model.named_parameters(), **json.loads(args.opt_kwargs))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / (args.max_steps + 1))
+    out = args.out or tempfile.mkdtemp(prefix="hf-trainer-")
+    training_args = TrainingArguments(
+        output_dir=out,
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch_size,
+        logging_steps=max(1, args.max_steps // 5),
+        save_strategy="no",
+        report_to=args.report_to,
+        use_cpu=True,
+        max_grad_norm=0.0,  # no clipping: graph mode (see the module docstring)
+        seed=args.seed,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    trainer_cls = Trainer if args.plain_trainer else LrfreeTrainer
+    trainer = trainer_cls(
+        model=model,
+        args=training_args,
+        train_dataset=RandomTokens(args.examples, args.seq_len, model.config.vocab_size),
+        optimizers=(opt, sched),
+    )
+    result = trainer.train()
+    return {
+        "train_loss": result.training_loss,
+        "global_step": result.global_step,
+        "log_history": trainer.state.log_history,
+        "effective_lr": opt.effective_lr(),
+        "optimizer": opt,
+    }
+
+
+if __name__ == "__main__":
+    res = main()
+    print(json.dumps({k: res[k] for k in ("train_loss", "global_step", "effective_lr")}, indent=2))

@@ -1,0 +1,241 @@
+"""Fashion-MNIST with PyTorch Lightning and an lrfree optimizer.
+
+``configure_optimizers`` returns an lrfree optimizer and a per-step scheduler; the scheduler
+scales ``lr`` and the optimizer's adapted multiplier ``alpha`` sits on top of it, so the rate
+each layer uses is ``lr * alpha`` (``opt.effective_lr()``). A callback logs those rates and
+the rule's diagnostics (``lrfree.logging.scalars``) through the Trainer's logger.
+
+Curvature rules (``SGDLW``, ``AdamWLW``) need ``loss.backward(create_graph=True)`` on the
+steps where they estimate curvature. Lightning's automatic optimization calls ``backward``
+itself, so this example uses **manual optimization** by default (graph mode)::
+
+    opt.zero_grad()
+    self.manual_backward(loss, create_graph=opt.optimizer.curvature_due())
+    opt.step()
+    sched.step()
+
+``curvature_due()`` is False for every rule without curvature and on the steps in between,
+so the same ``training_step`` serves every lrfree optimizer and pays for the graph only when
+it is used. Rules that read the network outputs (``ADLER``; ``SGDLW(curvature="ggn")``) also
+get ``step(outputs=logits, ...)`` with the graph retained (``output_inputs`` below).
+
+``--automatic`` uses Lightning's automatic optimization instead: Lightning then passes its
+closure to ``step()``, which curvature rules use for finite-difference estimates (see
+``lrfree.rules.layerwise``).
+
+Run::
+
+    python examples/lightning_fmnist.py --optimizer SGDLW --opt-kwargs '{"update_every": 10}' \
+        --train-subset 10000 --epochs 1 --out lightning-out
+
+Fashion-MNIST comes from ``lrfree.bench.data.load_fashion_mnist`` (Debian's
+``dataset-fashion-mnist``, ``$LRFREE_DATA`` or the lrfree cache; ``--download`` fetches it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import lrfree
+from lrfree.bench.data import load_fashion_mnist
+from lrfree.logging import scalars
+
+
+def make_optimizer(name: str, params: Iterable[Any], **kwargs: Any) -> torch.optim.Optimizer:
+    """An lrfree optimizer by class name (``"SGDLW"``, ``"AdamHD"``, ``"Composed"``, ...)."""
+    cls = getattr(lrfree, name, None)
+    if name not in lrfree.__all__ or not (
+        isinstance(cls, type) and issubclass(cls, lrfree.Composed)
+    ):
+        known = sorted(
+            n
+            for n in lrfree.__all__
+            if isinstance(getattr(lrfree, n), type)
+            and issubclass(getattr(lrfree, n), lrfree.Composed)
+        )
+        raise ValueError(f"Invalid optimizer: {name!r} (expected one of {known})")
+    return cls(params, **kwargs)
+
+
+def output_inputs(
+    opt: torch.optim.Optimizer, logits: torch.Tensor, y: torch.Tensor
+) -> dict[str, Any]:
+    """Keyword inputs for ``step()`` of rules that read the network outputs: ADLER
+    (``outputs``, ``targets``: its Gauss-Newton model of the loss) and the layer-wise rule
+    with ``curvature="ggn"`` (``outputs``, ``loss_fn``). Empty for every other rule; when not
+    empty, ``backward`` must keep the graph (``retain_graph=True``)."""
+    groups = opt.param_groups
+    if any(g["rule"] == "adler" for g in groups):
+        return {"outputs": logits, "targets": y}
+    if any(g["rule"] == "layerwise" and g.get("curvature") == "ggn" for g in groups):
+        return {"outputs": logits, "loss_fn": lambda z: F.cross_entropy(z, y)}
+    return {}
+
+
+class FMNISTClassifier(L.LightningModule):
+    """An MLP 784-hidden-10 (ReLU) trained with an lrfree optimizer.
+
+    Args:
+        optimizer: an lrfree optimizer class name.
+        opt_kwargs: its keyword arguments (``lr``, ``update_every``, ...).
+        hidden: the hidden width.
+        total_steps: the cosine schedule's length (``T_max``).
+        manual: manual optimization with graph mode (default) or Lightning's automatic one.
+    """
+
+    def __init__(
+        self,
+        optimizer: str = "SGDLW",
+        opt_kwargs: dict[str, Any] | None = None,
+        hidden: int = 128,
+        total_steps: int = 1000,
+        manual: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = nn.Sequential(
+            nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, 10)
+        )
+        self.automatic_optimization = not manual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        # named_parameters(): layer-wise rules need module names ("1", "3" here)
+        opt = make_optimizer(
+            self.hparams.optimizer, self.model.named_parameters(), **(self.hparams.opt_kwargs or {})
+        )
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=max(1, self.hparams.total_steps)
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        if self.automatic_optimization:
+            loss = F.cross_entropy(self(x), y)
+        else:  # graph mode: build the double-backward graph only when a curvature step is due
+            opt = self.optimizers()
+            sched = self.lr_schedulers()
+            opt.zero_grad()  # set_to_none: also frees a graph kept in .grad
+            logits = self(x)
+            loss = F.cross_entropy(logits, y)
+            extra = output_inputs(opt.optimizer, logits, y)
+            # retain_graph=None: torch's default (kept when create_graph is True)
+            keep = True if extra else None
+            self.manual_backward(
+                loss, create_graph=opt.optimizer.curvature_due(), retain_graph=keep
+            )
+            opt.step(**extra)
+            sched.step()
+        self.log("train_loss", loss.detach(), prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self.log("val_loss", F.cross_entropy(logits, y))
+        self.log("val_acc", (logits.argmax(1) == y).float().mean())
+
+
+class LrfreeLogger(L.Callback):
+    """Logs ``lrfree.logging.scalars(opt)`` (effective rates, rule diagnostics) every
+    ``every_n_steps`` optimizer steps through the Trainer's logger (TensorBoard, CSV, ...)."""
+
+    def __init__(self, every_n_steps: int = 10) -> None:
+        self.every_n_steps = every_n_steps
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any
+    ) -> None:
+        if trainer.global_step % self.every_n_steps:
+            return
+        for i, opt in enumerate(trainer.optimizers):
+            prefix = "lrfree" if len(trainer.optimizers) == 1 else f"lrfree{i}"
+            values = {f"{prefix}/{k}": v for k, v in scalars(opt).items()}
+            pl_module.log_dict(values, on_step=True, on_epoch=False)
+
+
+def loaders(
+    train_subset: int | None, test_subset: int | None, batch_size: int, download: bool = False
+) -> tuple[DataLoader, DataLoader]:
+    data = load_fashion_mnist(download=download, train_subset=train_subset)
+    x_test, y_test = data.x_test, data.y_test
+    if test_subset is not None:
+        x_test, y_test = x_test[:test_subset], y_test[:test_subset]
+    gen = torch.Generator().manual_seed(0)
+    train = DataLoader(
+        TensorDataset(data.x_train, data.y_train),
+        batch_size=batch_size,
+        shuffle=True,
+        generator=gen,
+    )
+    test = DataLoader(TensorDataset(x_test, y_test), batch_size=1000)
+    return train, test
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--optimizer", default="SGDLW", help="an lrfree optimizer class name")
+    ap.add_argument("--opt-kwargs", default="{}", help="its keyword arguments, as JSON")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps")
+    ap.add_argument("--train-subset", type=int, default=10000, help="first N training images")
+    ap.add_argument("--test-subset", type=int, default=None, help="first N test images")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--automatic", action="store_true", help="Lightning's automatic optimization")
+    ap.add_argument("--logger", choices=["tensorboard", "csv"], default="tensorboard")
+    ap.add_argument("--log-every", type=int, default=10, help="steps between rate read-outs")
+    ap.add_argument("--out", default="lightning-out", help="folder for the logger's files")
+    ap.add_argument("--download", action="store_true", help="fetch Fashion-MNIST if missing")
+    return ap.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, float]:
+    """Train, validate the final model, and return the metrics (``train_loss``, ``val_acc``,
+    the last ``lrfree/...`` read-out)."""
+    args = parse_args(argv)
+    L.seed_everything(args.seed, verbose=False)
+    train, test = loaders(args.train_subset, args.test_subset, args.batch_size, args.download)
+    steps = len(train) * args.epochs if args.max_steps < 0 else args.max_steps
+    module = FMNISTClassifier(
+        args.optimizer, json.loads(args.opt_kwargs), args.hidden, steps, not args.automatic
+    )
+    if args.logger == "tensorboard":
+        logger: Any = L.pytorch.loggers.TensorBoardLogger(args.out, name="lightning_fmnist")
+    else:
+        logger = L.pytorch.loggers.CSVLogger(args.out, name="lightning_fmnist")
+    trainer = L.Trainer(
+        max_epochs=args.epochs,
+        max_steps=args.max_steps,
+        accelerator="cpu",
+        devices=1,
+        logger=logger,
+        callbacks=[LrfreeLogger(args.log_every)],
+        log_every_n_steps=args.log_every,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, train, test)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    for k, v in trainer.validate(module, test, verbose=False)[0].items():  # the final model
+        metrics[k] = float(v)
+    metrics["global_step"] = float(trainer.global_step)
+    return metrics
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(), indent=2, sort_keys=True))
