@@ -142,6 +142,8 @@ def test_restrict_keeps_only_active_members():
     _, names, params = _named()
     part = Partition.build(params, names, "layer").restrict([True, False, False, False, True, True])
     assert [(s.name, s.members) for s in part.sets] == [("0", [0]), ("3", [4, 5])]
+    part = Partition.build(params, names, "layer").restrict([False, True, True, True, True, True])
+    assert part.sets[0].members == [1] and part.sets[0].owner == 0  # state stays on the weight
 
 
 def test_unnamed_parameters_fall_back_to_tensor_blocks_with_a_warning():

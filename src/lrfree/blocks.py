@@ -71,11 +71,13 @@ class BlockSet:
     kind: str
     dtype: torch.dtype = torch.float32
     labels: list[str] = field(default_factory=list)
+    owner_index: int | None = None
 
     @property
     def owner(self) -> int:
-        """The parameter whose optimizer state holds this block's rule state."""
-        return self.members[0]
+        """The parameter whose optimizer state holds this block's rule state: the block's
+        first parameter in the full group, also when that parameter has no gradient."""
+        return self.members[0] if self.owner_index is None else self.owner_index
 
 
 def _module_path(name: str) -> str:
@@ -164,7 +166,7 @@ class Partition:
         for s in self.sets:
             m = [i for i in s.members if active[i]]
             if m:
-                sets.append(BlockSet(s.name, m, s.shape, s.kind, s.dtype, s.labels))
+                sets.append(BlockSet(s.name, m, s.shape, s.kind, s.dtype, s.labels, s.owner))
         return Partition(sets, self.params, self.kind)
 
     # ---------------------------------------------------------------- reductions
