@@ -1,0 +1,151 @@
+"""``SGDLW`` and ``AdamWLW``: layer-wise Hessian step sizes (Bahamou & Goldfarb, Alg. 2 and 3).
+
+Per layer ``l`` (weight and bias of one module), every ``update_every`` steps::
+
+    rho_l   = d_l . g_l,        delta_l = sqrt(d_l^T H_ll d_l)
+    t_l    <- beta_t t_l + (1 - beta_t) rho_l / (L (rho_l + delta_l) delta_l)
+    p_l    <- p_l - lr * t_l * d_l                 (lr = 1: the paper's step)
+
+``H_ll`` is the diagonal block of the mini-batch Hessian (``curvature="hessian"``) or of the
+Gauss-Newton matrix (``curvature="ggn"``). See ``lrfree.rules.layerwise`` for warm-up, bias
+correction, safeguards and how the curvature reaches the optimizer, and docs/layerwise.md.
+
+Paper: A. Bahamou, D. Goldfarb, "Layer-wise Adaptive Step-Sizes for Stochastic First-Order
+Methods for Deep Learning".
+
+Example (graph mode: the graph is built only on the steps that need it)::
+
+    >>> import torch, lrfree
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    >>> opt = lrfree.AdamWLW(model.named_parameters(), update_every=5)
+    >>> x, y = torch.randn(32, 4), torch.randint(0, 2, (32,))
+    >>> for _ in range(10):
+    ...     opt.zero_grad()
+    ...     loss = torch.nn.functional.cross_entropy(model(x), y)
+    ...     loss.backward(create_graph=opt.curvature_due())
+    ...     opt.step()
+    >>> sorted(opt.effective_lr())
+    ['0', '2']
+
+Closure mode (no graph: finite differences of gradients on curvature steps)::
+
+    >>> opt = lrfree.SGDLW(model.named_parameters(), update_every=5)
+    >>> def closure():
+    ...     opt.zero_grad()
+    ...     loss = torch.nn.functional.cross_entropy(model(x), y)
+    ...     loss.backward()
+    ...     return loss
+    >>> loss = opt.step(closure, model=model)  # model=: BatchNorm running stats are restored
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ..optimizer import Composed
+
+__all__ = ["SGDLW", "AdamWLW"]
+
+
+class SGDLW(Composed):
+    """SGD with heavy-ball momentum (``m = momentum * m + g``) and layer-wise step sizes.
+
+    ``momentum=0`` gives plain SGD-LW (the setting of the paper's Theorem 1). Weight decay is
+    torch's (``g + weight_decay * p`` enters the momentum buffer), so ``d`` already contains it.
+
+    Args:
+        params: ``model.named_parameters()`` (layer blocks need the names) or param groups.
+        lr: multiplies the computed rate (1: the paper's step; a scheduler may scale it).
+        momentum: heavy-ball factor ``0 <= momentum < 1``.
+        weight_decay: L2 penalty added to the gradient.
+        beta_t: EMA factor of the rates. update_every: ``T``. warmup_steps / warmup_lr: steps
+            taken at a fixed rate while the estimates warm up. curvature: ``"hessian"`` or
+            ``"ggn"``. blocks: ``"layer"``, ``"tensor"`` or ``"global"``.
+        **kwargs: further ``layerwise`` rule options (``bias_correction``, ``fd_scheme``).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1.0,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        *,
+        beta_t: float = 0.99,
+        update_every: int = 20,
+        warmup_steps: int = 0,
+        warmup_lr: float = 1e-3,
+        curvature: str = "hessian",
+        blocks: str = "layer",
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(momentum, (int, float)) and not isinstance(momentum, bool) and momentum == 0:
+            direction, extra = "sgd", {}
+        else:
+            direction, extra = "momentum", {"momentum": momentum}
+        super().__init__(
+            params,
+            direction=direction,
+            rule="layerwise",
+            blocks=blocks,
+            lr=lr,
+            weight_decay=weight_decay,
+            beta_t=beta_t,
+            update_every=update_every,
+            warmup_steps=warmup_steps,
+            warmup_lr=warmup_lr,
+            curvature=curvature,
+            **extra,
+            **kwargs,
+        )
+
+
+class AdamWLW(Composed):
+    """AdamW with layer-wise step sizes (Algorithm 3).
+
+    ``d = m_hat / (sqrt(v_hat) + eps)``; the decoupled decay is part of the step, so ``rho``
+    and ``delta`` use ``d + weight_decay * p`` as the paper does.
+
+    Args:
+        params: ``model.named_parameters()`` (layer blocks need the names) or param groups.
+        lr: multiplies the computed rate (1: the paper's step).
+        betas, eps: Adam's. weight_decay: decoupled decay ``gamma``.
+        beta_t, update_every, warmup_steps, warmup_lr, curvature, blocks: as ``SGDLW``.
+        **kwargs: further ``layerwise`` rule options (``bias_correction``, ``fd_scheme``).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        *,
+        beta_t: float = 0.99,
+        update_every: int = 20,
+        warmup_steps: int = 0,
+        warmup_lr: float = 1e-3,
+        curvature: str = "hessian",
+        blocks: str = "layer",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            params,
+            direction="adamw",
+            rule="layerwise",
+            blocks=blocks,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            beta_t=beta_t,
+            update_every=update_every,
+            warmup_steps=warmup_steps,
+            warmup_lr=warmup_lr,
+            curvature=curvature,
+            **kwargs,
+        )

@@ -1,0 +1,262 @@
+"""Layer-wise Hessian step sizes (LW; Bahamou & Goldfarb, Alg. 1-3).
+
+For each block ``l`` (by default the weight and bias of one module), every ``update_every``
+(``T``) steps::
+
+    rho_l    = d_l . g_l                    (g: the loss gradient, d: the direction + decay)
+    delta_l  = sqrt(d_l^T H_ll d_l)         (H_ll: the diagonal block of the batch Hessian,
+                                             or of the Gauss-Newton matrix)
+    t_raw_l  = rho_l / (L (rho_l + delta_l) delta_l)
+    t_l     <- beta_t t_l + (1 - beta_t) t_raw_l
+
+and the block steps ``p <- p - lr * t_l * d_l`` (the paper's EMA: it starts at 0, so the rate
+ramps up over the first ~1 / (1 - beta_t) estimates). ``bias_correction=True`` uses
+``t_l / (1 - beta_t^n_l)`` instead (``n_l`` accepted estimates; before the first one the rate is
+``warmup_lr``): full strength at once, measured to be less stable (docs/layerwise.md). During
+the first ``warmup_steps`` steps the rate is ``warmup_lr`` while the estimates already run.
+``L`` is the number of blocks of all layer-wise groups of the optimizer.
+
+Decoupled weight decay (AdamW) is part of the step, so ``rho`` and ``delta`` use
+``d + weight_decay * p`` with the loss's ``g`` and ``H`` (Alg. 3). Coupled decay (SGD, Adam,
+RMSprop: ``g + weight_decay * p`` enters ``d``) is an L2 term of the objective, so ``rho``
+uses ``g + weight_decay * p`` and ``delta^2`` adds ``weight_decay * ||d||^2``.
+
+Safeguards (no host sync; each rejected estimate increments ``"layerwise.skipped"``): an
+estimate with ``rho <= 0`` (not a descent direction), ``delta^2 <= 0`` (negative curvature
+along ``d_l``, Hessian mode) or any non-finite quantity is discarded: the EMA and the rate
+keep their previous values. The applied rate is always finite and ``>= 0``.
+
+How the curvature arrives (decided per curvature step):
+
+* graph mode: the gradients carry a graph (``loss.backward(create_graph=opt.curvature_due())``)
+  -> exact ``d^T H_ll d`` by one double backward per block (``lrfree.curvature``);
+* ``curvature="ggn"``: ``opt.step(outputs=logits, loss_fn=lambda z: F.cross_entropy(z, y))``
+  with the outputs' graph alive (``retain_graph``) -> exact Gauss-Newton blocks;
+* closure mode: ``opt.step(closure)`` without a graph -> finite differences of gradients
+  along each block (``fd_scheme="central"``: ``2 L`` extra closure calls per curvature step,
+  ``"forward"``: ``L + 1``; biased on ReLU hidden layers, see docs/layerwise.md; RNG state is
+  replayed so every call sees the same dropout mask, and restored afterwards; pass
+  ``model=`` to ``step`` to restore BatchNorm running statistics);
+* none of these -> the estimate is skipped with a ``RuntimeWarning``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from ..curvature import (
+    fd_hessian_block_forms,
+    ggn_block_forms,
+    hessian_block_forms,
+    preserve_buffers,
+)
+from ..directions import DIRECTIONS
+from ..hyper import Hyper, boolean, choice, integer, real
+from .base import Rule, StepContext
+
+__all__ = ["Layerwise"]
+
+_BLOCKS = ("global", "layer", "tensor")
+_FIELDS = ("rho", "delta2", "raw", "dsq")
+
+
+class Layerwise(Rule):
+    """The LW rule over any direction (Algorithm 1); see the module docstring."""
+
+    name = "layerwise"
+    default_lr = 1.0
+    step_inputs = ("outputs", "loss_fn", "model")
+    hyper: ClassVar[dict[str, Hyper]] = {
+        "beta_t": Hyper(0.99, real(0.0, 1.0, hi_open=True), "EMA factor of the rates"),
+        "update_every": Hyper(20, integer(1), "T: estimate the rates every T steps"),
+        "warmup_steps": Hyper(0, integer(0), "steps at warmup_lr (estimates already run)"),
+        "warmup_lr": Hyper(1e-3, real(0.0), "rate during warm-up and before any estimate"),
+        "curvature": Hyper("hessian", choice(("hessian", "ggn")), "Hessian or Gauss-Newton"),
+        "bias_correction": Hyper(False, boolean(), "divide the EMA by 1 - beta_t^n"),
+        "fd_scheme": Hyper("central", choice(("central", "forward")), "closure-mode differences"),
+    }
+
+    # ----------------------------------------------------------------- checks
+    def check(self, group: dict[str, Any], owner: str) -> None:
+        if group["blocks"] not in _BLOCKS:
+            raise ValueError(
+                f"Invalid blocks: {group['blocks']!r} (expected one of {list(_BLOCKS)}) [{owner}]"
+            )
+
+    # ------------------------------------------------------------------ steps
+    def _step_count(self, optimizer: Any, group: dict[str, Any]) -> int:
+        if not group["params"]:
+            return 0
+        return int(optimizer.state.get(group["params"][0], {}).get(self.key("step"), 0))
+
+    def curvature_due(self, optimizer: Any, group_index: int) -> bool:
+        group = optimizer.param_groups[group_index]
+        return self._step_count(optimizer, group) % group["update_every"] == 0
+
+    def begin(self, ctx: StepContext) -> None:
+        st = ctx.optimizer.state[ctx.params[0]]
+        ctx.inputs = dict(ctx.inputs)
+        ctx.inputs["_lw_due"] = self.curvature_due(ctx.optimizer, ctx.group_index)
+        st[self.key("step")] = int(st.get(self.key("step"), 0)) + 1
+
+    def _num_blocks(self, ctx: StepContext) -> int:
+        opt = ctx.optimizer
+        return sum(
+            len(opt.partition(gi).sets)
+            for gi, g in enumerate(opt.param_groups)
+            if g["rule"] == self.name
+        )
+
+    def rates(self, ctx: StepContext) -> list[Tensor]:
+        group, part = ctx.group, ctx.partition
+        beta = group["beta_t"]
+        if ctx.inputs.get("_lw_due", False):
+            self._estimate(ctx)
+        out = []
+        warm = self._step_count(ctx.optimizer, group) <= group["warmup_steps"]
+        for s in part.sets:
+            alpha = self._alpha(ctx, s, beta)  # finite and >= 0 by construction (_estimate)
+            out.append(torch.full_like(alpha, group["warmup_lr"]) if warm else alpha)
+        return out
+
+    def _alpha(self, ctx: StepContext, s: Any, beta: float) -> Tensor:
+        st = ctx.block_state(s)
+        if self.key("alpha") not in st:
+            fill = ctx.group["warmup_lr"] if ctx.group["bias_correction"] else 0.0
+            st[self.key("alpha")] = torch.full(
+                s.shape, fill, dtype=s.dtype, device=ctx.params[s.owner].device
+            )
+        return st[self.key("alpha")]
+
+    # -------------------------------------------------------------- estimate
+    def _estimate(self, ctx: StepContext) -> None:
+        group, part = ctx.group, ctx.partition
+        beta = group["beta_t"]
+        sign = -1.0 if group.get("maximize", False) else 1.0
+        wd = group.get("weight_decay", 0.0)
+        decoupled = DIRECTIONS[group["direction"]].decoupled_decay and wd != 0
+        coupled = wd != 0 and not decoupled  # L2 penalty inside d: part of the objective
+        d_eff: list[Tensor | None] = []
+        for p, d in zip(ctx.params, ctx.directions):
+            if d is None:
+                d_eff.append(None)
+            else:
+                d_eff.append(d.add(p.detach(), alpha=wd) if decoupled else d)
+        g_eff = [None if g is None else (g if sign > 0 else -g) for g in ctx.grads]
+        if coupled:
+            g_eff = [
+                None if g is None else g.add(p.detach(), alpha=wd)
+                for g, p in zip(g_eff, ctx.params)
+            ]
+        rho = part.inner(d_eff, g_eff)
+        dsq = part.sq_norm(d_eff)
+        q = self._curvature(ctx, d_eff)
+        big_l = float(self._num_blocks(ctx))
+        for k, s in enumerate(part.sets):
+            st = ctx.block_state(s)
+            if q is None:
+                delta2 = torch.full_like(rho[k], float("nan"))
+            else:
+                delta2 = (sign * q[k]).to(s.dtype)
+                if coupled:
+                    delta2 = delta2 + wd * dsq[k]
+            r = rho[k]
+            delta = delta2.clamp_min(0).sqrt()
+            raw = r / (big_l * (r + delta) * delta)
+            ok = (
+                torch.isfinite(r)
+                & torch.isfinite(delta2)
+                & torch.isfinite(raw)
+                & (r > 0)
+                & (delta2 > 0)
+                & (raw > 0)
+            )
+            ema = self.ensure(ctx, s, "ema", 0.0)
+            count = self.ensure(ctx, s, "count", 0.0)
+            skipped = self.ensure(ctx, s, "skipped", 0.0)
+            safe_raw = torch.where(ok, raw, torch.zeros_like(raw))
+            ema.copy_(torch.where(ok, beta * ema + (1 - beta) * safe_raw, ema))
+            count.add_(ok.to(count.dtype))
+            skipped.add_((~ok).to(skipped.dtype))
+            for name, v in zip(_FIELDS, (r, delta2, raw, dsq[k])):
+                st[self.key(name)] = v.detach().to(s.dtype).clone()
+            alpha = self._alpha(ctx, s, beta)
+            if group["bias_correction"]:
+                corr = 1 - torch.pow(torch.full_like(count, beta), count)
+                est = torch.where(
+                    count > 0, ema / corr.clamp_min(torch.finfo(corr.dtype).tiny), alpha
+                )
+            else:
+                est = ema
+            # the applied rate is never non-finite or negative (e.g. an EMA overflow)
+            alpha.copy_(torch.where(torch.isfinite(est) & (est >= 0), est, alpha))
+
+    def _curvature(self, ctx: StepContext, d_eff: list[Tensor | None]) -> list[Tensor] | None:
+        """Per block set of ``ctx.partition``, ``d_b^T H_bb d_b`` (or the GGN value), or None."""
+        blocks = [s.members for s in ctx.partition.sets]
+        params = ctx.params
+        if ctx.group["curvature"] == "ggn":
+            outputs, loss_fn = ctx.inputs.get("outputs"), ctx.inputs.get("loss_fn")
+            if outputs is None or loss_fn is None:
+                warnings.warn(
+                    "layerwise: curvature='ggn' needs step(outputs=..., loss_fn=...) on curvature "
+                    "steps (opt.curvature_due()); estimate skipped",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+                return None
+            return ggn_block_forms(outputs, params, d_eff, blocks, loss_fn)
+        graph = [p.grad if p.grad is not None and p.grad.requires_grad else None for p in params]
+        if any(graph[i] is not None for i in ctx.active):  # graph mode: exact
+            grads = [g if g is not None else torch.zeros_like(p) for g, p in zip(graph, params)]
+            return hessian_block_forms(grads, params, d_eff, blocks)
+        if ctx.closure is not None:
+            return self._closure_curvature(ctx, d_eff, blocks)
+        warnings.warn(
+            "layerwise: a curvature step (opt.curvature_due() was True) got gradients without a "
+            "graph and no closure; call loss.backward(create_graph=opt.curvature_due()) or pass "
+            "a closure to step(); estimate skipped",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return None
+
+    def _closure_curvature(
+        self, ctx: StepContext, d_eff: list[Tensor | None], blocks: list[list[int]]
+    ) -> list[Tensor]:
+        opt, params, closure = ctx.optimizer, ctx.params, ctx.closure
+        assert closure is not None
+        every = [p for g in opt.param_groups for p in g["params"]]
+        saved_grad_objs = [p.grad for p in every]
+        saved_grads = [None if g is None else g.detach().clone() for g in saved_grad_objs]
+        dev = params[0].device
+        cpu_rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None
+        model = ctx.inputs.get("model")
+        modules = [model] if model is not None else []
+
+        def grad_fn() -> list[Tensor | None]:
+            torch.set_rng_state(cpu_rng)  # the same dropout mask in every evaluation
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state(cuda_rng, dev)
+            with torch.enable_grad():
+                closure()
+            return [p.grad for p in params]
+
+        try:
+            with preserve_buffers(modules):
+                return fd_hessian_block_forms(
+                    grad_fn, params, d_eff, blocks, central=ctx.group["fd_scheme"] == "central"
+                )
+        finally:
+            torch.set_rng_state(cpu_rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state(cuda_rng, dev)
+            for p, obj, val in zip(every, saved_grad_objs, saved_grads):
+                if obj is not None and val is not None:
+                    obj.copy_(val)
+                p.grad = obj

@@ -1,0 +1,244 @@
+"""Oracle tests of lrfree.curvature against dense Hessians / Jacobians on tiny networks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from lrfree.curvature import (
+    fd_hessian_block_forms,
+    full_hessian_dense,
+    ggn_block_forms,
+    hessian_block_forms,
+    loss_output_hvp,
+    preserve_buffers,
+)
+
+D = torch.float64
+
+
+class Residual(nn.Module):
+    def __init__(self, width: int, act: nn.Module):
+        super().__init__()
+        self.fc = nn.Linear(width, width)
+        self.act = act
+
+    def forward(self, x):
+        return x + self.act(self.fc(x))
+
+
+class ConvNet(nn.Module):
+    def __init__(self, bn: bool):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.bn = nn.BatchNorm2d(2) if bn else nn.Identity()
+        self.fc = nn.Linear(2 * 3 * 3, 3)
+
+    def forward(self, x):
+        return self.fc(torch.tanh(self.bn(self.conv(x))).flatten(1))
+
+
+def _net(kind: str) -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    if kind == "relu":
+        net, x = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)), torch.randn(7, 4)
+    elif kind == "tanh":
+        net, x = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)), torch.randn(7, 4)
+    elif kind == "conv":
+        net, x = ConvNet(bn=False), torch.randn(6, 1, 5, 5)
+    elif kind == "batchnorm":
+        net, x = ConvNet(bn=True), torch.randn(6, 1, 5, 5)
+    elif kind == "residual":
+        net = nn.Sequential(nn.Linear(4, 5), Residual(5, nn.Tanh()), nn.Linear(5, 3))
+        x = torch.randn(7, 4)
+    else:
+        raise ValueError(kind)
+    return net.to(D).train(), x.to(D)
+
+
+LOSSES = {
+    "ce": lambda z, y: F.cross_entropy(z, y),
+    "ce-sum": lambda z, y: F.cross_entropy(z, y, reduction="sum"),
+    "nll": lambda z, y: F.nll_loss(F.log_softmax(z, -1), y),
+    "mse": lambda z, y: F.mse_loss(z, F.one_hot(y, 3).to(z.dtype)),
+    "bce": lambda z, y: F.binary_cross_entropy_with_logits(z, F.one_hot(y, 3).to(z.dtype)),
+}
+NETS = ["relu", "tanh", "conv", "batchnorm", "residual"]
+
+
+def _setup(kind: str, loss: str):
+    net, x = _net(kind)
+    y = torch.arange(len(x)) % 3
+    names, params = zip(*net.named_parameters())
+    buffers = {k: v.clone() for k, v in net.named_buffers()}
+    lf = LOSSES[loss]
+
+    def loss_of(*ps):
+        out = functional_call(net, ({**dict(zip(names, ps)), **buffers}), (x,))
+        return lf(out, y)
+
+    mods: dict[str, list[int]] = {}
+    for i, n in enumerate(names):
+        mods.setdefault(n.rsplit(".", 1)[0], []).append(i)
+    blocks = list(mods.values())
+    g = torch.Generator().manual_seed(1)
+    vecs = [torch.randn(p.shape, generator=g, dtype=D) for p in params]
+    return net, x, y, list(params), blocks, vecs, loss_of, lf
+
+
+def _slices(params):
+    out, o = [], 0
+    for p in params:
+        out.append(slice(o, o + p.numel()))
+        o += p.numel()
+    return out
+
+
+def _dense_block_forms(H, params, blocks, vecs):
+    sl = _slices(params)
+    res = []
+    for idx in blocks:
+        ii = torch.cat([torch.arange(sl[i].start, sl[i].stop) for i in idx])
+        v = torch.cat([vecs[i].reshape(-1) for i in idx])
+        res.append(v @ H[ii][:, ii] @ v)
+    return torch.stack(res)
+
+
+@pytest.mark.parametrize("kind", NETS)
+@pytest.mark.parametrize("loss", ["ce", "mse"])
+def test_hessian_blocks_match_dense_hessian(kind, loss):
+    net, x, y, params, blocks, vecs, loss_of, lf = _setup(kind, loss)
+    H = full_hessian_dense(loss_of, params)
+    expected = _dense_block_forms(H, params, blocks, vecs)
+    grads = torch.autograd.grad(lf(net(x), y), params, create_graph=True)
+    got = torch.stack(hessian_block_forms(grads, params, vecs, blocks))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-10)
+    # the full Hessian-vector product dotted per block is a different quantity
+    hv_full = H @ torch.cat([v.reshape(-1) for v in vecs])
+    sl = _slices(params)
+    wrong = torch.stack([sum(hv_full[sl[i]] @ vecs[i].reshape(-1) for i in idx) for idx in blocks])
+    assert not torch.allclose(wrong, expected, rtol=1e-3)
+
+
+def _dense_ggn(net, x, params, names_params, lf, y):
+    names = [n for n, _ in names_params]
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    sizes = [p.numel() for p in params]
+    buffers = {k: v.clone() for k, v in net.named_buffers()}
+
+    def out_of(v):
+        ps = [t.reshape(p.shape) for t, p in zip(torch.split(v, sizes), params)]
+        return functional_call(net, {**dict(zip(names, ps)), **buffers}, (x,)).reshape(-1)
+
+    J = torch.autograd.functional.jacobian(out_of, flat)
+    z = out_of(flat).detach()
+    shape = net(x).shape
+    Q = torch.autograd.functional.hessian(lambda v: lf(v.reshape(shape), y), z)
+    return J.T @ Q @ J
+
+
+@pytest.mark.parametrize("kind", NETS)
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_ggn_blocks_match_dense_gauss_newton(kind, loss):
+    net, x, y, params, blocks, vecs, _, lf = _setup(kind, loss)
+    G = _dense_ggn(net, x, params, list(net.named_parameters()), lf, y)
+    expected = _dense_block_forms(G, params, blocks, vecs)
+    out = net(x)
+    got = torch.stack(ggn_block_forms(out, params, vecs, blocks, lambda z: lf(z, y)))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-10)
+    assert (got >= -1e-12).all()  # PSD for convex losses
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_ggn_equals_hessian_block_for_relu(loss):
+    net, x, y, params, blocks, vecs, _, lf = _setup("relu", loss)
+    out = net(x)
+    grads = torch.autograd.grad(lf(out, y), params, create_graph=True)
+    h = torch.stack(hessian_block_forms(grads, params, vecs, blocks))
+    g = torch.stack(ggn_block_forms(out, params, vecs, blocks, lambda z: lf(z, y)))
+    torch.testing.assert_close(h, g, rtol=1e-6, atol=1e-12)
+
+
+def test_tanh_hessian_and_ggn_differ():
+    net, x, y, params, blocks, vecs, _, lf = _setup("tanh", "ce")
+    out = net(x)
+    grads = torch.autograd.grad(lf(out, y), params, create_graph=True)
+    h = torch.stack(hessian_block_forms(grads, params, vecs, blocks))
+    g = torch.stack(ggn_block_forms(out, params, vecs, blocks, lambda z: lf(z, y)))
+    assert not torch.allclose(h[0], g[0], rtol=1e-3)  # first layer: tanh'' terms
+    torch.testing.assert_close(h[1], g[1], rtol=1e-6, atol=1e-12)  # last layer is linear
+
+
+def test_loss_output_hvp_cross_entropy_closed_form():
+    torch.manual_seed(0)
+    z, y = torch.randn(5, 4, dtype=D), torch.tensor([0, 1, 2, 3, 0])
+    v = torch.randn(5, 4, dtype=D)
+    (qv,) = loss_output_hvp(z, lambda t: F.cross_entropy(t, y), [v])
+    p = z.softmax(-1)
+    expected = (p * v - p * (p * v).sum(-1, keepdim=True)) / 5  # (diag(p) - p p^T) v / N
+    torch.testing.assert_close(qv, expected)
+
+
+@pytest.mark.parametrize("kind", ["tanh", "batchnorm"])
+@pytest.mark.parametrize("central", [False, True])
+def test_finite_differences_approximate_the_block(kind, central):
+    net, x, y, params, blocks, vecs, _, lf = _setup(kind, "ce")
+    grads = torch.autograd.grad(lf(net(x), y), params, create_graph=True)
+    exact = torch.stack(hessian_block_forms(grads, params, vecs, blocks))
+
+    def grad_fn():
+        return torch.autograd.grad(lf(net(x), y), params)
+
+    before = [p.detach().clone() for p in params]
+    with preserve_buffers([net]):
+        got = torch.stack(fd_hessian_block_forms(grad_fn, params, vecs, blocks, central=central))
+    for a, b in zip(before, params):
+        assert torch.equal(a, b)  # restored bit for bit
+    torch.testing.assert_close(got, exact, rtol=1e-5 if central else 1e-6, atol=1e-9)
+
+
+def test_finite_differences_float32_error_is_small():
+    net, x, y, params, blocks, vecs, _, lf = _setup("tanh", "ce")
+    grads = torch.autograd.grad(lf(net(x), y), params, create_graph=True)
+    exact = torch.stack(hessian_block_forms(grads, params, vecs, blocks))
+    net32 = net.float()
+    p32 = list(net32.parameters())
+    v32 = [v.float() for v in vecs]
+
+    def grad_fn():
+        return torch.autograd.grad(lf(net32(x.float()), y), p32)
+
+    fwd = torch.stack(fd_hessian_block_forms(grad_fn, p32, v32, blocks)).double()
+    cen = torch.stack(fd_hessian_block_forms(grad_fn, p32, v32, blocks, central=True)).double()
+    assert ((fwd - exact).abs() / exact.abs()).max() < 2e-2
+    assert ((cen - exact).abs() / exact.abs()).max() < 2e-3
+
+
+def test_preserve_buffers_restores_batchnorm_running_stats_on_error():
+    net, x, *_ = _setup("batchnorm", "ce")
+    before = {k: v.clone() for k, v in net.named_buffers()}
+    with pytest.raises(RuntimeError), preserve_buffers([net]):
+        net(x)
+        raise RuntimeError("boom")
+    for k, v in net.named_buffers():
+        assert torch.equal(v, before[k]), k
+
+
+def test_parameters_restored_when_grad_fn_fails():
+    _, _, _, params, blocks, vecs, *_ = _setup("tanh", "ce")
+    before = [p.detach().clone() for p in params]
+    calls = []
+
+    def grad_fn():
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("boom")
+        return [torch.zeros_like(p) for p in params]
+
+    with pytest.raises(RuntimeError):
+        fd_hessian_block_forms(grad_fn, params, vecs, blocks)
+    for a, b in zip(before, params):
+        assert torch.equal(a, b)
