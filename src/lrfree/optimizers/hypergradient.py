@@ -1,0 +1,361 @@
+"""Hypergradient descent (HD) and combined adaptive multi-level HD (CAM-HD).
+
+HD (``SGDHD``, ``SGDNHD``, ``AdamHD``; rule ``"hypergradient"``): before each step, every
+block's multiplier descends the exact one-step hypergradient::
+
+    dL/dalpha_b = -<g_t, s_{t-1}>_b,     s_{t-1} = lr * u_{t-1}
+    alpha_b    <- max(0, alpha_b - hypergrad_lr / lr^2 * dL/dalpha_b)
+    p          <- p - lr * alpha_b * d_t
+
+``u`` is the previous *update direction* (the momentum buffer, the Nesterov combination, the
+bias-corrected Adam direction; plus ``weight_decay * p`` for decoupled decay).
+``hypergrad_lr`` is in the paper's absolute units (the effective rate ``lr * alpha`` moves by
+``hypergrad_lr * g.u`` per step, as in Baydin's code); ``group["lr"]`` is never written, so
+schedulers keep working, and the rate is kept ``>= 0`` (Baydin's code lets it go negative).
+
+CAM-HD (``SGDCAMHD``, ``SGDNCAMHD``, ``AdamCAMHD``; rule ``"cam-hd"``): one rate per block at
+each of ``levels`` (finest first), each descending its own hypergradient (the element-wise
+``-g * s`` summed over its blocks, Eq. 8) at rate ``hypergrad_lr * K_j`` (``K_j``: the number
+of rates at level ``j``); the applied rate is ``sum_j gamma_j alpha_j``, and the weights
+``gamma`` descend ``dL/dgamma`` at rate ``delta`` and are renormalised to sum to 1 (Alg. 1).
+``decay_rate = r > 0`` applies ``kappa = exp(-r t) alpha + (1 - exp(-r t)) alpha_inf``.
+See ``lrfree.rules.hypergradient`` and docs/hypergradient.md.
+
+Papers: A. G. Baydin, R. Cornish, D. Martinez Rubio, M. Schmidt, F. Wood, "Online Learning
+Rate Adaptation with Hypergradient Descent", ICLR 2018; "Adaptive Hierarchical Hyper-gradient
+Descent" (CAM-HD), ICLR 2021 submission.
+
+Example::
+
+    >>> import torch, lrfree
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    >>> opt = lrfree.AdamCAMHD(model.named_parameters(), lr=1e-2, hypergrad_lr=1e-5)
+    >>> x, y = torch.randn(32, 4), torch.randint(0, 2, (32,))
+    >>> for _ in range(5):
+    ...     opt.zero_grad()
+    ...     loss = torch.nn.functional.cross_entropy(model(x), y)
+    ...     loss.backward()
+    ...     opt.step()
+    >>> sorted(opt.effective_lr())
+    ['0', '2']
+    >>> round(float(opt.gammas().sum()), 6)
+    1.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..blocks import GRANULARITIES
+from ..optimizer import Composed
+from ..rules.hypergradient import default_gammas
+
+__all__ = ["SGDCAMHD", "SGDHD", "SGDNCAMHD", "SGDNHD", "AdamCAMHD", "AdamHD"]
+
+_LEVELS = ("layer", "global")
+
+
+def _sgd_direction(
+    momentum: Any, dampening: Any, nesterov: bool, owner: str
+) -> tuple[str, dict[str, Any]]:
+    """torch.optim.SGD's arguments -> our direction (sgd / momentum / nesterov)."""
+    if nesterov:
+        if dampening != 0:
+            raise ValueError(
+                f"Invalid dampening: {dampening!r} (expected 0 with nesterov=True) [{owner}]"
+            )
+        return "nesterov", {"momentum": momentum}
+    if isinstance(momentum, (int, float)) and not isinstance(momentum, bool) and momentum == 0:
+        return "sgd", {}
+    return "momentum", {"momentum": momentum, "dampening": dampening}
+
+
+class _CAMReadout(Composed):
+    def gammas(self, group_index: int = 0) -> Tensor:
+        """The current combination weights of a group (one per level, finest first; a copy)."""
+        params = self.param_groups[group_index]["params"]
+        g = self.state.get(params[0], {}).get("cam-hd.gamma") if params else None
+        if g is None:  # before the first step: the initial weights
+            group = self.param_groups[group_index]
+            return torch.tensor(group["gammas"] or default_gammas(len(group["levels"])))
+        return g.detach().clone()
+
+
+class SGDHD(Composed):
+    """SGD (torch.optim.SGD's arguments) with a hypergradient-learned step size (SGD-HD).
+
+    ``momentum=0``: ``d = g``; ``momentum>0``: ``d = m`` (torch's buffer, with
+    ``dampening``); ``nesterov=True``: ``d = g + momentum * m`` (SGDN-HD). The hypergradient
+    uses the previous update direction ``u_{t-1} = d_{t-1}`` (Baydin's code).
+
+    Args:
+        params: ``model.named_parameters()`` (layer / filter blocks need names) or groups.
+        lr, momentum, dampening, weight_decay, nesterov, maximize: torch.optim.SGD's.
+        hypergrad_lr: beta in the paper's absolute units (1e-3: Baydin et al.'s and the CAM-HD
+            paper's SGD setting; Baydin's code defaults to 1e-6).
+        blocks: which parameters share a rate (``"global"``, the paper's HD; or ``"layer"``,
+            ``"tensor"``, ``"filter"``, ``"element"``).
+        decay_rate, alpha_inf: the decay ``kappa = tau alpha + (1 - tau) alpha_inf``,
+            ``tau = exp(-decay_rate * t)`` (0: off).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        hypergrad_lr: float = 1e-3,
+        blocks: str = "global",
+        decay_rate: float = 0.0,
+        alpha_inf: float = 1.0,
+    ) -> None:
+        direction, extra = _sgd_direction(momentum, dampening, nesterov, type(self).__name__)
+        super().__init__(
+            params,
+            direction=direction,
+            rule="hypergradient",
+            blocks=blocks,
+            lr=lr,
+            weight_decay=weight_decay,
+            maximize=maximize,
+            hypergrad_lr=hypergrad_lr,
+            decay_rate=decay_rate,
+            alpha_inf=alpha_inf,
+            **extra,
+        )
+
+
+class SGDNHD(SGDHD):
+    """SGD with Nesterov momentum and a hypergradient-learned step size (SGDN-HD).
+
+    ``d = g + momentum * m``; otherwise as ``SGDHD`` (``0 < momentum < 1``).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        *,
+        maximize: bool = False,
+        hypergrad_lr: float = 1e-3,
+        blocks: str = "global",
+        decay_rate: float = 0.0,
+        alpha_inf: float = 1.0,
+    ) -> None:
+        super().__init__(
+            params,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            nesterov=True,
+            maximize=maximize,
+            hypergrad_lr=hypergrad_lr,
+            blocks=blocks,
+            decay_rate=decay_rate,
+            alpha_inf=alpha_inf,
+        )
+
+
+class AdamHD(Composed):
+    """Adam (torch.optim.Adam's arguments) with a hypergradient-learned step size (Adam-HD).
+
+    The hypergradient uses the previous bias-corrected Adam direction
+    ``u_{t-1} = m_hat / (sqrt(v_hat) + eps)`` (plus ``weight_decay * p`` with
+    ``decoupled_weight_decay=True``, i.e. AdamW).
+
+    Args:
+        params: ``model.named_parameters()`` (layer / filter blocks need names) or groups.
+        lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay: torch's Adam.
+        hypergrad_lr: beta in the paper's absolute units (1e-8: Baydin's code default and the
+            CAM-HD paper's LeNet / ResNet setting; the paper's FFNN setting is 1e-7).
+        blocks, decay_rate, alpha_inf: as ``SGDHD``.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
+        hypergrad_lr: float = 1e-8,
+        blocks: str = "global",
+        decay_rate: float = 0.0,
+        alpha_inf: float = 1.0,
+    ) -> None:
+        super().__init__(
+            params,
+            direction="adamw" if decoupled_weight_decay else "adam",
+            rule="hypergradient",
+            blocks=blocks,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            hypergrad_lr=hypergrad_lr,
+            decay_rate=decay_rate,
+            alpha_inf=alpha_inf,
+        )
+
+
+class SGDCAMHD(_CAMReadout):
+    """SGD (torch.optim.SGD's arguments) with CAM-HD step sizes (SGD-CAM-HD).
+
+    The optimizer's blocks are the finest level, ``levels[0]``. ``gammas()`` reads the
+    current combination weights.
+
+    Args:
+        params: ``model.named_parameters()`` (layer / filter levels need names) or groups.
+        lr, momentum, dampening, weight_decay, nesterov, maximize: torch.optim.SGD's.
+        hypergrad_lr: beta in the paper's absolute units (1e-3: the paper's LeNet-5 setting;
+            1e-6 for its ResNets); level ``j`` uses ``beta * K_j``.
+        levels: rate levels, finest first: ``("layer", "global")`` (default), ``("filter",
+            "global")`` for CNNs, ``("element", "layer", "global")`` (three levels).
+        gammas: initial combination weights, one per level, summing to 1 (None: (0.2, 0.8)
+            for two levels, (0.3, 0.3, 0.4) for three, uniform otherwise).
+        delta: learning rate of the weights (0.03, the paper's LeNet-5 setting).
+        decay_rate, alpha_inf: as ``SGDHD`` (the paper used ``decay_rate=0.002`` for LeNet-5).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        hypergrad_lr: float = 1e-3,
+        levels: tuple[str, ...] = _LEVELS,
+        gammas: tuple[float, ...] | None = None,
+        delta: float = 0.03,
+        decay_rate: float = 0.0,
+        alpha_inf: float = 1.0,
+    ) -> None:
+        direction, extra = _sgd_direction(momentum, dampening, nesterov, type(self).__name__)
+        super().__init__(
+            params,
+            direction=direction,
+            rule="cam-hd",
+            blocks=_finest(levels),
+            lr=lr,
+            weight_decay=weight_decay,
+            maximize=maximize,
+            hypergrad_lr=hypergrad_lr,
+            levels=levels,
+            gammas=gammas,
+            delta=delta,
+            decay_rate=decay_rate,
+            alpha_inf=alpha_inf,
+            **extra,
+        )
+
+
+class SGDNCAMHD(SGDCAMHD):
+    """SGD with Nesterov momentum and CAM-HD step sizes (SGDN-CAM-HD); as ``SGDCAMHD``."""
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        *,
+        maximize: bool = False,
+        hypergrad_lr: float = 1e-3,
+        levels: tuple[str, ...] = _LEVELS,
+        gammas: tuple[float, ...] | None = None,
+        delta: float = 0.03,
+        decay_rate: float = 0.0,
+        alpha_inf: float = 1.0,
+    ) -> None:
+        super().__init__(
+            params,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            nesterov=True,
+            maximize=maximize,
+            hypergrad_lr=hypergrad_lr,
+            levels=levels,
+            gammas=gammas,
+            delta=delta,
+            decay_rate=decay_rate,
+            alpha_inf=alpha_inf,
+        )
+
+
+class AdamCAMHD(_CAMReadout):
+    """Adam (torch.optim.Adam's arguments) with CAM-HD step sizes (Adam-CAM-HD).
+
+    Args:
+        params: ``model.named_parameters()`` (layer / filter levels need names) or groups.
+        lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay: torch's Adam.
+        hypergrad_lr: beta in the paper's absolute units (1e-8: the paper's LeNet-5 / ResNet
+            setting; 1e-7 for its FFNNs); level ``j`` uses ``beta * K_j``.
+        levels, gammas, delta, decay_rate, alpha_inf: as ``SGDCAMHD``.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
+        hypergrad_lr: float = 1e-8,
+        levels: tuple[str, ...] = _LEVELS,
+        gammas: tuple[float, ...] | None = None,
+        delta: float = 0.03,
+        decay_rate: float = 0.0,
+        alpha_inf: float = 1.0,
+    ) -> None:
+        super().__init__(
+            params,
+            direction="adamw" if decoupled_weight_decay else "adam",
+            rule="cam-hd",
+            blocks=_finest(levels),
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            hypergrad_lr=hypergrad_lr,
+            levels=levels,
+            gammas=gammas,
+            delta=delta,
+            decay_rate=decay_rate,
+            alpha_inf=alpha_inf,
+        )
+
+
+def _finest(levels: Any) -> Any:
+    """The finest level (the optimizer's blocks); a bad ``levels`` is reported by the rule."""
+    if isinstance(levels, (tuple, list)) and levels and isinstance(levels[0], str):
+        return levels[0] if levels[0] in GRANULARITIES else "layer"
+    return "layer"

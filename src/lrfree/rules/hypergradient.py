@@ -1,0 +1,339 @@
+"""Hypergradient descent on the step size (HD; Baydin et al.) and its multi-level
+combination CAM-HD ("Adaptive Hierarchical Hyper-gradient Descent", Algorithm 1).
+
+Notation. The composed optimizer steps ``theta_{t+1} = theta_t - lr * kappa_t * u_t`` where
+``u_t`` is the *update direction*: the direction ``d_t`` (momentum buffer, Nesterov
+combination, bias-corrected Adam direction, ...) plus ``weight_decay * theta_t`` for
+decoupled decay (AdamW). So the exact derivative of the next loss with respect to the
+multiplier used at step ``t`` is (a one-step unrolled graph)::
+
+    dL(theta_{t+1}) / d alpha_t  =  -g_{t+1} . s_t,       s_t = lr_t * tau_t * u_t
+
+``g`` is the gradient of the objective the direction minimises (``-grad`` with ``maximize``,
+``+ weight_decay * theta`` for coupled L2 decay) and ``s_t`` ("prev", kept per parameter in
+the rule state) is the displacement per unit of multiplier. ``tau_t`` is 1 unless the decay
+below is on.
+
+HD (rule ``"hypergradient"``), one rate per block ``b`` of the group's ``blocks``, updated
+*before* the step with the current gradient, as in Baydin's code::
+
+    alpha_b <- max(0, alpha_b - beta / lr^2 * dL/dalpha_b),   dL/dalpha_b = -<g, s>_b
+
+Units. The paper's rate is absolute (``alpha_abs = lr * alpha``) and its hypergradient rate
+``beta`` (``hypergrad_lr``) is given in those units: ``alpha_abs <- alpha_abs + beta g.u``.
+Since ``dL/dalpha = lr * dL/dalpha_abs``, the same step on the multiplier is
+``alpha <- alpha - beta / lr^2 * dL/dalpha``; with a constant ``lr`` the effective rate
+``lr * alpha`` follows the paper's (and Baydin's code's) trajectory exactly, without ever
+writing ``group["lr"]``. A group with ``lr == 0`` does not adapt.
+
+Guards (no host sync): the rate is projected onto ``[0, inf)`` after each hypergradient step
+(Baydin's code lets it go negative, which turns the step into gradient *ascent*); a block
+whose hypergradient is not finite (NaN / inf gradients) keeps its rate.
+
+Decay (CAM-HD paper, Section 2.4; ``decay_rate = r > 0``): the applied multiplier is
+``kappa_t = tau(t) alpha_t + (1 - tau(t)) alpha_inf`` with ``tau(t) = exp(-r t)`` (``t``: the
+group's step count, from 1), so it tends to ``alpha_inf`` (a multiplier: the effective rate
+tends to ``lr * alpha_inf``), and the hypergradient is scaled by ``tau`` (it is folded into
+``s_t``).
+
+CAM-HD (rule ``"cam-hd"``) keeps rates at several ``levels`` (finest first, e.g.
+``("layer", "global")`` or ``("element", "layer", "global")``; each level's blocks must nest
+in the next), combination weights ``gamma`` (globally shared, summing to 1) and per step::
+
+    h_{j,b}     = sum_{p in b} -g_p s_p                       (Eq. 8, per level j, block b)
+    alpha_{j,b} <- max(0, alpha_{j,b} - beta_j / lr^2 * gamma_j h_{j,b})
+    gamma_j     <- gamma_j - delta * sum_b alpha_{j,b} h_{j,b}  (alpha, gamma: last step's)
+    gamma       <- max(gamma, 0) / sum(max(gamma, 0))         (renormalised every step)
+    alpha*_p    =  sum_j gamma_j alpha_{j, b_j(p)}            (new gamma, new alphas)
+
+``gamma_j h_{j,b}`` and ``sum_b alpha_{j,b} h_{j,b}`` are the exact one-step derivatives of
+the loss with respect to the rates and weights the last step applied. (Algorithm 1 combines
+the new rates with the *previous* weights, so its rate update uses weights one step stale;
+we update both first and combine with the new ones: the difference is one ``delta`` step.)
+
+with ``beta_j = hypergrad_lr * K_j``, ``K_j`` the number of rate values at level ``j`` in the
+group (1 for ``global``, the number of layers for ``layer``, of output units for ``filter``,
+of scalars for ``element``): the paper's "beta_p = n_p beta, beta_l = n_l beta, beta_g = beta",
+which puts every level's step on the scale of the global HD step. ``dL/dgamma`` is unit-free
+(``h`` in multiplier units times the multiplier), so ``delta`` needs no conversion. A gamma
+update that would give a non-finite or zero sum is skipped.
+
+The optimizer's ``blocks`` must be the finest level: ``rates`` returns the applied
+``kappa`` per finest block (the levels' values broadcast and combined there).
+
+State keys (the public contract): per block ``"hypergradient.rate"`` (learned alpha),
+``"hypergradient.alpha"`` (applied kappa), ``"hypergradient.hypergrad"`` (last
+``dL/dalpha``); CAM-HD per level block ``"cam-hd.alpha.<level>"`` and
+``"cam-hd.hypergrad.<level>"`` (``dL/dalpha_j = gamma_j h_j``), per finest block
+``"cam-hd.alpha"`` (applied); per parameter ``"<rule>.prev"`` (``s``, in float32 at least);
+in the group's first parameter ``"<rule>.step"`` (int) and, for CAM-HD, ``"cam-hd.gamma"``
+and ``"cam-hd.gamma_grad"``.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import pairwise
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from ..blocks import GRANULARITIES, Partition, acc_dtype
+from ..directions import DIRECTIONS
+from ..hyper import Hyper, real
+from .base import Rule, StepContext
+
+__all__ = ["CAMHD", "Hypergradient", "default_gammas"]
+
+# finest (0) to coarsest: a level may only be followed by a strictly coarser one;
+# "filter" and "tensor" do not nest in each other, so they share a rank.
+_RANK = {"element": 0, "filter": 1, "tensor": 1, "layer": 2, "global": 3}
+
+
+def default_gammas(n_levels: int) -> tuple[float, ...]:
+    """The paper's initial combination weights: (0.2, 0.8) for two levels (LeNet-5),
+    (0.3, 0.3, 0.4) for three (FFNN), uniform otherwise."""
+    if n_levels == 2:
+        return (0.2, 0.8)
+    if n_levels == 3:
+        return (0.3, 0.3, 0.4)
+    return tuple(1.0 / n_levels for _ in range(n_levels))
+
+
+def _levels(name: str, value: Any, owner: str) -> tuple[str, ...]:
+    expected = (
+        "a non-empty tuple of distinct granularities from "
+        f"{list(GRANULARITIES)}, finest first (e.g. ('layer', 'global'))"
+    )
+    if isinstance(value, str) or not isinstance(value, (tuple, list)) or not value:
+        raise TypeError(f"Invalid {name}: {value!r} (expected {expected}) [{owner}]")
+    if not all(isinstance(v, str) and v in _RANK for v in value):
+        raise ValueError(f"Invalid {name}: {value!r} (expected {expected}) [{owner}]")
+    ranks = [_RANK[v] for v in value]
+    if any(a >= b for a, b in pairwise(ranks)):
+        raise ValueError(
+            f"Invalid {name}: {tuple(value)!r} (expected levels ordered finest to coarsest, "
+            "each nested in the next: element < filter|tensor < layer < global) "
+            f"[{owner}]"
+        )
+    return tuple(value)
+
+
+def _gammas(name: str, value: Any, owner: str) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    expected = "None or a tuple of reals >= 0 that sum to 1"
+    if isinstance(value, str) or not isinstance(value, (tuple, list)) or not value:
+        raise TypeError(f"Invalid {name}: {value!r} (expected {expected}) [{owner}]")
+    out = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"Invalid {name}: {value!r} (expected {expected}) [{owner}]")
+        if not math.isfinite(v) or v < 0:
+            raise ValueError(f"Invalid {name}: {value!r} (expected {expected}) [{owner}]")
+        out.append(float(v))
+    if abs(sum(out) - 1.0) > 1e-6:
+        raise ValueError(f"Invalid {name}: {value!r} (expected {expected}) [{owner}]")
+    return tuple(out)
+
+
+_COMMON: dict[str, Hyper] = {
+    "hypergrad_lr": Hyper(
+        1e-8, real(0.0), "beta, in the paper's absolute units (converted: beta / lr^2)"
+    ),
+    "decay_rate": Hyper(0.0, real(0.0), "r of tau(t) = exp(-r t); 0: no decay"),
+    "alpha_inf": Hyper(1.0, real(0.0), "multiplier the applied rate decays to (decay_rate > 0)"),
+}
+
+
+class _HDBase(Rule):
+    """What HD and CAM-HD share: the objective gradient, the displacement buffer, the clock."""
+
+    default_lr = None
+
+    def _tick(self, ctx: StepContext) -> tuple[int, float]:
+        st0 = ctx.state(0)
+        t = int(st0.get(self.key("step"), 0)) + 1
+        st0[self.key("step")] = t
+        r = ctx.group["decay_rate"]
+        return t, (math.exp(-r * t) if r > 0 else 1.0)
+
+    @staticmethod
+    def _decoupled_wd(group: dict[str, Any]) -> float:
+        return (
+            group.get("weight_decay", 0.0)
+            if DIRECTIONS[group["direction"]].decoupled_decay
+            else 0.0
+        )
+
+    def _objective_grads(self, ctx: StepContext) -> list[Tensor | None]:
+        """``g``: the gradient of what the direction minimises (maximize, coupled L2)."""
+        group = ctx.group
+        sign = -1.0 if group.get("maximize", False) else 1.0
+        wd = group.get("weight_decay", 0.0)
+        coupled = wd != 0 and not DIRECTIONS[group["direction"]].decoupled_decay
+        out: list[Tensor | None] = []
+        for p, g in zip(ctx.params, ctx.grads):
+            if g is None:
+                out.append(None)
+                continue
+            g = g if sign > 0 else -g
+            out.append(g.add(p, alpha=wd) if coupled else g)
+        return out
+
+    def _prevs(self, ctx: StepContext) -> list[Tensor | None]:
+        return [
+            None if g is None else ctx.state(i).get(self.key("prev"))
+            for i, g in enumerate(ctx.grads)
+        ]
+
+    def _store_prevs(self, ctx: StepContext, tau: float) -> None:
+        """``s_t = lr * tau * (d_t + decoupled_wd * theta_t)``: this step's displacement per
+        unit multiplier (a parameter without a gradient does not move: its ``s`` is 0)."""
+        scale = ctx.group["lr"] * tau
+        wd = self._decoupled_wd(ctx.group)
+        key = self.key("prev")
+        for i, (p, d) in enumerate(zip(ctx.params, ctx.directions)):
+            st = ctx.state(i)
+            if d is None:
+                if key in st:
+                    st[key].zero_()
+                continue
+            if key not in st:
+                st[key] = torch.zeros_like(p, dtype=acc_dtype(p.dtype))
+            prev = st[key]
+            prev.copy_(d)
+            if wd != 0:
+                prev.add_(p, alpha=wd)
+            prev.mul_(scale)
+
+    @staticmethod
+    def _multiplier_rate(group: dict[str, Any]) -> float:
+        """``hypergrad_lr`` converted from the paper's absolute units to the multiplier's."""
+        lr = group["lr"]
+        return group["hypergrad_lr"] / lr**2 if lr > 0 else 0.0
+
+    @staticmethod
+    def _descend(rate: Tensor, step: Tensor) -> None:
+        """``rate <- max(0, rate - step)`` where ``rate - step`` is finite; else unchanged
+        (the check comes before the clamp, which would turn ``-inf`` into an accepted 0)."""
+        new = rate - step
+        rate.copy_(torch.where(torch.isfinite(new), new.clamp_min(0), rate))
+
+
+class Hypergradient(_HDBase):
+    """HD: one hypergradient-learned multiplier per block (see the module docstring)."""
+
+    name = "hypergradient"
+    hyper: ClassVar[dict[str, Hyper]] = dict(_COMMON)
+
+    def rates(self, ctx: StepContext) -> list[Tensor]:
+        group, part = ctx.group, ctx.partition
+        _, tau = self._tick(ctx)
+        beta = self._multiplier_rate(group)
+        inner = part.inner(self._objective_grads(ctx), self._prevs(ctx))
+        out = []
+        for s, gs in zip(part.sets, inner):
+            rate = self.ensure(ctx, s, "rate", 1.0)
+            hyper = self.ensure(ctx, s, "hypergrad", 0.0)
+            hyper.copy_(-gs)  # dL/dalpha of the previous step's multiplier
+            if beta != 0:
+                self._descend(rate, beta * hyper)
+            applied = self.ensure(ctx, s, "alpha", 1.0)
+            applied.copy_(tau * rate + (1 - tau) * group["alpha_inf"])
+            out.append(applied)
+        self._store_prevs(ctx, tau)
+        return out
+
+
+class CAMHD(_HDBase):
+    """CAM-HD: rates at several levels, combined with learned weights (module docstring)."""
+
+    name = "cam-hd"
+    hyper: ClassVar[dict[str, Hyper]] = {
+        **_COMMON,
+        "levels": Hyper(("layer", "global"), _levels, "rate levels, finest first"),
+        "gammas": Hyper(None, _gammas, "initial combination weights (None: the paper's)"),
+        "delta": Hyper(0.03, real(0.0), "learning rate of the combination weights"),
+    }
+
+    def check(self, group: dict[str, Any], owner: str) -> None:
+        levels = group["levels"]
+        if group["blocks"] != levels[0]:
+            raise ValueError(
+                f"Invalid blocks: {group['blocks']!r} (expected the finest level "
+                f"levels[0] = {levels[0]!r}) [{owner}]"
+            )
+        gammas = group["gammas"]
+        if gammas is not None and len(gammas) != len(levels):
+            raise ValueError(
+                f"Invalid gammas: {gammas!r} (expected one weight per level, "
+                f"{len(levels)} for levels {levels!r}) [{owner}]"
+            )
+
+    def _gamma(self, ctx: StepContext) -> Tensor:
+        st0 = ctx.state(0)
+        key = self.key("gamma")
+        if key not in st0:
+            levels = ctx.group["levels"]
+            init = ctx.group["gammas"] or default_gammas(len(levels))
+            dtype = acc_dtype(*(p.dtype for p in ctx.params))
+            st0[key] = torch.tensor(init, dtype=dtype, device=ctx.params[0].device)
+        return st0[key]
+
+    def _level_partitions(self, ctx: StepContext) -> list[tuple[Partition, int]]:
+        """Per level: the partition of the active parameters and ``K_j`` (all rate values)."""
+        active = [g is not None for g in ctx.grads]
+        out = []
+        for level in ctx.group["levels"]:
+            full = ctx.optimizer.partition(ctx.group_index, level)
+            count = sum(math.prod(s.shape) for s in full.sets)
+            out.append((full if all(active) else full.restrict(active), count))
+        return out
+
+    def rates(self, ctx: StepContext) -> list[Tensor]:
+        group = ctx.group
+        levels = group["levels"]
+        _, tau = self._tick(ctx)
+        beta = self._multiplier_rate(group)
+        gamma = self._gamma(ctx)
+        grads, prevs = self._objective_grads(ctx), self._prevs(ctx)
+        gamma_grad = torch.zeros_like(gamma)
+        finest: list[Tensor] = []  # the finest level's rates, one per block of ctx.partition
+        per_param: list[list[Tensor | None]] = []  # per level: new rate broadcast per param
+        for j, (level, (part, count)) in enumerate(zip(levels, self._level_partitions(ctx))):
+            h = part.inner(grads, prevs)  # sum_{p in b} g_p s_p  =  -h_{j,b}
+            new_rates = []
+            for s, gs in zip(part.sets, h):
+                rate = self.ensure(ctx, s, f"alpha.{level}", 1.0)
+                hyper = self.ensure(ctx, s, f"hypergrad.{level}", 0.0)
+                hyper.copy_(-gamma[j].to(gs.dtype) * gs)  # dL/dalpha_{j,b}
+                contrib = (rate * -gs).sum().to(gamma.dtype)  # sum_b alpha_old h  (dL/dgamma_j)
+                gamma_grad[j] += torch.where(torch.isfinite(contrib), contrib, 0.0)
+                if beta != 0:
+                    self._descend(rate, (beta * count) * hyper)
+                new_rates.append(rate)
+            per_param.append(part.broadcast(new_rates))
+            if j == 0:
+                finest = new_rates
+        self._update_gamma(ctx, gamma, gamma_grad)  # before combining: exact, no lag
+        out = []
+        # ctx.partition is the finest level's partition (check() enforces blocks == levels[0])
+        for k, s in enumerate(ctx.partition.sets):
+            i = s.members[0]  # coarser levels' values broadcast against the finest block
+            combined = gamma[0].to(s.dtype) * finest[k]
+            for j in range(1, len(levels)):
+                combined = combined + gamma[j].to(s.dtype) * per_param[j][i]
+            applied = self.ensure(ctx, s, "alpha", 1.0)
+            applied.copy_(tau * combined + (1 - tau) * group["alpha_inf"])
+            out.append(applied)
+        self._store_prevs(ctx, tau)
+        return out
+
+    def _update_gamma(self, ctx: StepContext, gamma: Tensor, grad: Tensor) -> None:
+        ctx.state(0)[self.key("gamma_grad")] = grad
+        new = (gamma - ctx.group["delta"] * grad).clamp_min(0)
+        total = new.sum()
+        ok = torch.isfinite(total) & (total > 0)
+        gamma.copy_(torch.where(ok, new / torch.where(ok, total, 1.0), gamma))

@@ -1,0 +1,616 @@
+"""HD and CAM-HD (lrfree.rules.hypergradient): oracle tests of the hypergradients, reductions,
+the paper-unit conversion, the guards and the combination weights.
+
+Oracle: the update that produced the current parameters is re-done by torch.optim itself
+(lr = 1 gives the displacement ``u``), the parameters are rebuilt as a differentiable function
+``theta(alpha, gamma) = theta_prev - lr * kappa(alpha, gamma) * u`` and autograd gives the exact
+one-step hypergradients, which the rule's stored ``hypergrad`` / ``gamma_grad`` must match.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.func import functional_call
+
+import lrfree
+
+# ------------------------------------------------------------------ problem
+
+
+def _problem(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(40, 5, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (40,), generator=g)
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(5, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3)
+    ).double()
+    return model, x, y
+
+
+def _step(model, opt, x, y):
+    opt.zero_grad()
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
+def _block_of(name: str, kind: str) -> str:
+    """The test's own block naming: which block a parameter belongs to."""
+    if kind == "global":
+        return "global"
+    if kind in ("layer", "filter"):
+        return name.rsplit(".", 1)[0]
+    return name  # tensor, element
+
+
+def _expand(value: torch.Tensor, p: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "filter" and p.dim() > 1:
+        return value.view((-1,) + (1,) * (p.dim() - 1))
+    return value
+
+
+def _block_values(opt, kind: str, key: str) -> dict[str, torch.Tensor]:
+    group = opt.param_groups[0]
+    return {
+        s.name: opt.state[group["params"][s.owner]][key].detach().clone()
+        for s in opt.partition(0, kind).sets
+    }
+
+
+_TORCH = {
+    "sgd": (torch.optim.SGD, ("weight_decay", "maximize")),
+    "momentum": (torch.optim.SGD, ("momentum", "dampening", "weight_decay", "maximize")),
+    "nesterov": (torch.optim.SGD, ("momentum", "weight_decay", "maximize")),
+    "adam": (torch.optim.Adam, ("betas", "eps", "weight_decay", "amsgrad", "maximize")),
+    "adamw": (torch.optim.AdamW, ("betas", "eps", "weight_decay", "amsgrad", "maximize")),
+    "rmsprop": (
+        torch.optim.RMSprop,
+        ("alpha", "eps", "weight_decay", "momentum", "centered", "maximize"),
+    ),
+}
+
+
+def _torch_displacement(group, params_prev, grads_prev, state_prev) -> list[torch.Tensor]:
+    """``u``: torch.optim's step from the saved state with lr = 1 (theta_prev - theta_new)."""
+    cls, keys = _TORCH[group["direction"]]
+    kw = {k: group[k] for k in keys}
+    if group["direction"] == "nesterov":
+        kw["nesterov"] = True
+    clones = [p.clone() for p in params_prev]
+    for c, g in zip(clones, grads_prev):
+        c.grad = g.clone()
+    topt = cls(clones, lr=1.0, foreach=False, **kw)
+    for c, st_prev in zip(clones, state_prev):
+        topt.state[c] = {k: v.clone() if torch.is_tensor(v) else v for k, v in st_prev.items()}
+    topt.step()
+    return [(p - c).detach() for p, c in zip(params_prev, clones)]
+
+
+def _objective(group, model, x, y, theta: dict[str, torch.Tensor]) -> torch.Tensor:
+    """What the direction minimises: -loss with maximize, + coupled L2 decay."""
+    loss = F.cross_entropy(functional_call(model, theta, (x,)), y)
+    if group["maximize"]:
+        loss = -loss
+    if group["direction"] != "adamw" and group["weight_decay"] != 0:
+        loss = loss + 0.5 * group["weight_decay"] * sum((t * t).sum() for t in theta.values())
+    return loss
+
+
+def _snapshot(opt, model, x, y):
+    """Parameters, gradients and direction state just before a step (gradients computed)."""
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    params = [p.detach().clone() for p in model.parameters()]
+    grads = [p.grad.detach().clone() for p in model.parameters()]
+    states = [
+        {k: v.clone() if torch.is_tensor(v) else v for k, v in opt.state[p].items() if "." not in k}
+        for p in model.parameters()
+    ]
+    return params, grads, states
+
+
+# ------------------------------------------------------------ HD oracle
+
+HD_CASES = [
+    ("sgd-l2-global", lambda ps: lrfree.SGDHD(ps, lr=0.1, weight_decay=0.01, hypergrad_lr=1e-3)),
+    (
+        "momentum-dampening-layer",
+        lambda ps: lrfree.SGDHD(
+            ps, lr=0.05, momentum=0.9, dampening=0.1, hypergrad_lr=1e-3, blocks="layer"
+        ),
+    ),
+    (
+        "nesterov-maximize-filter",
+        lambda ps: lrfree.SGDNHD(ps, lr=0.02, maximize=True, hypergrad_lr=1e-4, blocks="filter"),
+    ),
+    (
+        "adam-element",
+        lambda ps: lrfree.AdamHD(
+            ps, lr=0.01, weight_decay=0.01, hypergrad_lr=1e-6, blocks="element"
+        ),
+    ),
+    (
+        "adamw-layer-decay",
+        lambda ps: lrfree.AdamHD(
+            ps,
+            lr=0.01,
+            weight_decay=0.1,
+            decoupled_weight_decay=True,
+            hypergrad_lr=1e-5,
+            blocks="layer",
+            decay_rate=0.1,
+            alpha_inf=0.5,
+        ),
+    ),
+    (
+        "rmsprop-centered-tensor",
+        lambda ps: lrfree.Composed(
+            ps,
+            direction="rmsprop",
+            rule="hypergradient",
+            blocks="tensor",
+            lr=0.003,
+            momentum=0.5,
+            centered=True,
+            hypergrad_lr=1e-6,
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("make", [c[1] for c in HD_CASES], ids=[c[0] for c in HD_CASES])
+def test_hd_hypergradient_matches_autograd_through_one_step(make):
+    model, x, y = _problem()
+    opt = make(model.named_parameters())
+    group = opt.param_groups[0]
+    kind, rule = group["blocks"], "hypergradient"
+    for _ in range(4):
+        _step(model, opt, x, y)
+    params_prev, grads_prev, states_prev = _snapshot(opt, model, x, y)
+    opt.step()  # the step the hypergradient looks back through
+    rates = _block_values(opt, kind, f"{rule}.rate")
+    t = opt.state[group["params"][0]][f"{rule}.step"]
+    tau = math.exp(-group["decay_rate"] * t) if group["decay_rate"] > 0 else 1.0
+    u = _torch_displacement(group, params_prev, grads_prev, states_prev)
+
+    leaves = {k: v.clone().requires_grad_(True) for k, v in rates.items()}
+    names = [n for n, _ in model.named_parameters()]
+    theta = {}
+    for n, p0, ui in zip(names, params_prev, u):
+        a = _expand(leaves[_block_of(n, kind)], p0, kind)
+        kappa = tau * a + (1 - tau) * group["alpha_inf"]
+        theta[n] = p0 - group["lr"] * kappa * ui
+    for n, p in model.named_parameters():  # the rebuilt step is the optimizer's step
+        torch.testing.assert_close(theta[n].detach(), p.detach(), rtol=1e-10, atol=1e-12)
+    obj = _objective(group, model, x, y, theta)
+    exact = torch.autograd.grad(obj, list(leaves.values()))
+
+    _step(model, opt, x, y)  # computes dL/dalpha from g_{t+1} and the stored displacement
+    ours = _block_values(opt, kind, f"{rule}.hypergrad")
+    assert set(ours) == set(leaves)
+    for (k, _), e in zip(leaves.items(), exact):
+        torch.testing.assert_close(ours[k], e, rtol=1e-9, atol=1e-14)
+        assert e.abs().max() > 0  # a real test: the hypergradient is not trivially 0
+
+
+# -------------------------------------------------------- CAM-HD oracle
+
+CAM_CASES = [
+    (
+        "adam-layer-global",
+        lambda ps: lrfree.AdamCAMHD(ps, lr=0.01, hypergrad_lr=1e-5, delta=0.5),
+    ),
+    (
+        "sgdn-filter-global-decay",
+        lambda ps: lrfree.SGDNCAMHD(
+            ps,
+            lr=0.05,
+            hypergrad_lr=1e-4,
+            levels=("filter", "global"),
+            delta=0.5,
+            decay_rate=0.05,
+            alpha_inf=2.0,
+            weight_decay=0.01,
+        ),
+    ),
+    (
+        "adamw-element-layer-global",
+        lambda ps: lrfree.AdamCAMHD(
+            ps,
+            lr=0.01,
+            hypergrad_lr=1e-6,
+            levels=("element", "layer", "global"),
+            delta=0.5,
+            decoupled_weight_decay=True,
+            weight_decay=0.1,
+        ),
+    ),
+    (
+        "sgd-four-levels",
+        lambda ps: lrfree.SGDCAMHD(
+            ps,
+            lr=0.1,
+            hypergrad_lr=1e-3,
+            levels=("element", "tensor", "layer", "global"),
+            delta=0.5,
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("make", [c[1] for c in CAM_CASES], ids=[c[0] for c in CAM_CASES])
+def test_camhd_hypergradients_match_autograd_through_one_step(make):
+    model, x, y = _problem()
+    opt = make(model.named_parameters())
+    group = opt.param_groups[0]
+    levels = group["levels"]
+    for _ in range(4):
+        _step(model, opt, x, y)
+    params_prev, grads_prev, states_prev = _snapshot(opt, model, x, y)
+    opt.step()
+    first = opt.state[group["params"][0]]
+    gamma = first["cam-hd.gamma"].clone()
+    assert not torch.allclose(
+        gamma,
+        torch.tensor(lrfree.rules.hypergradient.default_gammas(len(levels)), dtype=gamma.dtype),
+    )
+    t = first["cam-hd.step"]
+    tau = math.exp(-group["decay_rate"] * t) if group["decay_rate"] > 0 else 1.0
+    u = _torch_displacement(group, params_prev, grads_prev, states_prev)
+
+    rates = {lv: _block_values(opt, lv, f"cam-hd.alpha.{lv}") for lv in levels}
+    leaves = {
+        lv: {k: v.clone().requires_grad_(True) for k, v in r.items()} for lv, r in rates.items()
+    }
+    gamma_leaf = gamma.clone().requires_grad_(True)
+    theta = {}
+    for n, p0, ui in zip([n for n, _ in model.named_parameters()], params_prev, u):
+        combined = sum(
+            gamma_leaf[j] * _expand(leaves[lv][_block_of(n, lv)], p0, lv)
+            for j, lv in enumerate(levels)
+        )
+        kappa = tau * combined + (1 - tau) * group["alpha_inf"]
+        theta[n] = p0 - group["lr"] * kappa * ui
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(theta[n].detach(), p.detach(), rtol=1e-10, atol=1e-12)
+    obj = _objective(group, model, x, y, theta)
+    flat = [leaf for lv in levels for leaf in leaves[lv].values()]
+    exact = torch.autograd.grad(obj, [*flat, gamma_leaf])
+
+    _step(model, opt, x, y)
+    k = 0
+    for lv in levels:
+        ours = _block_values(opt, lv, f"cam-hd.hypergrad.{lv}")
+        for name in leaves[lv]:
+            torch.testing.assert_close(ours[name], exact[k], rtol=1e-9, atol=1e-14)
+            k += 1
+    gamma_grad = opt.state[group["params"][0]]["cam-hd.gamma_grad"]
+    torch.testing.assert_close(gamma_grad, exact[-1], rtol=1e-9, atol=1e-14)
+    assert exact[-1].abs().max() > 0
+
+
+# ------------------------------------------------------------- reductions
+
+
+def _trajectory(make, steps: int = 12):
+    model, x, y = _problem()
+    opt = make(model.named_parameters())
+    for _ in range(steps):
+        _step(model, opt, x, y)
+    return model, opt
+
+
+@pytest.mark.parametrize("level", ["global", "layer", "filter", "element"])
+@pytest.mark.parametrize("adam", [False, True])
+def test_single_level_camhd_is_hd_at_that_level(level, adam):
+    model, _, _ = _problem()
+    count = sum(
+        math.prod(s.shape)
+        for s in lrfree.Composed(model.named_parameters(), blocks=level).partition(0).sets
+    )
+    beta = 1e-6 if adam else 1e-3
+    kw = dict(lr=0.01, weight_decay=0.01, decay_rate=0.02, alpha_inf=0.7)
+    hd_cls, cam_cls = (lrfree.AdamHD, lrfree.AdamCAMHD) if adam else (lrfree.SGDHD, lrfree.SGDCAMHD)
+    if not adam:
+        kw["momentum"] = 0.9
+
+    def hd(ps):
+        return hd_cls(ps, hypergrad_lr=beta * count, blocks=level, **kw)
+
+    def cam(ps):
+        return cam_cls(ps, hypergrad_lr=beta, levels=(level,), **kw)
+
+    m1, o1 = _trajectory(hd)
+    m2, o2 = _trajectory(cam)
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
+    r1, r2 = o1.effective_lr(), o2.effective_lr()
+    assert r1.keys() == r2.keys()
+    assert any(abs(v / 0.01 - 1) > 1e-4 for v in r1.values())  # the rates did move
+    for k in r1:
+        assert r1[k] == pytest.approx(r2[k], rel=1e-12)
+    assert float(o2.gammas()) == 1.0
+
+
+_BASES = [
+    (
+        "SGDHD",
+        lambda ps, **k: lrfree.SGDHD(ps, lr=0.05, weight_decay=0.01, **k),
+        lambda ps: torch.optim.SGD(ps, lr=0.05, weight_decay=0.01, foreach=False),
+    ),
+    (
+        "SGDHD-momentum",
+        lambda ps, **k: lrfree.SGDHD(ps, lr=0.05, momentum=0.8, dampening=0.2, **k),
+        lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.8, dampening=0.2, foreach=False),
+    ),
+    (
+        "SGDNHD",
+        lambda ps, **k: lrfree.SGDNHD(ps, lr=0.05, maximize=False, **k),
+        lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True, foreach=False),
+    ),
+    (
+        "AdamHD",
+        lambda ps, **k: lrfree.AdamHD(ps, lr=0.01, weight_decay=0.01, amsgrad=True, **k),
+        lambda ps: torch.optim.Adam(ps, lr=0.01, weight_decay=0.01, amsgrad=True, foreach=False),
+    ),
+    (
+        "SGDCAMHD",
+        lambda ps, **k: lrfree.SGDCAMHD(ps, lr=0.05, levels=("element", "layer", "global"), **k),
+        lambda ps: torch.optim.SGD(ps, lr=0.05, foreach=False),
+    ),
+    (
+        "SGDNCAMHD",
+        lambda ps, **k: lrfree.SGDNCAMHD(ps, lr=0.05, momentum=0.7, **k),
+        lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.7, nesterov=True, foreach=False),
+    ),
+    (
+        "AdamCAMHD-decoupled",
+        lambda ps, **k: lrfree.AdamCAMHD(
+            ps,
+            lr=0.01,
+            weight_decay=0.1,
+            decoupled_weight_decay=True,
+            levels=("filter", "global"),
+            **k,
+        ),
+        lambda ps: torch.optim.AdamW(ps, lr=0.01, weight_decay=0.1, foreach=False),
+    ),
+]
+
+
+@pytest.mark.parametrize("name,ours,base", _BASES, ids=[b[0] for b in _BASES])
+def test_zero_hypergrad_lr_and_delta_is_the_torch_base(name, ours, base):
+    kw = {"hypergrad_lr": 0.0} if "CAM" not in name else {"hypergrad_lr": 0.0, "delta": 0.0}
+    model1, x, y = _problem()
+    model2, _, _ = _problem()
+    o1 = ours(model1.named_parameters(), **kw)
+    o2 = base(model2.parameters())
+    for _ in range(15):
+        _step(model1, o1, x, y)
+        _step(model2, o2, x, y)
+    for a, b in zip(model1.parameters(), model2.parameters()):
+        if "Adam" in name:  # the adam direction's arithmetic (as with rule="constant"):
+            torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-15)  # 1 ulp apart
+        else:  # SGD: bit for bit
+            assert torch.equal(a, b)
+    for p1, p2 in zip(model1.parameters(), model2.parameters()):
+        for k, v in o2.state[p2].items():
+            torch.testing.assert_close(o1.state[p1][k], v, rtol=1e-13, atol=1e-15)
+    assert all(
+        v == pytest.approx(o1.param_groups[0]["lr"], rel=0, abs=0)
+        for v in o1.effective_lr().values()
+    )
+
+
+# ------------------------------------------------------ paper units, guard
+
+
+def _baydin_sgdhd(params, grads_fn, lr, momentum, nesterov, beta, steps):
+    """A readable transcription of Baydin's SGDHD (flat vectors; the rate is a local)."""
+    bufs = None
+    prev = torch.zeros(sum(p.numel() for p in params), dtype=torch.float64)
+    rates = []
+    for _ in range(steps):
+        grad = torch.cat([g.reshape(-1) for g in grads_fn()])
+        lr = lr + beta * torch.dot(grad, prev).item()
+        if momentum != 0:
+            bufs = grad.clone() if bufs is None else bufs.mul(momentum).add(grad)
+            grad = grad.add(bufs, alpha=momentum) if nesterov else bufs
+        prev = grad
+        with torch.no_grad():
+            offset = 0
+            for p in params:
+                n = p.numel()
+                p.sub_(lr * grad[offset : offset + n].view_as(p))
+                offset += n
+        rates.append(lr)
+    return rates
+
+
+@pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False), (0.9, True)])
+def test_effective_rate_follows_baydins_absolute_units(momentum, nesterov):
+    beta, lr, steps = 1e-3, 0.05, 10
+    model1, x, y = _problem()
+    model2, _, _ = _problem()
+
+    def grads_fn():
+        model2.zero_grad()
+        F.cross_entropy(model2(x), y).backward()
+        return [p.grad for p in model2.parameters()]
+
+    ref = _baydin_sgdhd(list(model2.parameters()), grads_fn, lr, momentum, nesterov, beta, steps)
+    opt = lrfree.SGDHD(
+        model1.named_parameters(), lr=lr, momentum=momentum, nesterov=nesterov, hypergrad_lr=beta
+    )
+    ours = []
+    for _ in range(steps):
+        _step(model1, opt, x, y)
+        ours.append(opt.effective_lr()["global"])
+    assert ours == pytest.approx(ref, rel=1e-11)
+    assert abs(ours[-1] - lr) > 1e-4
+    for a, b in zip(model1.parameters(), model2.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_rate_never_goes_negative_where_baydins_would():
+    """f(x) = x^2 with lr = 1.5 overshoots (x -> -2x): g.u < 0, so HD pushes the rate down;
+    a huge beta would make Baydin's rate negative (gradient ascent); ours stops at 0 and
+    recovers on the next step."""
+    x = torch.nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
+    opt = lrfree.SGDHD([("x", x)], lr=1.5, hypergrad_lr=10.0)
+    seen = []
+    for _ in range(4):
+        opt.zero_grad()
+        (x**2).sum().backward()
+        g_dot_u = None
+        prev = opt.state[x].get("hypergradient.prev")
+        if prev is not None:
+            g_dot_u = float((x.grad * prev).sum())
+        opt.step()
+        seen.append((float(opt.state[x]["hypergradient.rate"]), g_dot_u))
+    rates = [r for r, _ in seen]
+    assert all(r >= 0 for r in rates)
+    assert rates[1] == 0.0  # Baydin: 1 + 10 / 1.5 * g.u / 1.5 < 0
+    assert 1.0 + 10.0 / 1.5**2 * seen[1][1] < 0
+    assert seen[2][1] > 0 and rates[2] > 0  # at rate 0 the displacement s is still lr * g:
+    # the next hypergradient (same gradient, x did not move) is positive and the rate recovers
+
+
+# ----------------------------------------------------------- gammas, decay
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    levels=st.sampled_from(
+        [
+            ("layer", "global"),
+            ("filter", "global"),
+            ("element", "layer", "global"),
+            ("element", "filter", "layer", "global"),
+            ("tensor", "layer"),
+        ]
+    ),
+    raw=st.lists(st.floats(0.05, 1.0), min_size=4, max_size=4),
+    delta=st.sampled_from([0.0, 0.03, 1.0, 100.0]),
+    adam=st.booleans(),
+)
+def test_gammas_stay_on_the_simplex(levels, raw, delta, adam):
+    raw = raw[: len(levels)]
+    gammas = tuple(r / sum(raw) for r in raw)
+    gammas = (*gammas[:-1], 1.0 - sum(gammas[:-1]))
+    model, x, y = _problem()
+    cls = lrfree.AdamCAMHD if adam else lrfree.SGDCAMHD
+    opt = cls(
+        model.named_parameters(),
+        lr=0.05,
+        hypergrad_lr=1e-4,
+        levels=levels,
+        gammas=gammas,
+        delta=delta,
+    )
+    for _ in range(6):
+        _step(model, opt, x, y)
+        g = opt.gammas()
+        assert g.shape == (len(levels),)
+        assert torch.isfinite(g).all() and (g >= 0).all()
+        assert float(g.sum()) == pytest.approx(1.0, abs=1e-12)
+    if delta >= 1:
+        assert not torch.equal(opt.gammas(), torch.tensor(gammas, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("cam", [False, True])
+def test_decay_takes_the_applied_rate_to_alpha_inf(cam):
+    model, x, y = _problem()
+    kw = dict(lr=0.05, hypergrad_lr=1e-3, decay_rate=0.2, alpha_inf=0.6)
+    opt = (
+        lrfree.SGDCAMHD(model.named_parameters(), levels=("element", "layer", "global"), **kw)
+        if cam
+        else lrfree.SGDHD(model.named_parameters(), blocks="layer", **kw)
+    )
+    gaps = []
+    for t in range(1, 61):
+        _step(model, opt, x, y)
+        eff = torch.tensor(list(opt.effective_lr().values())) / 0.05
+        gaps.append(float((eff - 0.6).abs().max()))
+        if not cam:  # kappa = tau alpha + (1 - tau) alpha_inf, read off the state
+            for s in opt.partition(0).sets:
+                st_ = opt.state[opt.param_groups[0]["params"][s.owner]]
+                tau = math.exp(-0.2 * t)
+                torch.testing.assert_close(
+                    st_["hypergradient.alpha"], tau * st_["hypergradient.rate"] + (1 - tau) * 0.6
+                )
+    assert gaps[0] > 1e-2
+    assert gaps[-1] < 1e-4
+    assert gaps[-1] < gaps[10] < gaps[0]
+
+
+# ------------------------------------------------------------ NaN / inf
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("cam", [False, True])
+def test_non_finite_gradients_leave_rates_finite(bad, cam):
+    model, x, y = _problem()
+    kw = dict(lr=0.05, hypergrad_lr=1e-3)
+    opt = (
+        lrfree.SGDCAMHD(model.named_parameters(), levels=("layer", "global"), delta=0.5, **kw)
+        if cam
+        else lrfree.SGDHD(model.named_parameters(), blocks="layer", **kw)
+    )
+    for _ in range(3):
+        _step(model, opt, x, y)
+    key = "cam-hd.alpha.layer" if cam else "hypergradient.rate"
+    before = {k: v.clone() for k, v in _block_values(opt, "layer", key).items()}
+    for step in range(3):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        if step == 0:
+            model[2].weight.grad[0, 0] = bad  # block "2" only
+        opt.step()
+        rates = _block_values(opt, "layer", key)
+        assert all(torch.isfinite(v).all() and (v >= 0).all() for v in rates.values())
+        eff = opt.effective_lr()
+        assert all(math.isfinite(v) and v >= 0 for v in eff.values())
+        if cam:
+            g = opt.gammas()
+            assert torch.isfinite(g).all() and float(g.sum()) == pytest.approx(1.0)
+        if step == 0 and not cam:
+            assert torch.equal(rates["2"], before["2"])  # the bad block kept its rate
+            assert not torch.equal(rates["0"], before["0"])  # the good block adapted
+        if step == 1:
+            assert torch.equal(rates["2"], before["2"]) or not cam
+
+
+# --------------------------------------------------- every direction works
+
+
+@pytest.mark.parametrize("rule", ["hypergradient", "cam-hd"])
+@pytest.mark.parametrize("direction", sorted(lrfree.DIRECTIONS))
+def test_both_rules_run_over_every_direction(rule, direction):
+    model, x, y = _problem()
+    lr = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "rmsprop": 0.003}.get(direction, 0.01)
+    opt = lrfree.Composed(
+        model.named_parameters(), direction=direction, rule=rule, lr=lr, hypergrad_lr=lr**2 * 1e-2
+    )
+    losses = [float(_step(model, opt, x, y)) for _ in range(20)]
+    assert losses[-1] < losses[0]
+    eff = opt.effective_lr()
+    assert set(eff) == {"0", "2"}
+    assert any(abs(v / lr - 1) > 1e-5 for v in eff.values())
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    import lrfree.optimizers.hypergradient as module
+
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
