@@ -84,7 +84,7 @@ def measure(name: str, model_name: str, repeats: int, window: int) -> dict:
     entry = BENCH_OPTIMIZERS[name]
     torch.manual_seed(0)
     m_ours = make()
-    ours = entry.build(m_ours, None)
+    ours = entry.build(m_ours, None, steps_per_epoch=469)  # 60000 / 128
     torch.manual_seed(0)
     m_base = make()
     base = base_for(ours, m_base)

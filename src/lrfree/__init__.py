@@ -9,14 +9,36 @@ from __future__ import annotations
 from .blocks import GRANULARITIES
 from .directions import DIRECTIONS
 from .optimizer import Composed
+from .optimizers.adalip import AdaLip, AdaLipU, AdamLip, AdamLipU, RMSLip, RMSLipU
+from .optimizers.adler import ADLER
+from .optimizers.hypergradient import SGDCAMHD, SGDHD, SGDNCAMHD, SGDNHD, AdamCAMHD, AdamHD
+from .optimizers.layerwise import SGDLW, AdamWLW
+from .optimizers.tlr import SGDTLR, AdamTLR
 from .rules import RULES
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "ADLER",
     "DIRECTIONS",
     "GRANULARITIES",
     "RULES",
+    "SGDCAMHD",
+    "SGDHD",
+    "SGDLW",
+    "SGDNCAMHD",
+    "SGDNHD",
+    "SGDTLR",
+    "AdaLip",
+    "AdaLipU",
+    "AdamCAMHD",
+    "AdamHD",
+    "AdamLip",
+    "AdamLipU",
+    "AdamTLR",
+    "AdamWLW",
     "Composed",
+    "RMSLip",
+    "RMSLipU",
     "__version__",
 ]

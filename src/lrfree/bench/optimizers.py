@@ -15,6 +15,7 @@ optimizer's ``curvature_due()`` asks for it).
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,8 @@ import lrfree
 
 __all__ = ["BENCH_OPTIMIZERS", "BenchOptimizer", "available", "resolve"]
 
-Builder = Callable[[nn.Module, float | None], torch.optim.Optimizer]
+Builder = Callable[..., torch.optim.Optimizer]
+"""``build(model, lr, steps_per_epoch=N)``: ``lr=None`` takes the optimizer's default."""
 
 
 @dataclass
@@ -45,17 +47,40 @@ class BenchOptimizer:
 
 
 def _named(cls: type, **fixed: Any) -> Builder:
-    def build(model: nn.Module, lr: float | None) -> torch.optim.Optimizer:
+    sig = inspect.signature(cls).parameters
+
+    def build(
+        model: nn.Module, lr: float | None, steps_per_epoch: int = 1, loss: str = "cross_entropy"
+    ) -> torch.optim.Optimizer:
         kw = dict(fixed)
         if lr is not None:
             kw["lr"] = lr
+        if "steps_per_epoch" in sig:  # TLR sets its window from the epoch length
+            kw.setdefault("steps_per_epoch", steps_per_epoch)
+        if "loss" in sig:  # ADLER's output-space Hessian must be the task's loss
+            kw.setdefault("loss", _LOSS_NAMES[loss])
         return cls(model.named_parameters(), **kw)
 
     return build
 
 
+_LOSS_NAMES = {"cross_entropy": "cross_entropy", "nll": "nll", "bce_logits": "bce_with_logits"}
+
+
+def outputs_step(task: Any, model: nn.Module, opt: torch.optim.Optimizer, x, y) -> torch.Tensor:
+    """ADLER's documented loop: keep the graph and hand the outputs to ``step``."""
+    from .runner import task_loss
+
+    opt.zero_grad()
+    out = model(x)
+    loss = task_loss(task, out, y)
+    loss.backward(retain_graph=True)
+    opt.step(outputs=out, targets=y)
+    return loss.detach()
+
+
 def _torch(cls: type, **fixed: Any) -> Builder:
-    def build(model: nn.Module, lr: float | None) -> torch.optim.Optimizer:
+    def build(model: nn.Module, lr: float | None, **_: Any) -> torch.optim.Optimizer:
         kw = dict(fixed)
         if lr is not None:
             kw["lr"] = lr
@@ -65,7 +90,7 @@ def _torch(cls: type, **fixed: Any) -> Builder:
 
 
 def _peer(module: str, cls: str, **fixed: Any) -> Builder:
-    def build(model: nn.Module, lr: float | None) -> torch.optim.Optimizer:
+    def build(model: nn.Module, lr: float | None, **_: Any) -> torch.optim.Optimizer:
         mod = importlib.import_module(module)
         kw = dict(fixed)
         if lr is not None:
@@ -136,7 +161,13 @@ LRFREE_NAMES = {
 for _name, _cls in LRFREE_NAMES.items():
     if hasattr(lrfree, _cls):
         register(
-            BenchOptimizer(_name, _named(getattr(lrfree, _cls)), "lrfree", note=f"lrfree.{_cls}()")
+            BenchOptimizer(
+                _name,
+                _named(getattr(lrfree, _cls)),
+                "lrfree",
+                step=outputs_step if _cls == "ADLER" else None,
+                note=f"lrfree.{_cls}()",
+            )
         )
 
 # learning-rate-free peers (optional extra)

@@ -99,7 +99,7 @@ def plan(
     return runs
 
 
-def _loss(task: Task, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def task_loss(task: Task, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if task.loss == "nll":
         return F.nll_loss(out, y, ignore_index=-100)
     if task.loss == "bce_logits":  # reconstruction: y is the target image in [0, 1]
@@ -139,7 +139,7 @@ def _evaluate(task: Task, model: torch.nn.Module, split: Split) -> tuple[float, 
             mask = y != -100
             n = int(mask.sum())
             correct += int((out.argmax(1) == y)[mask].sum())
-        loss_sum += float(_loss(task, out, y)) * n
+        loss_sum += float(task_loss(task, out, y)) * n
         total += n
     model.train()
     acc = float("nan") if task.loss == "bce_logits" else correct / max(total, 1)
@@ -151,7 +151,7 @@ def _default_step(task: Task, model, opt, x, y) -> torch.Tensor:
 
     def closure():
         opt.zero_grad()
-        loss = _loss(task, model(x), y)
+        loss = task_loss(task, model(x), y)
         loss.backward(create_graph=due)
         return loss
 
@@ -163,7 +163,9 @@ def run_one(run: Run, split: Split, on_epoch=None) -> dict[str, Any]:
     task = run.task
     torch.manual_seed(run.seed)
     model = task.model()
-    opt = run.entry.build(model, run.lr)
+    n, bs = len(split.x_train), task.batch_size
+    steps_per_epoch = 1 if bs <= 0 or bs >= n else -(-n // bs)
+    opt = run.entry.build(model, run.lr, steps_per_epoch=steps_per_epoch, loss=task.loss)
     step = run.entry.step or _default_step
     gen = torch.Generator().manual_seed(run.seed)  # same data order for every optimizer
     _mode(opt, "train")

@@ -41,6 +41,21 @@ Example::
     ['0', '2']
     >>> round(float(opt.gammas().sum()), 6)
     1.0
+
+Every class is a drop-in for its torch base (the same closure / backward loop)::
+
+    >>> def closure():
+    ...     opt.zero_grad()
+    ...     loss = torch.nn.functional.cross_entropy(model(x), y)
+    ...     loss.backward()
+    ...     return loss
+    >>> params = lambda: model.named_parameters()
+    >>> for opt in (lrfree.SGDHD(params(), lr=1e-2), lrfree.SGDNHD(params(), lr=1e-2),
+    ...             lrfree.AdamHD(params()), lrfree.SGDCAMHD(params(), lr=1e-2),
+    ...             lrfree.SGDNCAMHD(params(), lr=1e-2)):
+    ...     _ = opt.step(closure)
+    ...     _ = opt.step(closure)
+    ...     assert all(v >= 0 for v in opt.effective_lr().values())
 """
 
 from __future__ import annotations

@@ -29,3 +29,26 @@ def get_rule(name: str) -> Rule:
 
 
 register_rule(Constant())
+
+from .layerwise import Layerwise  # noqa: E402
+
+register_rule(Layerwise())
+
+from .hypergradient import CAMHD, Hypergradient  # noqa: E402
+
+register_rule(Hypergradient())
+register_rule(CAMHD())
+
+from .tlr import TLR, HypergradientWindow  # noqa: E402
+
+register_rule(TLR())
+register_rule(HypergradientWindow())
+
+from .adler import Adler  # noqa: E402
+
+register_rule(Adler())
+
+from .lipschitz import Lipschitz, LipschitzU  # noqa: E402
+
+register_rule(Lipschitz())
+register_rule(LipschitzU())

@@ -1,0 +1,97 @@
+"""``ADLER``: SGD with the Gauss-Newton quadratic-model learning rate (Balboni & Bacciu).
+
+Each step, along the mini-batch gradient ``G``::
+
+    eta_k   = G^T G / (v^T Q v + eps),     v = J G   (outputs' Jacobian-vector product)
+    s      <- beta s + log eta_k,  c <- beta c + 1,  eta_hat = exp(s / c)
+    theta  <- theta - lr * eta_hat * G                 (lr = 1: the paper's step)
+
+``Q`` is the Hessian of the loss w.r.t. the network outputs (softmax cross-entropy:
+``diag(p) - p p^T`` per sample, see ``lrfree.loss_hessian``). ``variant="gn"`` is the
+paper's Gauss-Newton comparator: ``Q = g g^T`` (``g``: the loss gradient w.r.t. the outputs)
+and an arithmetic mean of ``eta``. ``blocks="layer"`` (one quadratic model per layer) and
+``update_every > 1`` (re-estimate every k steps) are our extensions; see
+``lrfree.rules.adler`` for safeguards and docs/adler.md for measurements.
+
+Paper: D. Balboni, D. Bacciu, "Adaptive learning rate for SGD by a Gauss-Newton quadratic
+model" (ADLER), Algorithm 1.
+
+The one change to a normal loop: keep the graph and hand the outputs to ``step``::
+
+    >>> import torch, lrfree
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    >>> opt = lrfree.ADLER(model.parameters())  # loss="cross_entropy", reduction="mean"
+    >>> x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    >>> for _ in range(5):
+    ...     opt.zero_grad()
+    ...     out = model(x)
+    ...     torch.nn.functional.cross_entropy(out, y).backward(retain_graph=True)
+    ...     opt.step(outputs=out)
+    >>> rate = opt.effective_lr()["global"]
+    >>> 0 < rate < 100
+    True
+
+or, without the graph, an extra forward-mode pass: ``opt.step(model=model, inputs=x)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ..hyper import real
+from ..optimizer import Composed
+
+__all__ = ["ADLER"]
+
+
+class ADLER(Composed):
+    """ADLER (``variant="ggn"``) and its GN comparator (``variant="gn"``) on plain SGD.
+
+    Args:
+        params: ``model.parameters()``, ``model.named_parameters()`` (``blocks="layer"`` needs
+            the names) or param groups.
+        lr: multiplies the computed rate (1: the paper's step; a scheduler may scale it).
+        beta: discount of the mean of ``log eta`` (``eta`` for GN); 0.99 as the paper.
+        eps: added to ``v^T Q v`` (the paper's 1e-10).
+        variant: ``"ggn"`` (ADLER) or ``"gn"`` (the comparator).
+        blocks: ``"global"`` (the paper), ``"layer"`` or ``"tensor"``.
+        update_every: estimate every k steps (1: the paper).
+        loss, reduction: the user's loss (``"cross_entropy"``, ``"nll"``, ``"mse"``,
+            ``"bce_with_logits"``) and reduction (``"mean"`` / ``"sum"``); any other loss:
+            ``step(..., loss_fn=lambda out: my_loss(out, y))``.
+        **kwargs: further options of the ``sgd`` direction or the ``adler`` rule
+            (``weight_decay``, ``foreach``).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1.0,
+        *,
+        beta: float = 0.99,
+        eps: float = 1e-10,
+        variant: str = "ggn",
+        blocks: str = "global",
+        update_every: int = 1,
+        loss: str = "cross_entropy",
+        reduction: str = "mean",
+        **kwargs: Any,
+    ) -> None:
+        real(0.0)("eps", eps, "direction 'sgd', rule 'adler'")  # the rule calls it denom_eps
+        super().__init__(
+            params,
+            direction="sgd",
+            rule="adler",
+            blocks=blocks,
+            lr=lr,
+            beta=beta,
+            denom_eps=eps,
+            variant=variant,
+            update_every=update_every,
+            loss=loss,
+            reduction=reduction,
+            **kwargs,
+        )

@@ -1,0 +1,143 @@
+"""``SGDTLR`` and ``AdamTLR``: the Newton trainable learning rate (Retsinas et al.).
+
+Every ``K`` steps the multiplier of each block (one global rate by default; ``blocks="layer"``
+or ``"tensor"`` give the paper's future-work per-layer rates) takes a damped Newton step on
+``L(w - alpha * u)`` (Eq. 8)::
+
+    alpha <- alpha * clamp(1 + gamma * <g_{k-1}, g_k> / <g_{k-1}, g_{k-1} - g_k>,
+                           min_factor, max_factor)      (unchanged if the denominator <= 0)
+
+where ``g_k`` is the displacement per unit of rate over window ``k`` (weight change over the
+last ``K`` steps divided by the rate used: it contains momentum, weight decay, Adam's
+scaling). ``K = max(1, round(p * steps_per_epoch))`` or ``update_every``; exactly one of
+``steps_per_epoch`` and ``update_every`` must be given. ``lr`` is the paper's initial rate
+``alpha_0``; the effective rate is ``lr * alpha`` (``effective_lr()``).
+See ``lrfree.rules.tlr`` and docs/tlr.md.
+
+Paper: G. Retsinas, G. Sfikas, P. Filntisis, P. Maragos, "Newton-based Trainable Learning
+Rate" (code: georgeretsi/NTLR; its defaults gamma=0.2, p=1/3 differ; the paper's are used).
+
+Example::
+
+    >>> import torch, lrfree
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    >>> opt = lrfree.SGDTLR(model.parameters(), lr=0.1, momentum=0.9, steps_per_epoch=10)
+    >>> x, y = torch.randn(32, 4), torch.randint(0, 2, (32,))
+    >>> for _ in range(6):  # K = round(0.2 * 10) = 2: the rate moves from step 4 on
+    ...     opt.zero_grad()
+    ...     torch.nn.functional.cross_entropy(model(x), y).backward()
+    ...     _ = opt.step()
+    >>> list(opt.effective_lr())
+    ['global']
+
+Adam with one TLR rate per layer, the window given directly in steps::
+
+    >>> opt = lrfree.AdamTLR(model.named_parameters(), lr=1e-3, update_every=50, blocks="layer")
+    >>> opt
+    AdamTLR(direction='adam', rule='tlr', blocks='layer', groups=1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ..optimizer import Composed
+
+__all__ = ["SGDTLR", "AdamTLR"]
+
+
+class SGDTLR(Composed):
+    """SGD (``momentum=0``) or heavy-ball SGD (torch's ``momentum``) with a TLR rate.
+
+    Args:
+        params: ``model.parameters()``, ``model.named_parameters()`` (``blocks="layer"`` needs
+            names) or param groups.
+        lr: the initial rate ``alpha_0`` (the paper's experiments span 1e-1 .. 1e-6).
+        momentum: torch's ``0 <= momentum < 1``. weight_decay: L2 added to the gradient.
+        gamma: Newton damping in ``(0, 1]``. p: window as a fraction of an epoch.
+        steps_per_epoch: batches per epoch (``K = max(1, round(p * steps_per_epoch))``).
+        update_every: ``K`` directly (instead of ``steps_per_epoch``).
+        blocks: ``"global"`` (the paper), ``"layer"`` or ``"tensor"`` (a rate per block).
+        max_factor, min_factor: clamp of one update's factor.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 0.1,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        *,
+        gamma: float = 0.33,
+        p: float = 0.2,
+        steps_per_epoch: int | None = None,
+        update_every: int | None = None,
+        blocks: str = "global",
+        max_factor: float = 100.0,
+        min_factor: float = 0.01,
+    ) -> None:
+        if isinstance(momentum, (int, float)) and not isinstance(momentum, bool) and momentum == 0:
+            direction, extra = "sgd", {}
+        else:
+            direction, extra = "momentum", {"momentum": momentum}
+        super().__init__(
+            params,
+            direction=direction,
+            rule="tlr",
+            blocks=blocks,
+            lr=lr,
+            weight_decay=weight_decay,
+            gamma=gamma,
+            p=p,
+            steps_per_epoch=steps_per_epoch,
+            update_every=update_every,
+            max_factor=max_factor,
+            min_factor=min_factor,
+            **extra,
+        )
+
+
+class AdamTLR(Composed):
+    """Adam (torch's, L2 ``weight_decay`` in the gradient) with a TLR rate.
+
+    ``decoupled_weight_decay=True`` gives AdamW (the decay then enters the window vectors).
+    Other arguments as ``SGDTLR``; ``betas``, ``eps``, ``amsgrad`` are torch's.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        decoupled_weight_decay: bool = False,
+        gamma: float = 0.33,
+        p: float = 0.2,
+        steps_per_epoch: int | None = None,
+        update_every: int | None = None,
+        blocks: str = "global",
+        max_factor: float = 100.0,
+        min_factor: float = 0.01,
+    ) -> None:
+        super().__init__(
+            params,
+            direction="adamw" if decoupled_weight_decay else "adam",
+            rule="tlr",
+            blocks=blocks,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            gamma=gamma,
+            p=p,
+            steps_per_epoch=steps_per_epoch,
+            update_every=update_every,
+            max_factor=max_factor,
+            min_factor=min_factor,
+        )

@@ -1,0 +1,246 @@
+"""ADLER: the learning rate that minimises a Gauss-Newton quadratic model (Balboni & Bacciu).
+
+Every ``update_every`` steps, per block ``b`` (``global``: the paper's single rate)::
+
+    eta_b = G_b . u_b / (v_b^T Q v_b + denom_eps),   v_b = J u_b  (outputs' JVP along u_b)
+    s_b  <- beta s_b + log eta_b,   c_b <- beta c_b + 1,   alpha_b = exp(s_b / c_b)
+
+and the block steps ``p <- p - lr * alpha_b * d``. ``G`` is the loss gradient, ``u`` the step
+vector (the direction ``d``; with AdamW's decoupled decay ``d + weight_decay * p``), ``Q`` the
+Hessian of the loss w.r.t. the network outputs (``lrfree.loss_hessian``, PSD for convex losses)
+and ``J`` the Jacobian of the outputs w.r.t. the block's parameters. With ``d = G`` (plain SGD,
+the paper's only setting) ``eta`` is the exact minimiser of the quadratic model along ``-G``;
+over momentum / Adam directions it is the minimiser along ``-u`` (our extension).
+Coupled weight decay (an L2 term of the objective) adds ``wd * p`` to ``G`` and ``wd |u|^2``
+to the denominator.
+
+``variant="gn"`` (the paper's comparator, footnotes 8 and 10): ``Q`` is replaced by ``g g^T``
+with ``g = dL/d outputs``, and ``eta`` is averaged arithmetically
+(``s <- beta s + eta``, ``alpha = s / c``). Since ``g^T J u = G^T u``, its denominator is
+``(G . u)^2``: no Jacobian-vector product is needed (tested against the explicit form).
+
+Safeguards (no host sync): an estimate that is non-finite or ``<= 0`` (``G . u <= 0``, or a
+negative ``v^T Q v`` from a non-convex custom loss) is skipped: ``s``, ``c`` and the rate keep
+their values and ``"adler.skipped"`` counts it. Before the first accepted estimate the rate is
+0 (the parameters do not move). A near-zero denominator gives ``eta = G.u / denom_eps``, finite,
+and enters the average as in the paper (footnote 10 is why the average is taken in log space).
+
+What ``step`` needs for ``variant="ggn"`` (one of):
+
+* ``opt.step(outputs=logits)`` after ``loss.backward(retain_graph=True)``: ``v`` by the
+  double-VJP trick through the graph of the user's own forward (same batch, same dropout mask,
+  same BatchNorm batch statistics, no extra forward, any ``nn.Module`` with double backward);
+* ``opt.step(model=model, inputs=x)``: ``v`` by forward-mode AD (``torch.func.jvp`` over
+  ``torch.func.functional_call``) in an extra forward pass: BatchNorm uses the batch statistics
+  as in training, on *copies* of the buffers (running statistics untouched); dropout draws a
+  fresh mask; attention runs with the MATH SDPA backend (it has forward-mode AD on CPU).
+
+The loss: hyperparameters ``loss`` (``cross_entropy``, ``nll``, ``mse``, ``bce_with_logits``:
+closed forms) and ``reduction`` (``mean`` / ``sum``: must be the user's), or ``loss_fn=`` in
+``step`` (a callable ``outputs -> scalar loss`` with the targets bound: autograd fallback).
+``targets=`` (optional) lets the closed forms honour cross-entropy's ``ignore_index=-100``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ..directions import DIRECTIONS
+from ..hyper import Hyper, choice, integer, real
+from ..loss_hessian import LOSSES, REDUCTIONS, quadratic_form
+from .base import Rule, StepContext
+
+__all__ = ["Adler", "jvp_double_vjp", "jvp_forward"]
+
+_BLOCKS = ("global", "layer", "tensor")
+
+
+# ------------------------------------------------------------------ JVP routes
+def jvp_double_vjp(
+    outputs: Tensor, params: Sequence[Tensor], blocks: Sequence[Sequence[tuple[int, Tensor]]]
+) -> list[Tensor]:
+    """``J u_b`` per block through the live graph of ``outputs`` (the double-VJP trick).
+
+    ``blocks``: per block, ``(index into params, u)`` pairs. ``w(z) = J^T z`` is built once
+    with a dummy ``z`` (``create_graph``); ``J u_b = d <w_b(z), u_b> / dz`` is one backward
+    through that graph (linear in ``z``) per block.
+    """
+    used = sorted({i for blk in blocks for i, _ in blk})
+    with torch.enable_grad():
+        z = torch.zeros_like(outputs, requires_grad=True)
+        try:
+            ws = torch.autograd.grad(
+                outputs, [params[i] for i in used], z, create_graph=True, allow_unused=True
+            )
+        except RuntimeError as e:
+            raise RuntimeError(
+                "ADLER step(outputs=...) needs the outputs' graph: call "
+                "loss.backward(retain_graph=True) before opt.step(outputs=...)"
+            ) from e
+        w_of = dict(zip(used, ws))
+        out = []
+        for blk in blocks:
+            terms = [(w_of[i] * u).sum() for i, u in blk if w_of[i] is not None]
+            total = sum(terms) if terms else None
+            if total is None or not isinstance(total, Tensor) or not total.requires_grad:
+                out.append(torch.zeros_like(outputs))  # outputs do not depend on the block
+                continue
+            (jv,) = torch.autograd.grad(total, z, retain_graph=True)
+            out.append(jv.detach())
+    return out
+
+
+def jvp_forward(
+    model: nn.Module,
+    inputs: Any,
+    params: Sequence[Tensor],
+    blocks: Sequence[Sequence[tuple[int, Tensor]]],
+) -> tuple[Tensor, list[Tensor]]:
+    """``(outputs, [J u_b per block])`` by forward-mode AD, one extra forward per block.
+
+    Buffers are passed as copies (BatchNorm running statistics of ``model`` stay untouched);
+    ``inputs``: a tensor, a tuple of positional arguments or a dict of keyword arguments.
+    """
+    names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
+    missing = [i for blk in blocks for i, _ in blk if id(params[i]) not in names]
+    if missing:
+        raise ValueError(
+            "ADLER step(model=...): the model does not hold some parameters of this optimizer "
+            f"(indices {missing[:5]} of the group); pass the module they belong to, or use "
+            "step(outputs=...)"
+        )
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    args, kwargs = (
+        ((), inputs)
+        if isinstance(inputs, dict)
+        else ((inputs,), {})
+        if isinstance(inputs, Tensor)
+        else (tuple(inputs), {})
+    )
+    outputs: Tensor | None = None
+    jvps: list[Tensor] = []
+    with torch.nn.attention.sdpa_kernel([torch.nn.attention.SDPBackend.MATH]):
+        for blk in blocks:
+            keys = [names[id(params[i])] for i, _ in blk]
+            primals = {k: params[i].detach() for k, (i, _) in zip(keys, blk)}
+            tangents = {k: u.to(params[i].dtype) for k, (i, u) in zip(keys, blk)}
+
+            def f(ps: dict[str, Tensor]) -> Tensor:
+                call = {**ps, **{n: b.clone() for n, b in buffers.items()}}
+                return torch.func.functional_call(model, call, args, kwargs, strict=False)
+
+            out, jv = torch.func.jvp(f, (primals,), (tangents,))
+            outputs = out if outputs is None else outputs
+            jvps.append(jv)
+    assert outputs is not None
+    return outputs, jvps
+
+
+# ------------------------------------------------------------------- the rule
+class Adler(Rule):
+    """The ADLER rule (and its GN comparator) over any direction; see the module docstring."""
+
+    name = "adler"
+    default_lr = 1.0
+    step_inputs = ("outputs", "model", "inputs", "loss_fn", "targets")
+    hyper: ClassVar[dict[str, Hyper]] = {
+        "beta": Hyper(0.99, real(0.0, 1.0), "discount of the (log-space) mean of the rates"),
+        "denom_eps": Hyper(1e-10, real(0.0), "eps added to v^T Q v (the paper's eps)"),
+        "variant": Hyper("ggn", choice(("ggn", "gn")), "Q: loss Hessian, or g g^T (GN)"),
+        "update_every": Hyper(1, integer(1), "estimate every k steps (1: the paper)"),
+        "loss": Hyper("cross_entropy", choice(LOSSES), "the user's loss (closed-form Q)"),
+        "reduction": Hyper("mean", choice(REDUCTIONS), "the user's loss reduction"),
+    }
+
+    def check(self, group: dict[str, Any], owner: str) -> None:
+        if group["blocks"] not in _BLOCKS:
+            raise ValueError(
+                f"Invalid blocks: {group['blocks']!r} (expected one of {list(_BLOCKS)}) [{owner}]"
+            )
+        if group.get("maximize", False):
+            raise ValueError(
+                f"Invalid maximize: True (expected False: ADLER minimises a convex loss of "
+                f"the outputs) [{owner}]"
+            )
+
+    # ------------------------------------------------------------------ steps
+    def begin(self, ctx: StepContext) -> None:
+        st = ctx.optimizer.state[ctx.params[0]]
+        n = int(st.get(self.key("step"), 0))
+        ctx.inputs = {**ctx.inputs, "_adler_due": n % ctx.group["update_every"] == 0}
+        st[self.key("step")] = n + 1
+
+    def rates(self, ctx: StepContext) -> list[Tensor]:
+        if ctx.inputs["_adler_due"]:
+            self._estimate(ctx)
+        return [self.ensure(ctx, s, "alpha", 0.0) for s in ctx.partition.sets]
+
+    def _estimate(self, ctx: StepContext) -> None:
+        group, part = ctx.group, ctx.partition
+        wd = group.get("weight_decay", 0.0)
+        decoupled = DIRECTIONS[group["direction"]].decoupled_decay and wd != 0
+        coupled = wd != 0 and not decoupled
+        us: list[Tensor | None] = [
+            None if d is None else (d.add(p.detach(), alpha=wd) if decoupled else d)
+            for p, d in zip(ctx.params, ctx.directions)
+        ]
+        gs: list[Tensor | None] = [
+            None if g is None else (g.add(p.detach(), alpha=wd) if coupled else g)
+            for g, p in zip(ctx.grads, ctx.params)
+        ]
+        num = part.inner(gs, us)
+        if group["variant"] == "gn":
+            g_loss = part.inner(list(ctx.grads), us) if coupled else num
+            den = [gu * gu for gu in g_loss]  # g^T J u = G^T u (loss part only)
+        else:
+            den = self._ggn_forms(ctx, us)
+        if coupled:
+            den = [q + wd * n2 for q, n2 in zip(den, part.sq_norm(us))]
+        beta, eps = group["beta"], group["denom_eps"]
+        for k, s in enumerate(part.sets):
+            eta = num[k] / (den[k].to(s.dtype) + eps)
+            ok = torch.isfinite(eta) & (eta > 0)
+            val = torch.log(eta) if group["variant"] == "ggn" else eta
+            val = torch.where(ok, val, torch.zeros_like(val))
+            s_ = self.ensure(ctx, s, "s", 0.0)
+            c_ = self.ensure(ctx, s, "c", 0.0)
+            s_.copy_(torch.where(ok, beta * s_ + val, s_))
+            c_.copy_(torch.where(ok, beta * c_ + 1.0, c_))
+            mean = s_ / c_.clamp_min(torch.finfo(c_.dtype).tiny)
+            est = torch.exp(mean) if group["variant"] == "ggn" else mean
+            alpha = self.ensure(ctx, s, "alpha", 0.0)
+            alpha.copy_(torch.where((c_ > 0) & torch.isfinite(est), est, alpha))
+            self.ensure(ctx, s, "eta", math.nan).copy_(eta)
+            self.ensure(ctx, s, "skipped", 0.0).add_((~ok).to(s.dtype))
+
+    def _ggn_forms(self, ctx: StepContext, us: list[Tensor | None]) -> list[Tensor]:
+        """``(J u_b)^T Q (J u_b)`` per block set of ``ctx.partition``."""
+        group, inputs = ctx.group, ctx.inputs
+        blocks = [
+            [(i, us[i].detach()) for i in s.members if us[i] is not None]
+            for s in ctx.partition.sets
+        ]  # type: ignore[union-attr]
+        loss_fn = inputs.get("loss_fn")
+        loss = loss_fn if loss_fn is not None else group["loss"]
+        if inputs.get("outputs") is not None:
+            outputs = inputs["outputs"]
+            jvps = jvp_double_vjp(outputs, ctx.params, blocks)
+        elif inputs.get("model") is not None and inputs.get("inputs") is not None:
+            outputs, jvps = jvp_forward(inputs["model"], inputs["inputs"], ctx.params, blocks)
+        else:
+            raise ValueError(
+                "ADLER (variant='ggn') needs the network outputs: call "
+                "opt.step(outputs=outputs) after loss.backward(retain_graph=True), or "
+                "opt.step(model=model, inputs=x)"
+            )
+        out = []
+        for s, jv in zip(ctx.partition.sets, jvps):
+            o = outputs.detach().to(s.dtype)
+            tg = inputs.get("targets")
+            out.append(quadratic_form(loss, o, jv.to(s.dtype), tg, group["reduction"]))
+        return out

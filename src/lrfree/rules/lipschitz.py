@@ -1,0 +1,178 @@
+"""AdaLip: a per-block Lipschitz estimate of the step size (Ioannou, Tagaris, Stafylopatis).
+
+Per block ``b`` (default: each parameter tensor, as the authors' code; ``blocks="layer"`` is
+the paper's per-layer version) and step ``t`` (the block's own step count, from 1)::
+
+    r_t   = ||v_{t-1}||_b / (||v_t - v_{t-1}||_b + c_t)          (Eq. 7)
+    S_t   = gamma S_{t-1} + (1 - gamma) r_t,      S_0 = S_1 = 1    (Eq. 8)
+    A_t   = lr * sigma_t * S_t,   sigma_t = 1 / sqrt(t) ("sqrt")  or  1 ("constant")   (Eq. 9)
+
+and the step is ``p <- p - A_t d_t`` with ``d`` the base direction (SGD, RMSProp, Adam, ...).
+The multiplier kept in ``"<rule>.alpha"`` is ``sigma_t S_t``. The first step uses the plain
+rate (``S_1 = S_0 = 1``: there is no ``v_0``), as the authors' code does.
+
+* rule ``"lipschitz"`` (Algorithms 2-4): ``v_t = g_t``, the gradient of the objective the
+  direction minimises (``p.grad``, plus ``weight_decay * p`` for coupled L2 decay).
+* rule ``"lipschitz-u"`` (Appendix C, Eq. C4): ``v_{t-1} = u_{t-1}`` the step applied last
+  time, ``v_t = u_hat_t = lr * sigma_t * (d_t + wd p_t)`` the step the base optimizer would
+  take now at the base rate (``wd``: decoupled decay only).
+
+Why ``r_t`` is a rate: for gradient descent on ``f`` with an ``L``-Lipschitz gradient,
+``||g_t - g_{t-1}|| <= L lr ||g_{t-1}||``, so ``lr * r_t >= 1 / L`` (with equality along an
+eigenvector of a quadratic, where ``lr * r_t = 1 / lambda``).
+
+``c_schedule="theoretical"`` (Eq. A.3): ``c_t = max(c_req, c_{t-1})``, ``c_1 = c``, with::
+
+    c_req = (1 - gamma) ||v_{t-1}|| / ((sigma_{t-1} / sigma_t - gamma) S_{t-1}) - ||v_t - v_{t-1}||
+
+the smallest ``c_t`` with ``A_t <= A_{t-1}`` (Lemma 5; ``sigma_{t-1}/sigma_t = sqrt(t/(t-1))``
+for "sqrt" as in the paper, 1 for "constant", where it makes ``S_t`` itself non-increasing).
+``c_t`` is non-decreasing; it is kept per block in ``"<rule>.c"``.
+
+Decisions the paper leaves open (see docs/adalip.md):
+
+* ``||v_t - v_{t-1}|| == 0`` (the weights did not move, e.g. ``lr = 0`` from a scheduler, or
+  an exactly repeated gradient) carries no curvature information: ``S`` is kept instead of
+  jumping to ``||v_{t-1}|| / c`` (up to ``1e8 ||g||`` with the default ``c``).
+* a non-finite ratio (NaN / inf gradients, ``0 / 0`` with ``c = 0``) keeps ``S``.
+* ``||v_{t-1}|| = 0`` with a non-zero difference gives ``r_t = 0``, as the formula says.
+
+State (the public contract): per block ``"<rule>.alpha"`` (``sigma_t S_t``), ``"<rule>.S"``,
+``"<rule>.ratio"`` (last ``r_t``), ``"<rule>.c"`` (``c_t``), ``"<rule>.step"`` (int ``t``);
+per parameter ``"<rule>.prev"`` (``v_{t-1}``, at least float32).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from ..blocks import acc_dtype
+from ..directions import DIRECTIONS
+from ..hyper import Hyper, choice, real
+from .base import Rule, StepContext
+
+__all__ = ["Lipschitz", "LipschitzU"]
+
+
+def sigma(schedule: str, t: int) -> float:
+    """The schedule factor ``sigma_t``: ``1 / sqrt(t)`` or 1."""
+    return 1.0 / math.sqrt(t) if schedule == "sqrt" else 1.0
+
+
+class Lipschitz(Rule):
+    """AdaLip's rate ``A_t = lr sigma_t S_t`` from gradients (see the module docstring)."""
+
+    name = "lipschitz"
+    hyper: ClassVar[dict[str, Hyper]] = {
+        "gamma": Hyper(0.8, real(0.0, 1.0), "EMA factor of S (the authors' betaL)"),
+        "c": Hyper(1e-8, real(0.0), "added to the denominator (c_1 for the theoretical c_t)"),
+        "schedule": Hyper("constant", choice(("constant", "sqrt")), "sigma_t: 1 or 1/sqrt(t)"),
+        "c_schedule": Hyper(
+            "constant", choice(("constant", "theoretical")), "c_t: constant c or Eq. A.3"
+        ),
+    }
+    uses_updates: ClassVar[bool] = False
+
+    def _vectors(self, ctx: StepContext, steps: dict[int, int]) -> list[Tensor | None]:
+        """``v_t`` per parameter (``None`` for parameters without a gradient)."""
+        direction = DIRECTIONS[ctx.group["direction"]]
+        wd = ctx.group.get("weight_decay", 0.0)
+        out: list[Tensor | None] = [None] * len(ctx.params)
+        for i in ctx.active:
+            p = ctx.params[i]
+            dt = acc_dtype(p.dtype)
+            if self.uses_updates:
+                d = ctx.directions[i]
+                assert d is not None
+                v = d.to(dt)
+                if direction.decoupled_decay and wd != 0:
+                    v = v + wd * p.detach().to(dt)
+                out[i] = v * (ctx.lr * sigma(ctx.group["schedule"], steps[i]))
+            else:
+                g = ctx.grads[i]
+                assert g is not None
+                v = g.to(dt)
+                if not direction.decoupled_decay and wd != 0:
+                    v = v + wd * p.detach().to(dt)
+                out[i] = -v if ctx.group.get("maximize", False) else v
+        return out
+
+    def rates(self, ctx: StepContext) -> list[Tensor]:
+        group, part = ctx.group, ctx.partition
+        gamma, schedule = group["gamma"], group["schedule"]
+        steps: dict[int, int] = {}
+        ts = []
+        for s in part.sets:
+            st = ctx.block_state(s)
+            t = st.get(self.key("step"), 0) + 1
+            st[self.key("step")] = t
+            ts.append(t)
+            for i in s.members:
+                steps[i] = t
+        cur = self._vectors(ctx, steps)
+        prevs: list[Tensor | None] = [None] * len(ctx.params)
+        diffs: list[Tensor | None] = [None] * len(ctx.params)
+        for i in ctx.active:
+            st = ctx.state(i)
+            k = self.key("prev")
+            v = cur[i]
+            assert v is not None
+            if k not in st:
+                st[k] = torch.zeros_like(v)
+            prevs[i] = st[k]
+            diffs[i] = v - st[k]
+        prev_norm = [x.sqrt() for x in part.sq_norm(prevs)]
+        diff_norm = [x.sqrt() for x in part.sq_norm(diffs)]
+        out = []
+        for b, s in enumerate(part.sets):
+            t = ts[b]
+            S = self.ensure(ctx, s, "S", 1.0)
+            c_t = self.ensure(ctx, s, "c", group["c"])
+            ratio = self.ensure(ctx, s, "ratio", 1.0)
+            alpha = self.ensure(ctx, s, "alpha", 1.0)
+            if t >= 2:
+                if group["c_schedule"] == "theoretical":
+                    growth = sigma(schedule, t - 1) / sigma(schedule, t)
+                    c_req = (1 - gamma) * prev_norm[b] / ((growth - gamma) * S) - diff_norm[b]
+                    c_t.copy_(torch.fmax(c_req, c_t))  # fmax: a NaN requirement keeps c_{t-1}
+                r = prev_norm[b] / (diff_norm[b] + c_t)
+                ok = torch.isfinite(r) & (diff_norm[b] > 0)
+                ratio.copy_(torch.where(ok, r, ratio))
+                S.copy_(torch.where(ok, gamma * S + (1 - gamma) * r, S))
+            alpha.copy_(S * sigma(schedule, t))
+            out.append(alpha)
+        self._remember(ctx, cur, out)
+        return out
+
+    def _remember(self, ctx: StepContext, cur: list[Tensor | None], alphas: list[Tensor]) -> None:
+        """Store ``v_{t-1}`` for the next step: the gradient, or (-U) the applied step."""
+        if self.uses_updates:
+            per_param = ctx.partition.broadcast(alphas)
+            direction = DIRECTIONS[ctx.group["direction"]]
+            wd = ctx.group.get("weight_decay", 0.0) if direction.decoupled_decay else 0.0
+        for i in ctx.active:
+            prev = ctx.state(i)[self.key("prev")]
+            if self.uses_updates:
+                d = ctx.directions[i]
+                a = per_param[i]
+                assert d is not None and a is not None
+                u = d.to(prev.dtype)
+                if wd != 0:
+                    u = u + wd * ctx.params[i].detach().to(prev.dtype)
+                prev.copy_(u * (a * ctx.lr))
+            else:
+                v = cur[i]
+                assert v is not None
+                prev.copy_(v)
+
+
+class LipschitzU(Lipschitz):
+    """AdaLip-U (Appendix C): the estimate from the previous applied step and the current
+    tentative step at the base rate instead of gradients."""
+
+    name = "lipschitz-u"
+    uses_updates = True

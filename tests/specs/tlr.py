@@ -1,0 +1,140 @@
+"""TLR (Newton trainable learning rate) and the windowed hypergradient comparators.
+``update_every=2`` closes a window every two steps, so the rates move within the few steps
+the generic tests run."""
+
+from __future__ import annotations
+
+import lrfree
+from optim_db import ErrorCase, OptimSpec
+
+_WINDOW_ERRORS = [
+    ErrorCase(
+        {"update_every": None},
+        ValueError,
+        r"Invalid steps_per_epoch / update_every: None / None \(expected exactly one of them",
+    ),
+    ErrorCase(
+        {"steps_per_epoch": 10},
+        ValueError,
+        r"Invalid steps_per_epoch / update_every: 10 / \d \(expected exactly one of them",
+    ),
+    ErrorCase(
+        {"update_every": 0}, ValueError, r"Invalid update_every: 0 \(expected update_every >= 1\)"
+    ),
+    ErrorCase(
+        {"update_every": 2.0}, TypeError, r"Invalid update_every: 2\.0 \(expected an int or None\)"
+    ),
+    ErrorCase({"p": 0.0}, ValueError, r"Invalid p: 0\.0 \(expected 0 < p\)"),
+    ErrorCase(
+        {"max_factor": 0.5}, ValueError, r"Invalid max_factor: 0\.5 \(expected 1 <= max_factor\)"
+    ),
+    ErrorCase(
+        {"min_factor": 0.0},
+        ValueError,
+        r"Invalid min_factor: 0\.0 \(expected 0 < min_factor <= 1\)",
+    ),
+    ErrorCase(
+        {"min_factor": 1.0, "max_factor": 1.0 - 1e-9},
+        ValueError,
+        r"Invalid max_factor: 0\.999",
+    ),
+]
+_TLR_ERRORS = [
+    *_WINDOW_ERRORS,
+    ErrorCase(
+        {"gamma": 1.5},
+        ValueError,
+        r"Invalid gamma: 1\.5 \(expected 0 < gamma <= 1\) \[direction '\w+', rule 'tlr'\]",
+    ),
+    ErrorCase({"gamma": "0.3"}, TypeError, r"Invalid gamma: '0\.3' \(expected a real number\)"),
+    ErrorCase({"lr": -1.0}, ValueError, r"Invalid lr: -1\.0 \(expected 0 <= lr\)"),
+    ErrorCase({"weight_decay": float("nan")}, ValueError, r"Invalid weight_decay: nan"),
+]
+_HW_ERRORS = [
+    *_WINDOW_ERRORS,
+    ErrorCase({"eta": -1.0}, ValueError, r"Invalid eta: -1\.0 \(expected 0 <= eta\)"),
+    ErrorCase(
+        {"form": "newton"},
+        ValueError,
+        r"Invalid form: 'newton' \(expected one of \['additive', 'multiplicative'\]\) "
+        r"\[direction '\w+', rule 'hypergradient-window'\]",
+    ),
+    ErrorCase({"bogus": 1}, TypeError, r"Unknown hyperparameter\(s\) \['bogus'\]"),
+]
+
+
+def _composed(direction: str, rule: str):
+    return lambda params, **kw: lrfree.Composed(params, direction=direction, rule=rule, **kw)
+
+
+SPECS = [
+    OptimSpec(
+        name="sgdtlr",
+        steps=20,  # full-batch separable data: the rate grows until it overshoots (docs)
+        factory=lrfree.SGDTLR,
+        kwargs=dict(lr=0.1, update_every=2, weight_decay=1e-3),
+        errors=[
+            *_TLR_ERRORS,
+            ErrorCase({"bogus": 1}, TypeError, r"unexpected keyword argument 'bogus'"),
+        ],
+    ),
+    OptimSpec(
+        name="sgdtlr-momentum-layer",
+        factory=lrfree.SGDTLR,
+        kwargs=dict(lr=0.05, momentum=0.9, update_every=3, blocks="layer", gamma=0.5),
+        errors=[
+            *_TLR_ERRORS,
+            ErrorCase({"momentum": 1.0}, ValueError, r"Invalid momentum: 1\.0"),
+        ],
+    ),
+    OptimSpec(
+        name="adamtlr",
+        steps=20,  # full-batch separable data: the rate grows until it overshoots (docs)
+        factory=lrfree.AdamTLR,
+        kwargs=dict(lr=0.01, update_every=2, weight_decay=1e-3),
+        errors=[
+            *_TLR_ERRORS,
+            ErrorCase({"betas": (0.9, 1.0)}, ValueError, r"Invalid betas\[1\]: 1\.0"),
+        ],
+    ),
+    OptimSpec(
+        name="adamtlr-decoupled-tensor",
+        steps=20,  # full-batch separable data: the rate grows until it overshoots (docs)
+        factory=lrfree.AdamTLR,
+        kwargs=dict(
+            lr=0.01,
+            steps_per_epoch=10,
+            p=0.2,
+            decoupled_weight_decay=True,
+            weight_decay=1e-2,
+            blocks="tensor",
+        ),
+        errors=[
+            ErrorCase(
+                {"update_every": 3},
+                ValueError,
+                r"Invalid steps_per_epoch / update_every: 10 / 3",
+            ),
+            ErrorCase({"steps_per_epoch": 0}, ValueError, r"Invalid steps_per_epoch: 0"),
+        ],
+    ),
+    OptimSpec(
+        name="composed-tlr-rmsprop",
+        steps=20,  # full-batch separable data: the rate grows until it overshoots (docs)
+        factory=_composed("rmsprop", "tlr"),
+        kwargs=dict(lr=0.005, update_every=2, weight_decay=1e-3),
+        errors=[*_TLR_ERRORS, ErrorCase({"bogus": 1}, TypeError, r"Unknown hyperparameter")],
+    ),
+    OptimSpec(
+        name="composed-hypergradient-window-additive-nesterov",
+        factory=_composed("nesterov", "hypergradient-window"),
+        kwargs=dict(lr=0.05, update_every=2, eta=1e-3, blocks="global"),
+        errors=_HW_ERRORS,
+    ),
+    OptimSpec(
+        name="composed-hypergradient-window-multiplicative-adamw",
+        factory=_composed("adamw", "hypergradient-window"),
+        kwargs=dict(lr=0.01, update_every=2, eta=0.5, form="multiplicative"),
+        errors=_HW_ERRORS,
+    ),
+]

@@ -1,0 +1,290 @@
+"""TLR (rule "tlr") and its windowed first-order comparators (rule "hypergradient-window"):
+closed forms on quadratics, the guards, window bookkeeping and a fuzz of the positivity."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lrfree
+from lrfree.rules.tlr import window_length
+
+D = torch.float64
+
+
+def _spd(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=D))
+    return q @ torch.diag(torch.linspace(0.5, 5.0, n, dtype=D)) @ q.T
+
+
+def _quadratic_steps(opt, params, mats, n):
+    """Full-batch steps on sum_i 0.5 x_i^T A_i x_i (a block-diagonal quadratic)."""
+    for _ in range(n):
+        for x, a in zip(params, mats):
+            x.grad = a @ x.detach()
+        opt.step()
+
+
+def _set_grads_and_step(opt, params, grads):
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    opt.step()
+
+
+def _alpha(opt, p, rule="tlr"):
+    return opt.state[p][f"{rule}.alpha"]
+
+
+# ----------------------------------------------------------------- closed forms
+@pytest.mark.parametrize("lr", [1e-3, 0.05, 0.3])
+def test_one_newton_update_is_the_exact_line_search_rate(lr):
+    a = _spd(6, 0)
+    x = torch.nn.Parameter(torch.randn(6, dtype=D))
+    u = a @ x.detach()  # the first window's direction (K = 1, full batch)
+    opt = lrfree.SGDTLR([x], lr=lr, update_every=1, gamma=1.0, max_factor=1e9, min_factor=1e-9)
+    _quadratic_steps(opt, [x], [a], 2)
+    line_search = float(u @ u / (u @ a @ u))
+    assert opt.effective_lr()["global"] == pytest.approx(line_search, rel=1e-10)
+
+
+def test_damped_update_is_gamma_of_the_newton_step():
+    a = _spd(5, 1)
+    x = torch.nn.Parameter(torch.randn(5, dtype=D))
+    u = a @ x.detach()
+    lr, gamma = 0.01, 0.33
+    opt = lrfree.SGDTLR([x], lr=lr, update_every=1, gamma=gamma)
+    _quadratic_steps(opt, [x], [a], 2)
+    exact = float(u @ u / (u @ a @ u))
+    assert opt.effective_lr()["global"] == pytest.approx(lr + gamma * (exact - lr), rel=1e-10)
+
+
+def test_per_tensor_rates_do_the_line_search_of_each_block():
+    mats = [_spd(4, 2), 10.0 * _spd(3, 3)]
+    xs = [torch.nn.Parameter(torch.randn(4, dtype=D)), torch.nn.Parameter(torch.randn(3, dtype=D))]
+    us = [a @ x.detach() for a, x in zip(mats, xs)]
+    opt = lrfree.SGDTLR(xs, lr=0.02, update_every=1, gamma=1.0, blocks="tensor")
+    _quadratic_steps(opt, xs, mats, 2)
+    eff = opt.effective_lr()
+    for name, u, a in zip(["param0", "param1"], us, mats):
+        assert eff[name] == pytest.approx(float(u @ u / (u @ a @ u)), rel=1e-10)
+    assert eff["param0"] != pytest.approx(eff["param1"], rel=0.1)
+
+
+def test_window_vector_is_weight_change_over_the_rate_adamw_momentum():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2).to(D)
+    opt = lrfree.AdamTLR(
+        model.parameters(),
+        lr=0.01,
+        weight_decay=0.1,
+        decoupled_weight_decay=True,
+        update_every=3,
+        max_factor=1.0,
+        min_factor=1.0,  # frozen rate: the window is exactly (w_start - w_end) / lr
+    )
+    start = [p.detach().clone() for p in model.parameters()]
+    x = torch.randn(8, 3, dtype=D)
+    for _ in range(3):
+        opt.zero_grad()
+        model(x).pow(2).sum().backward()
+        opt.step()
+    for p, p0 in zip(model.parameters(), start):
+        torch.testing.assert_close(opt.state[p]["tlr.prev"], (p0 - p.detach()) / 0.01)
+        assert torch.count_nonzero(opt.state[p]["tlr.acc"]) == 0
+
+
+def test_frozen_factor_reproduces_torch_sgd_momentum():
+    torch.manual_seed(0)
+    m1 = torch.nn.Linear(4, 3)
+    m2 = torch.nn.Linear(4, 3)
+    m2.load_state_dict(m1.state_dict())
+    ours = lrfree.SGDTLR(
+        m1.parameters(), lr=0.1, momentum=0.9, update_every=1, max_factor=1.0, min_factor=1.0
+    )
+    ref = torch.optim.SGD(m2.parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(16, 4)
+    for _ in range(6):
+        for m, o in ((m1, ours), (m2, ref)):
+            o.zero_grad()
+            m(x).pow(2).mean().backward()
+            o.step()
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+# ------------------------------------------------------------------------ guards
+def test_negative_denominator_keeps_the_rate():
+    x = torch.nn.Parameter(torch.randn(5, dtype=D))
+    opt = lrfree.SGDTLR([x], lr=0.1, update_every=1, gamma=1.0)
+    minus_identity = -torch.eye(5, dtype=D)  # concave: <u, g_prev - g_hat> = -lr |u|^2 < 0
+    _quadratic_steps(opt, [x], [minus_identity], 4)
+    assert float(_alpha(opt, x)) == 1.0
+    assert float(opt.state[x]["tlr.factor"]) == 1.0
+    assert opt.state[x]["tlr.windows"] == 4
+
+
+def test_factor_is_clamped_to_max_factor():
+    x = torch.nn.Parameter(torch.randn(4, dtype=D))
+    opt = lrfree.SGDTLR([x], lr=1e-6, update_every=1, gamma=1.0)  # Newton factor ~1e6
+    _quadratic_steps(opt, [x], [torch.eye(4, dtype=D)], 2)
+    assert float(_alpha(opt, x)) == 100.0
+    opt2 = lrfree.SGDTLR([x], lr=1e-6, update_every=1, gamma=1.0, max_factor=7.0)
+    _quadratic_steps(opt2, [x], [torch.eye(4, dtype=D)], 2)
+    assert float(_alpha(opt2, x)) == 7.0
+
+
+def test_factor_is_floored_at_min_factor():
+    x = torch.nn.Parameter(torch.randn(4, dtype=D))
+    opt = lrfree.SGDTLR([x], lr=1000.0, update_every=1, gamma=1.0)  # Newton factor 1e-3
+    _quadratic_steps(opt, [x], [torch.eye(4, dtype=D)], 2)
+    assert float(_alpha(opt, x)) == pytest.approx(0.01, rel=1e-12)
+
+
+def test_nan_window_keeps_the_rate_and_recovers():
+    x = torch.nn.Parameter(torch.zeros(3, dtype=D))
+    opt = lrfree.SGDTLR([x], lr=0.1, update_every=1)
+    _set_grads_and_step(opt, [x], [torch.ones(3, dtype=D)])
+    _set_grads_and_step(opt, [x], [torch.full((3,), float("nan"), dtype=D)])
+    assert float(_alpha(opt, x)) == 1.0
+    _set_grads_and_step(opt, [x], [torch.ones(3, dtype=D)])  # prev is NaN: still kept
+    assert float(_alpha(opt, x)) == 1.0
+    _set_grads_and_step(opt, [x], [0.5 * torch.ones(3, dtype=D)])  # finite windows again
+    # num = 0.5 * 3, den = 3 - 1.5: factor 1 + 0.33
+    assert float(_alpha(opt, x)) == pytest.approx(1.33, rel=1e-12)
+
+
+def test_zero_windows_keep_the_rate():
+    x = torch.nn.Parameter(torch.zeros(3))
+    opt = lrfree.SGDTLR([x], lr=0.1, update_every=2)
+    for _ in range(6):
+        _set_grads_and_step(opt, [x], [torch.zeros(3)])
+    assert float(_alpha(opt, x)) == 1.0
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False) | st.just(0.0),
+            min_size=3,
+            max_size=3,
+        ),
+        min_size=2,
+        max_size=12,
+    ),
+    st.floats(0.01, 1.0),
+    st.integers(1, 3),
+    st.sampled_from(["tlr", "additive", "multiplicative"]),
+)
+def test_rate_stays_positive_and_finite_under_any_gradients(grads, gamma, k, rule):
+    x = torch.nn.Parameter(torch.zeros(3))
+    if rule == "tlr":
+        opt = lrfree.SGDTLR([x], lr=0.1, update_every=k, gamma=gamma)
+        name = "tlr"
+    else:
+        opt = lrfree.Composed(
+            [x],
+            direction="sgd",
+            rule="hypergradient-window",
+            blocks="global",
+            lr=0.1,
+            update_every=k,
+            eta=gamma * 10,
+            form=rule,
+        )
+        name = "hypergradient-window"
+    for g in grads:
+        _set_grads_and_step(opt, [x], [torch.tensor(g)])
+        a = float(_alpha(opt, x, name))
+        assert math.isfinite(a) and a > 0
+
+
+# ---------------------------------------------------------- windows, comparators
+@pytest.mark.parametrize(
+    ("kw", "expected"),
+    [
+        (dict(steps_per_epoch=10), 2),
+        (dict(steps_per_epoch=469), 94),
+        (dict(steps_per_epoch=2), 1),  # round(0.4) = 0 -> at least 1
+        (dict(steps_per_epoch=100, p=0.5), 50),
+        (dict(update_every=7), 7),
+    ],
+)
+def test_window_length(kw, expected):
+    x = torch.nn.Parameter(torch.zeros(2))
+    opt = lrfree.SGDTLR([x], **kw)
+    assert window_length(opt.param_groups[0]) == expected
+
+
+def test_rate_first_moves_after_two_windows():
+    x = torch.nn.Parameter(torch.randn(4, dtype=D))
+    opt = lrfree.SGDTLR([x], lr=0.01, steps_per_epoch=15, p=0.2)  # K = 3
+    a = torch.eye(4, dtype=D)
+    for step in range(1, 7):
+        _quadratic_steps(opt, [x], [a], 1)
+        moved = float(_alpha(opt, x)) != 1.0
+        assert moved == (step == 6), step
+
+
+def test_additive_and_multiplicative_forms():
+    g0, g1 = torch.tensor([1.0, 2.0, 0.0], dtype=D), torch.tensor([0.5, 1.0, 3.0], dtype=D)
+    for form in ("additive", "multiplicative"):
+        x = torch.nn.Parameter(torch.zeros(3, dtype=D))
+        opt = lrfree.Composed(
+            [x],
+            direction="sgd",
+            rule="hypergradient-window",
+            blocks="global",
+            lr=0.1,
+            update_every=1,
+            eta=0.01,
+            form=form,
+        )
+        _set_grads_and_step(opt, [x], [g0])
+        _set_grads_and_step(opt, [x], [g1])
+        eff = opt.effective_lr()["global"]
+        dot = float(g0 @ g1)
+        if form == "additive":
+            assert eff == pytest.approx(0.1 + 0.01 * dot, rel=1e-12)
+        else:
+            cos = dot / float(g0.norm() * g1.norm())
+            assert eff == pytest.approx(0.1 * (1 + 0.01 * cos), rel=1e-12)
+
+
+def test_additive_form_cannot_go_negative():
+    x = torch.nn.Parameter(torch.zeros(2))
+    opt = lrfree.Composed(
+        [x],
+        direction="sgd",
+        rule="hypergradient-window",
+        blocks="global",
+        lr=0.1,
+        update_every=1,
+        eta=10.0,
+    )
+    _set_grads_and_step(opt, [x], [torch.tensor([1.0, 0.0])])
+    _set_grads_and_step(opt, [x], [torch.tensor([-5.0, 0.0])])  # additive: 0.1 - 50 < 0
+    assert float(_alpha(opt, x, "hypergradient-window")) == pytest.approx(0.01)
+
+
+def test_state_is_public_and_lr_is_never_written():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+    opt = lrfree.SGDTLR(model.named_parameters(), lr=0.05, update_every=2, blocks="layer")
+    x = torch.randn(10, 3)
+    for _ in range(5):
+        opt.zero_grad()
+        model(x).pow(2).mean().backward()
+        opt.step()
+    assert opt.param_groups[0]["lr"] == 0.05
+    owner = opt.state[model[0].weight]
+    assert {"tlr.alpha", "tlr.factor", "tlr.count", "tlr.windows", "tlr.acc", "tlr.prev"} <= set(
+        owner
+    )
+    assert owner["tlr.count"] == 1 and owner["tlr.windows"] == 2
+    assert "tlr.alpha" not in opt.state[model[0].bias]  # the layer's state sits in its owner
+    assert set(opt.effective_lr()) == {"0", "2"}
