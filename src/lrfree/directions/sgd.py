@@ -19,12 +19,34 @@ from torch import Tensor
 from ..hyper import Hyper, boolean, real
 from .base import Direction
 
-__all__ = ["SGD", "Momentum", "Nesterov"]
+__all__ = ["SGD", "Momentum", "Nesterov", "sgd_direction"]
 
 _COMMON = {
     "weight_decay": Hyper(0.0, real(0.0), "L2 penalty added to the gradient"),
     "maximize": Hyper(False, boolean(), "maximise the objective instead"),
 }
+
+
+def sgd_direction(
+    momentum: Any, dampening: Any = 0.0, nesterov: bool = False, owner: str = "SGD"
+) -> tuple[str, dict[str, Any]]:
+    """torch.optim.SGD's arguments -> our direction name and its hyperparameters.
+
+    ``momentum == 0`` -> ``"sgd"``; ``nesterov`` -> ``"nesterov"`` (``dampening`` must be 0, as
+    torch requires); otherwise ``"momentum"``. Values are validated later by ``Composed``.
+
+        >>> sgd_direction(0.0), sgd_direction(0.9, nesterov=True)
+        (('sgd', {}), ('nesterov', {'momentum': 0.9}))
+    """
+    if nesterov:
+        if dampening != 0:
+            raise ValueError(
+                f"Invalid dampening: {dampening!r} (expected 0 with nesterov=True) [{owner}]"
+            )
+        return "nesterov", {"momentum": momentum}
+    if isinstance(momentum, (int, float)) and not isinstance(momentum, bool) and momentum == 0:
+        return "sgd", {}
+    return "momentum", {"momentum": momentum, "dampening": dampening}
 
 
 class SGD(Direction):

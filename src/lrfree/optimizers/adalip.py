@@ -48,15 +48,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from ..directions.sgd import sgd_direction
 from ..optimizer import Composed
 
 __all__ = ["AdaLip", "AdaLipU", "AdamLip", "AdamLipU", "RMSLip", "RMSLipU"]
-
-
-def _sgd_direction(momentum: float) -> tuple[str, dict[str, Any]]:
-    if isinstance(momentum, (int, float)) and not isinstance(momentum, bool) and momentum == 0:
-        return "sgd", {}
-    return "momentum", {"momentum": momentum}
 
 
 class AdaLip(Composed):
@@ -86,7 +81,7 @@ class AdaLip(Composed):
         c_schedule: str = "constant",
         blocks: str = "tensor",
     ) -> None:
-        direction, extra = _sgd_direction(momentum)
+        direction, extra = sgd_direction(momentum, owner=type(self).__name__)
         super().__init__(
             params,
             direction=direction,

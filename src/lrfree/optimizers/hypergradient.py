@@ -67,27 +67,13 @@ import torch
 from torch import Tensor
 
 from ..blocks import GRANULARITIES
+from ..directions.sgd import sgd_direction
 from ..optimizer import Composed
 from ..rules.hypergradient import default_gammas
 
 __all__ = ["SGDCAMHD", "SGDHD", "SGDNCAMHD", "SGDNHD", "AdamCAMHD", "AdamHD"]
 
 _LEVELS = ("layer", "global")
-
-
-def _sgd_direction(
-    momentum: Any, dampening: Any, nesterov: bool, owner: str
-) -> tuple[str, dict[str, Any]]:
-    """torch.optim.SGD's arguments -> our direction (sgd / momentum / nesterov)."""
-    if nesterov:
-        if dampening != 0:
-            raise ValueError(
-                f"Invalid dampening: {dampening!r} (expected 0 with nesterov=True) [{owner}]"
-            )
-        return "nesterov", {"momentum": momentum}
-    if isinstance(momentum, (int, float)) and not isinstance(momentum, bool) and momentum == 0:
-        return "sgd", {}
-    return "momentum", {"momentum": momentum, "dampening": dampening}
 
 
 class _CAMReadout(Composed):
@@ -134,7 +120,7 @@ class SGDHD(Composed):
         decay_rate: float = 0.0,
         alpha_inf: float = 1.0,
     ) -> None:
-        direction, extra = _sgd_direction(momentum, dampening, nesterov, type(self).__name__)
+        direction, extra = sgd_direction(momentum, dampening, nesterov, type(self).__name__)
         super().__init__(
             params,
             direction=direction,
@@ -267,7 +253,7 @@ class SGDCAMHD(_CAMReadout):
         decay_rate: float = 0.0,
         alpha_inf: float = 1.0,
     ) -> None:
-        direction, extra = _sgd_direction(momentum, dampening, nesterov, type(self).__name__)
+        direction, extra = sgd_direction(momentum, dampening, nesterov, type(self).__name__)
         super().__init__(
             params,
             direction=direction,

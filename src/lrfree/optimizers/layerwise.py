@@ -45,6 +45,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from ..directions.sgd import sgd_direction
 from ..optimizer import Composed
 
 __all__ = ["SGDLW", "AdamWLW"]
@@ -82,10 +83,7 @@ class SGDLW(Composed):
         blocks: str = "layer",
         **kwargs: Any,
     ) -> None:
-        if isinstance(momentum, (int, float)) and not isinstance(momentum, bool) and momentum == 0:
-            direction, extra = "sgd", {}
-        else:
-            direction, extra = "momentum", {"momentum": momentum}
+        direction, extra = sgd_direction(momentum, owner=type(self).__name__)
         super().__init__(
             params,
             direction=direction,

@@ -43,6 +43,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from ..directions.sgd import sgd_direction
 from ..optimizer import Composed
 
 __all__ = ["SGDTLR", "AdamTLR"]
@@ -78,10 +79,7 @@ class SGDTLR(Composed):
         max_factor: float = 100.0,
         min_factor: float = 0.01,
     ) -> None:
-        if isinstance(momentum, (int, float)) and not isinstance(momentum, bool) and momentum == 0:
-            direction, extra = "sgd", {}
-        else:
-            direction, extra = "momentum", {"momentum": momentum}
+        direction, extra = sgd_direction(momentum, owner=type(self).__name__)
         super().__init__(
             params,
             direction=direction,
