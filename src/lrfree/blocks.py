@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .distributed import check_partition, is_sharded, sharded_inner, sharded_inner_many
+
 __all__ = ["GRANULARITIES", "BlockSet", "Partition", "acc_dtype"]
 
 GRANULARITIES = ("global", "layer", "tensor", "filter", "element")
@@ -123,6 +125,7 @@ class Partition:
                 kind_eff = kind
         else:
             kind_eff = kind
+        check_partition(params, kind)  # filter / element rates cannot be sharded (FSDP2)
         sets: list[BlockSet] = []
         if kind_eff == "global":
             if n:
@@ -181,12 +184,24 @@ class Partition:
         if s.kind == "element":
             return prod
         if s.kind == "filter" and s.shape:
-            return prod.reshape(prod.shape[0], -1).sum(dim=1) if prod.dim() > 1 else prod
+            return prod.flatten(1).sum(dim=1) if prod.dim() > 1 else prod  # (0, k): ok
         return prod.sum()
 
-    def inner(self, xs: Sequence[Tensor | None], ys: Sequence[Tensor | None]) -> list[Tensor]:
+    def inner(
+        self, xs: Sequence[Tensor | None], ys: Sequence[Tensor | None], *, foreach: bool = False
+    ) -> list[Tensor]:
         """Per block set, ``sum_{i in set} <x_i, y_i>`` (entries are indexed like the group's
-        parameters; ``None`` entries contribute nothing)."""
+        parameters; ``None`` entries contribute nothing). ``foreach=True`` takes the fused
+        path of ``scalar_inner`` where it applies (the values are views of one tensor).
+
+        DTensor (FSDP2) members: partial sums over the local shards, completed across the
+        shard group by one packed all-reduce (``lrfree.distributed.sharded_inner``)."""
+        if any(x is not None and is_sharded(x) for x in xs):
+            return sharded_inner(self, xs, ys)
+        if foreach:
+            vec = self.scalar_inner(xs, ys)
+            if vec is not None:
+                return list(vec.unbind())
         out = []
         for s in self.sets:
             acc = None
@@ -204,9 +219,81 @@ class Partition:
             out.append(acc)
         return out
 
-    def sq_norm(self, xs: Sequence[Tensor | None]) -> list[Tensor]:
+    def inner_many(
+        self, pairs: Sequence[tuple[Sequence[Tensor | None], Sequence[Tensor | None]]]
+    ) -> list[list[Tensor]]:
+        """``[self.inner(xs, ys) for xs, ys in pairs]``; with DTensor (FSDP2) members all of
+        them are completed by one packed all-reduce instead of one each."""
+        if any(x is not None and is_sharded(x) for xs, _ in pairs for x in xs):
+            return sharded_inner_many(self, pairs)
+        return [self.inner(xs, ys) for xs, ys in pairs]
+
+    def sq_norm(self, xs: Sequence[Tensor | None], *, foreach: bool = False) -> list[Tensor]:
         """Per block set, ``sum_{i in set} ||x_i||^2``."""
-        return self.inner(xs, xs)
+        return self.inner(xs, xs, foreach=foreach)
+
+    def scalar_inner(
+        self, xs: Sequence[Tensor | None], ys: Sequence[Tensor | None]
+    ) -> Tensor | None:
+        """``inner`` as one 1-D tensor (one entry per block set) with a fixed number of
+        kernels, for partitions whose block values are scalars of one dtype and device
+        (``global``, ``layer``, ``tensor``); ``None`` where that does not hold (the caller
+        takes ``inner``).
+
+        One reduction per tensor (on accelerators ``torch._foreach_norm`` for ``xs is ys``
+        when the tensors already have the accumulation dtype; otherwise ``torch.dot``, which
+        on the CPU is faster than the norm, see docs/performance.md), then one segment sum
+        over the block sets (``index_add_``; skipped when every set has one active member).
+        No host synchronisation; agrees with ``inner`` to rounding.
+
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
+        >>> names, params = zip(*net.named_parameters())
+        >>> part = Partition.build(list(params), list(names), "layer")
+        >>> part.scalar_inner(*[[torch.ones_like(p) for p in params]] * 2).tolist()
+        [8.0, 3.0]
+        """
+        sets = self.sets
+        if not sets or any(s.shape for s in sets):
+            return None
+        dtype = sets[0].dtype
+        device = self.params[sets[0].owner].device
+        if any(s.dtype != dtype for s in sets):
+            return None
+        xl: list[Tensor] = []
+        yl: list[Tensor] = []
+        seg: list[int] = []
+        for b, s in enumerate(sets):
+            for i in s.members:
+                x, y = xs[i], ys[i]
+                if x is None or y is None:
+                    continue
+                if x.device != device or is_sharded(x):  # y: sharded like x
+                    return None
+                xl.append(x)
+                yl.append(y)
+                seg.append(b)
+        if not xl:
+            return torch.zeros(len(sets), dtype=dtype, device=device)
+        if device.type != "cpu" and all(x is y and x.dtype == dtype for x, y in zip(xl, yl)):
+            vals = torch.stack(torch._foreach_norm(xl)).square_()
+        else:
+            vals = torch.stack(
+                [
+                    torch.dot(x.reshape(-1), y.reshape(-1))
+                    if x.dtype == dtype and y.dtype == dtype
+                    else torch.dot(x.reshape(-1).to(dtype), y.reshape(-1).to(dtype))
+                    for x, y in zip(xl, yl)
+                ]
+            )
+        if seg == list(range(len(sets))):  # one active member per set
+            return vals
+        cache = self.__dict__.setdefault("_segments", {})
+        key = (tuple(seg), device)
+        index = cache.get(key)
+        if index is None:
+            index = cache[key] = torch.tensor(seg, device=device)
+        return torch.zeros(len(sets), dtype=dtype, device=device).index_add_(0, index, vals)
 
     def broadcast(self, values: Sequence[Tensor]) -> list[Tensor | None]:
         """Per parameter (indexed like the group), the block value shaped to broadcast

@@ -27,6 +27,7 @@ Example::
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from itertools import chain
 from typing import Any
@@ -59,7 +60,11 @@ class Composed(torch.optim.Optimizer):
         blocks: which parameters share one step size.
         lr: the base learning rate; ``None`` takes the rule's default or else the direction's.
         **hyperparameters: the direction's and the rule's hyperparameters (unknown names raise
-            ``TypeError`` listing the known ones).
+            ``TypeError`` listing the known ones), and the common ones: ``foreach`` and
+            ``nonfinite`` (a step whose gradients hold NaN / inf: ``"skip"``, the default,
+            leaves parameters and state unchanged and counts it in ``skipped_steps``;
+            ``"raise"`` raises ``FloatingPointError``; ``"off"`` does not check and saves one
+            reduction and one host sync per step; docs/guarantees.md).
     """
 
     def __init__(
@@ -200,6 +205,8 @@ class Composed(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if not self._grads_finite():  # the non-finite policy: nothing moves, nothing updates
+            return loss
         for gi, group in enumerate(self.param_groups):
             self._step_group(gi, group, closure, loss, inputs)
         return loss
@@ -232,6 +239,7 @@ class Composed(torch.optim.Optimizer):
         if foreach is None:  # torch's default: multi-tensor kernels on CUDA
             foreach = all(p.is_cuda for p in ps)
         foreach = foreach and len({(p.device, p.dtype) for p in ps}) == 1
+        ctx.foreach = foreach
         ds = direction.update_many(
             ps, [grads[i] for i in idx], [self.state[p] for p in ps], group, foreach=foreach
         )
@@ -281,6 +289,78 @@ class Composed(torch.optim.Optimizer):
             new.addcmul_(d.to(scale.dtype), scale, value=-1)
             p.copy_(new)
 
+    # ------------------------------------------------------- non-finite policy
+    def _grads_finite(self) -> bool:
+        """The ``nonfinite`` policy: whether this step may proceed.
+
+        Over the gradients of every group whose ``nonfinite`` is not ``"off"``: one cheap
+        reduction per tensor (the sum on the CPU, ``torch._foreach_norm`` elsewhere: NaN and
+        inf propagate; an overflow of finite values falls back to an exact check) and one
+        host sync. All finite: True. Otherwise ``"raise"`` (in a
+        group holding a non-finite gradient) raises ``FloatingPointError`` naming the
+        parameters; ``"skip"`` leaves parameters and optimizer state untouched, counts the
+        step in ``skipped_steps`` (saved in the state) and warns once per optimizer.
+        """
+        checked = [g for g in self.param_groups if _policy(g) != "off"]
+        grads = [
+            p.grad
+            for g in checked
+            for p in g["params"]
+            if p.grad is not None and not p.grad.is_sparse and p.grad.numel() > 0
+        ]
+        if not grads:
+            return True
+        # a screen: NaN / inf in a tensor make its sum (CPU) or 2-norm (one fused kernel
+        # elsewhere) non-finite; the inf-norm would be exact but costs ~15x a sum on the CPU
+        # (docs/performance.md). A finite gradient whose sum overflows goes to the exact
+        # per-tensor check below, which then lets the step proceed.
+        dev = grads[0].device
+        if dev.type == "cpu":
+            screen = [g.sum() for g in grads]
+        else:
+            screen = list(torch._foreach_norm(grads))
+        worst = torch.stack([n.to(device=dev, dtype=torch.float32) for n in screen])
+        if bool(torch.isfinite(worst).all()):  # the one host sync of the check
+            return True
+        bad: list[str] = []
+        policies = set()
+        offset = 0
+        for g in self.param_groups:
+            names = g.get("param_names")
+            for i, p in enumerate(g["params"]):
+                gr = p.grad
+                if _policy(g) != "off" and gr is not None and not gr.is_sparse:
+                    if not bool(torch.isfinite(gr).all()):
+                        bad.append(names[i] if names else f"param{offset + i}")
+                        policies.add(_policy(g))
+            offset += len(g["params"])
+        if not bad:  # the screen overflowed on finite values
+            return True
+        if "raise" in policies:
+            raise FloatingPointError(
+                f"non-finite gradient (NaN or inf) in {bad} (nonfinite='raise'); "
+                "nonfinite='skip' skips such steps instead"
+            )
+        st = self.state[self.param_groups[0]["params"][0]]
+        st[_SKIPPED] = int(st.get(_SKIPPED, 0)) + 1
+        if not getattr(self, "_nonfinite_warned", False):
+            self._nonfinite_warned = True
+            warnings.warn(
+                f"lrfree: non-finite gradient (NaN or inf) in {bad}; step skipped: parameters "
+                "and optimizer state unchanged (counted in skipped_steps; warned once per "
+                "optimizer; nonfinite='raise' raises, 'off' does not check)",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        return False
+
+    @property
+    def skipped_steps(self) -> int:
+        """Steps skipped by ``nonfinite="skip"`` (saved in the state, survives a resume)."""
+        if not self.param_groups or not self.param_groups[0]["params"]:
+            return 0
+        return int(self.state.get(self.param_groups[0]["params"][0], {}).get(_SKIPPED, 0))
+
     # ------------------------------------------------------------- read-outs
     def curvature_due(self) -> bool:
         """Whether the next ``step()`` needs ``loss.backward(create_graph=True)`` (graph mode).
@@ -312,8 +392,8 @@ class Composed(torch.optim.Optimizer):
                 a = rule.alpha(owner_state)
                 if a is None:
                     values = [lr] * len(s.labels)
-                elif s.kind == "element":
-                    values = [lr * float(a.double().mean())]
+                elif s.kind == "element":  # an empty tensor has no rate: report lr
+                    values = [lr * float(a.double().mean()) if a.numel() else lr]
                 else:
                     values = [lr * v for v in a.double().reshape(-1).tolist()]
                 for label, v in zip(s.labels, values):
@@ -335,7 +415,21 @@ def _optional_bool(name: str, value: Any, owner: str) -> bool | None:
     return None if value is None else boolean()(name, value, owner)
 
 
+_NONFINITE = ("skip", "raise", "off")
+_SKIPPED = "nonfinite.skipped"
+
+
+def _policy(group: dict[str, Any]) -> str:
+    """A group's ``nonfinite`` (checked again here: a user may have assigned it directly)."""
+    return choice(_NONFINITE)("nonfinite", group.get("nonfinite", "skip"), "param group")
+
+
 _COMMON: dict[str, Hyper] = {
+    "nonfinite": Hyper(
+        "skip",
+        choice(_NONFINITE),
+        "a step with NaN / inf gradients: 'skip' (nothing changes, counted), 'raise', 'off'",
+    ),
     "foreach": Hyper(
         None, _optional_bool, "multi-tensor kernels; None: on when every tensor is on CUDA"
     ),

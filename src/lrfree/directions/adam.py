@@ -55,9 +55,16 @@ class Adam(Direction):
         torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
-        step_values = [cpu_scalar(t) for t in steps]
-        bias_correction1 = [1 - beta1**t for t in step_values]
-        bias_correction2_sqrt = [(1 - beta2**t) ** 0.5 for t in step_values]
+        bias_correction1: list[float] | list[Tensor]
+        bias_correction2_sqrt: list[float] | list[Tensor]
+        if torch.compiler.is_compiling():  # no host read inside a compiled step: tensors
+            t64 = [t.to(torch.float64) for t in steps]  # float64, as the Python floats below
+            bias_correction1 = [1 - torch.pow(beta1, t) for t in t64]
+            bias_correction2_sqrt = [(1 - torch.pow(beta2, t)).sqrt() for t in t64]
+        else:  # the CPU step counter's value, as torch's foreach Adam (not capturable)
+            step_values = [cpu_scalar(t) for t in steps]
+            bias_correction1 = [1 - beta1**t for t in step_values]
+            bias_correction2_sqrt = [(1 - beta2**t) ** 0.5 for t in step_values]
         if group["amsgrad"]:
             second = [st["max_exp_avg_sq"] for st in states]
             torch._foreach_maximum_(second, exp_avg_sqs)
@@ -66,9 +73,15 @@ class Adam(Direction):
         denom = torch._foreach_sqrt(second)
         torch._foreach_div_(denom, bias_correction2_sqrt)
         torch._foreach_add_(denom, group["eps"])
-        d = torch._foreach_div(exp_avgs, bias_correction1)
-        torch._foreach_div_(d, denom)
-        return list(d)
+        # d = m / (bc1 denom): equal to the loop's (m / bc1) / denom to 2 ulp, and on the CPU
+        # written into denom, one parameter-sized temporary instead of two (a fresh CPU
+        # allocation costs page faults, ~2.4x an in-place pass; benchmarks/reductions.py)
+        torch._foreach_mul_(denom, bias_correction1)
+        if params[0].device.type == "cpu" and not torch.compiler.is_compiling():
+            for m, dn in zip(exp_avgs, denom):
+                torch.div(m, dn, out=dn)
+            return list(denom)
+        return list(torch._foreach_div(exp_avgs, denom))
 
     def update(self, p: Tensor, grad: Tensor, state: dict[str, Any], group: dict) -> Tensor:
         self._init(p, state, group)

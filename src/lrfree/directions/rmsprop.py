@@ -58,6 +58,10 @@ class RMSprop(Direction):
             torch._foreach_mul_(bufs, group["momentum"])
             torch._foreach_addcdiv_(bufs, grads, avg)
             return bufs
+        if params[0].device.type == "cpu":  # no second temporary: g / avg written into avg
+            for g, a in zip(grads, avg):
+                torch.div(g, a, out=a)
+            return list(avg)
         return list(torch._foreach_div(grads, avg))
 
     def _init(self, p: Tensor, state: dict[str, Any], group: dict) -> None:

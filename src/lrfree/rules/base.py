@@ -52,6 +52,7 @@ class StepContext:
     closure: Callable[[], Any] | None
     loss: Any
     directions: list[Tensor | None] = field(default_factory=list)
+    foreach: bool = False  # multi-tensor fast paths (set by Composed; same device and dtype)
 
     @property
     def lr(self) -> float:
@@ -92,6 +93,44 @@ class Rule:
         if k not in st:
             st[k] = torch.full(s.shape, fill, dtype=s.dtype, device=ctx.params[s.owner].device)
         return st[k]
+
+    def accept(
+        self,
+        ctx: StepContext,
+        s: BlockSet,
+        stored: Tensor,
+        new: Tensor,
+        ok: Tensor | None = None,
+        *,
+        positive: bool = True,
+    ) -> Tensor:
+        """Store a rate statistic only where it is usable; count the rejections.
+
+        ``stored <- where(good, new, stored)`` with ``good = isfinite(new) & (new > 0) & ok``
+        (``new >= 0`` instead when ``positive=False``): a non-finite or non-positive value is
+        never stored, the previous one is kept, and each rejected entry adds 1 to the block's
+        ``"<rule>.rejected"`` counter. ``torch.where``, no host sync. Returns ``good``.
+
+        >>> import torch
+        >>> from lrfree.blocks import BlockSet
+        >>> from lrfree.rules.tlr import TLR
+        >>> class Ctx:  # the two members ``accept`` reads
+        ...     params = [torch.zeros(1)]
+        ...     state = {}
+        ...     def block_state(self, s): return self.state
+        >>> ctx, s, old = Ctx(), BlockSet("b", [0], (3,), "filter"), torch.ones(3)
+        >>> TLR().accept(ctx, s, old, torch.tensor([2.0, float("nan"), -1.0])).tolist()
+        [True, False, False]
+        >>> old.tolist(), ctx.state["tlr.rejected"].tolist()
+        ([2.0, 1.0, 1.0], [0.0, 1.0, 1.0])
+        """
+        good = torch.isfinite(new) & ((new > 0) if positive else (new >= 0))
+        if ok is not None:
+            good = good & ok
+        stored.copy_(torch.where(good, new.to(stored.dtype), stored))
+        rejected = self.ensure(ctx, s, "rejected", 0.0)
+        rejected.add_((~good).to(rejected.dtype))
+        return good
 
     # ------------------------------------------------------------------- hooks
     def check(self, group: dict[str, Any], owner: str) -> None:

@@ -194,6 +194,8 @@ class _HDBase(Rule):
         scale = ctx.group["lr"] * tau
         wd = self._decoupled_wd(ctx.group)
         key = self.key("prev")
+        if ctx.foreach and self._store_prevs_fast(ctx, scale, wd):
+            return
         for i, (p, d) in enumerate(zip(ctx.params, ctx.directions)):
             st = ctx.state(i)
             if d is None:
@@ -207,6 +209,55 @@ class _HDBase(Rule):
             if wd != 0:
                 prev.add_(p, alpha=wd)
             prev.mul_(scale)
+
+    def _store_prevs_fast(self, ctx: StepContext, scale: float, wd: float) -> bool:
+        """``_store_prevs`` with the same values in fewer passes: on the CPU one
+        ``torch.mul(d, scale, out=prev)`` per tensor (one read and one write instead of a copy
+        and an in-place product), elsewhere multi-tensor kernels. False: not applicable
+        (mixed dtypes), nothing was written."""
+        key = self.key("prev")
+        idx = ctx.active
+        ds = [ctx.directions[i] for i in idx]
+        ps = [ctx.params[i].detach() for i in idx]
+        if any(d is None or d.dtype != acc_dtype(p.dtype) for d, p in zip(ds, ps)):
+            return False
+        for i, p in enumerate(ctx.params):
+            st = ctx.state(i)
+            if ctx.grads[i] is None:
+                if key in st:
+                    st[key].zero_()
+            elif key not in st:
+                st[key] = torch.zeros_like(p, dtype=acc_dtype(p.dtype))
+        prevs = [ctx.state(i)[key] for i in idx]
+        if ps and ps[0].device.type == "cpu":
+            for prev, d, p in zip(prevs, ds, ps):
+                if wd != 0:
+                    torch.add(d, p, alpha=wd, out=prev)  # type: ignore[arg-type]
+                    prev.mul_(scale)
+                else:
+                    torch.mul(d, scale, out=prev)  # type: ignore[arg-type]
+        else:
+            torch._foreach_copy_(prevs, ds)  # type: ignore[arg-type]
+            if wd != 0:
+                torch._foreach_add_(prevs, ps, alpha=wd)
+            torch._foreach_mul_(prevs, scale)
+        return True
+
+    def _objective_grads_foreach(self, ctx: StepContext) -> list[Tensor | None]:
+        """``_objective_grads`` with multi-tensor kernels (the same values)."""
+        group = ctx.group
+        wd = group.get("weight_decay", 0.0)
+        coupled = wd != 0 and not DIRECTIONS[group["direction"]].decoupled_decay
+        idx = ctx.active
+        gs = [ctx.grads[i] for i in idx]
+        if group.get("maximize", False):
+            gs = list(torch._foreach_neg(gs))  # type: ignore[arg-type]
+        if coupled:
+            gs = list(torch._foreach_add(gs, [ctx.params[i] for i in idx], alpha=wd))  # type: ignore[arg-type]
+        out: list[Tensor | None] = [None] * len(ctx.params)
+        for i, g in zip(idx, gs):
+            out[i] = g
+        return out
 
     @staticmethod
     def _multiplier_rate(group: dict[str, Any]) -> float:
@@ -232,6 +283,10 @@ class Hypergradient(_HDBase):
         group, part = ctx.group, ctx.partition
         _, tau = self._tick(ctx)
         beta = self._multiplier_rate(group)
+        if ctx.foreach:
+            vec = part.scalar_inner(self._objective_grads_foreach(ctx), self._prevs(ctx))
+            if vec is not None:
+                return self._rates_vector(ctx, vec, tau, beta)
         inner = part.inner(self._objective_grads(ctx), self._prevs(ctx))
         out = []
         for s, gs in zip(part.sets, inner):
@@ -245,6 +300,24 @@ class Hypergradient(_HDBase):
             out.append(applied)
         self._store_prevs(ctx, tau)
         return out
+
+    def _rates_vector(self, ctx: StepContext, gs: Tensor, tau: float, beta: float) -> list[Tensor]:
+        """The per-block arithmetic of ``rates`` once on stacked vectors (scalar blocks)."""
+        sets = ctx.partition.sets
+        rate_l = [self.ensure(ctx, s, "rate", 1.0) for s in sets]
+        hyper_l = [self.ensure(ctx, s, "hypergrad", 0.0) for s in sets]
+        applied_l = [self.ensure(ctx, s, "alpha", 1.0) for s in sets]
+        hyper = -gs
+        torch._foreach_copy_(hyper_l, list(hyper.unbind()))
+        rate = torch.stack(rate_l)
+        if beta != 0:
+            new = rate - beta * hyper
+            rate = torch.where(torch.isfinite(new), new.clamp_min(0), rate)
+            torch._foreach_copy_(rate_l, list(rate.unbind()))
+        applied = tau * rate + (1 - tau) * ctx.group["alpha_inf"]
+        torch._foreach_copy_(applied_l, list(applied.unbind()))
+        self._store_prevs(ctx, tau)
+        return applied_l
 
 
 class CAMHD(_HDBase):
@@ -298,6 +371,10 @@ class CAMHD(_HDBase):
         _, tau = self._tick(ctx)
         beta = self._multiplier_rate(group)
         gamma = self._gamma(ctx)
+        if ctx.foreach:
+            fast = self._rates_foreach(ctx, tau, beta, gamma)
+            if fast is not None:
+                return fast
         grads, prevs = self._objective_grads(ctx), self._prevs(ctx)
         gamma_grad = torch.zeros_like(gamma)
         finest: list[Tensor] = []  # the finest level's rates, one per block of ctx.partition
@@ -330,6 +407,73 @@ class CAMHD(_HDBase):
             out.append(applied)
         self._store_prevs(ctx, tau)
         return out
+
+    def _rates_foreach(
+        self, ctx: StepContext, tau: float, beta: float, gamma: Tensor
+    ) -> list[Tensor] | None:
+        """``rates`` with one pass over the gradients and displacements for all levels:
+        the per-tensor ``<g_p, s_p>`` once (``Partition.scalar_inner`` at tensor level),
+        summed into every level's blocks (``index_add_``, the reference's order), then each
+        level's arithmetic on stacked vectors. ``None``: not applicable (a level with
+        vector-valued blocks: filter, element), nothing was written."""
+        group = ctx.group
+        levels = group["levels"]
+        parts = self._level_partitions(ctx)
+        if any(s.shape for part, _ in parts for s in part.sets):
+            return None
+        dtype = parts[0][0].sets[0].dtype
+        if any(s.dtype != dtype for part, _ in parts for s in part.sets):
+            return None
+        grads, prevs = self._objective_grads_foreach(ctx), self._prevs(ctx)
+        tensors = ctx.optimizer.partition(ctx.group_index, "tensor")
+        active = [g is not None for g in ctx.grads]
+        if not all(active):
+            tensors = tensors.restrict(active)
+        per_tensor = tensors.scalar_inner(grads, prevs)  # one entry per active tensor, in order
+        if per_tensor is None or per_tensor.dtype != dtype:
+            return None
+        idx = [s.members[0] for s in tensors.sets]
+        device = per_tensor.device
+        cache = self.__dict__.setdefault("_index_cache", {})
+        gamma_grad = torch.zeros_like(gamma)
+        level_rates: list[Tensor] = []
+        for j, (level, (part, count)) in enumerate(zip(levels, parts)):
+            seg = tuple(part.set_of[i] for i in idx)
+            key = (seg, device)
+            index = cache.get(key)
+            if index is None:
+                index = cache[key] = torch.tensor(seg, device=device)
+            gs = torch.zeros(len(part.sets), dtype=dtype, device=device)
+            gs.index_add_(0, index, per_tensor)  # sum_{p in b} g_p s_p  =  -h_{j,b}
+            rate_l = [self.ensure(ctx, s, f"alpha.{level}", 1.0) for s in part.sets]
+            hyper_l = [self.ensure(ctx, s, f"hypergrad.{level}", 0.0) for s in part.sets]
+            hyper = -gamma[j].to(dtype) * gs
+            torch._foreach_copy_(hyper_l, list(hyper.unbind()))
+            rate = torch.stack(rate_l)
+            contrib = (rate * -gs).to(gamma.dtype)
+            gamma_grad[j] += torch.where(torch.isfinite(contrib), contrib, 0.0).sum()
+            if beta != 0:
+                new = rate - (beta * count) * hyper
+                rate = torch.where(torch.isfinite(new), new.clamp_min(0), rate)
+                torch._foreach_copy_(rate_l, list(rate.unbind()))
+            if j == 0:
+                level_rates.append(rate)
+            else:  # broadcast to the finest blocks: the level block of each one's first member
+                fine = tuple(part.set_of[s.members[0]] for s in ctx.partition.sets)
+                key = (fine, device)
+                gather = cache.get(key)
+                if gather is None:
+                    gather = cache[key] = torch.tensor(fine, device=device)
+                level_rates.append(rate[gather])
+        self._update_gamma(ctx, gamma, gamma_grad)  # before combining: exact, no lag
+        combined = gamma[0].to(dtype) * level_rates[0]
+        for j in range(1, len(levels)):
+            combined = combined + gamma[j].to(dtype) * level_rates[j]
+        applied_l = [self.ensure(ctx, s, "alpha", 1.0) for s in ctx.partition.sets]
+        applied = tau * combined + (1 - tau) * group["alpha_inf"]
+        torch._foreach_copy_(applied_l, list(applied.unbind()))
+        self._store_prevs(ctx, tau)
+        return applied_l
 
     def _update_gamma(self, ctx: StepContext, gamma: Tensor, grad: Tensor) -> None:
         ctx.state(0)[self.key("gamma_grad")] = grad

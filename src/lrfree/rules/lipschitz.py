@@ -102,6 +102,14 @@ class Lipschitz(Rule):
         return out
 
     def rates(self, ctx: StepContext) -> list[Tensor]:
+        if ctx.foreach:
+            fast = self._rates_foreach(ctx)
+            if fast is not None:
+                return fast
+        return self._rates_reference(ctx)
+
+    def _rates_reference(self, ctx: StepContext) -> list[Tensor]:
+        """The readable per-block reference (``foreach=False``)."""
         group, part = ctx.group, ctx.partition
         gamma, schedule = group["gamma"], group["schedule"]
         steps: dict[int, int] = {}
@@ -142,11 +150,126 @@ class Lipschitz(Rule):
                 r = prev_norm[b] / (diff_norm[b] + c_t)
                 ok = torch.isfinite(r) & (diff_norm[b] > 0)
                 ratio.copy_(torch.where(ok, r, ratio))
-                S.copy_(torch.where(ok, gamma * S + (1 - gamma) * r, S))
+                self.accept(ctx, s, S, gamma * S + (1 - gamma) * r, ok)  # S > 0, finite
             alpha.copy_(S * sigma(schedule, t))
             out.append(alpha)
         self._remember(ctx, cur, out)
         return out
+
+    def _ensure_all(self, ctx: StepContext, sets: list, name: str, fill: float) -> list[Tensor]:
+        """``ensure`` for every block set, with one state lookup per block."""
+        key = self.key(name)
+        out = []
+        for s in sets:
+            st = ctx.block_state(s)
+            v = st.get(key)
+            out.append(v if v is not None else self.ensure(ctx, s, name, fill))
+        return out
+
+    def _rates_foreach(self, ctx: StepContext) -> list[Tensor] | None:
+        """The multi-tensor path (``foreach=True``): the same values as the reference with a
+        fixed number of kernels per step, ``None`` where it does not apply (block values
+        that are not scalars, mixed dtypes, blocks at different first/later steps).
+
+        Per step, over the parameter-sized buffers: ``||v_{t-1}||`` (one ``_foreach_norm``),
+        ``prev <- prev - v_t`` in place and its norm (no temporary), ``prev <- v_t`` (or
+        ``u_t`` for -U); the per-block scalar arithmetic runs once on stacked vectors.
+        """
+        group, part = ctx.group, ctx.partition
+        sets = part.sets
+        idx = ctx.active
+        if not sets or any(s.shape for s in sets):
+            return None
+        dtype = sets[0].dtype
+        if any(s.dtype != dtype for s in sets) or any(
+            ctx.params[i].dtype != dtype for i in idx
+        ):
+            return None
+        key_step = self.key("step")
+        ts = [ctx.block_state(s).get(key_step, 0) + 1 for s in sets]
+        later = all(t >= 2 for t in ts)
+        if not later and any(t >= 2 for t in ts):  # some blocks joined late: the reference
+            return None
+        gamma, schedule = group["gamma"], group["schedule"]
+        t_of = {i: t for s, t in zip(sets, ts) for i in s.members}
+        direction = DIRECTIONS[group["direction"]]
+        wd = group.get("weight_decay", 0.0)
+        ps = [ctx.params[i].detach() for i in idx]
+        if self.uses_updates:  # w = d (+ wd p, decoupled);  v_t = lr sigma_t w
+            ws = [ctx.directions[i] for i in idx]
+            if direction.decoupled_decay and wd != 0:
+                ws = list(torch._foreach_add(ws, ps, alpha=wd))
+        else:  # v_t = g (+ wd p, coupled), negated for maximize
+            ws = [ctx.grads[i] for i in idx]
+            if not direction.decoupled_decay and wd != 0:
+                ws = list(torch._foreach_add(ws, ps, alpha=wd))
+            if group.get("maximize", False):
+                ws = list(torch._foreach_neg(ws))
+        key = self.key("prev")
+        for i, w in zip(idx, ws):
+            st = ctx.state(i)
+            if key not in st:
+                st[key] = torch.zeros_like(w, dtype=dtype)
+        prevs = [ctx.state(i)[key] for i in idx]
+        full: list[Tensor | None] = [None] * len(ctx.params)
+        for i, prev in zip(idx, prevs):
+            full[i] = prev
+        prev_sq = part.scalar_inner(full, full)
+        if prev_sq is None:
+            return None
+        for s, t in zip(sets, ts):
+            ctx.block_state(s)[key_step] = t
+        if self.uses_updates:
+            scales = [ctx.lr * sigma(schedule, t_of[i]) for i in idx]
+            if len(set(scales)) == 1:
+                torch._foreach_add_(prevs, ws, alpha=-scales[0])  # prev - v_t
+            else:
+                for prev, w, sc in zip(prevs, ws, scales):
+                    prev.add_(w, alpha=-sc)
+        else:
+            torch._foreach_sub_(prevs, ws)  # prev - v_t  (the norm of v_t - v_{t-1})
+        diff_sq = part.scalar_inner(full, full)
+        assert diff_sq is not None
+        S_l = self._ensure_all(ctx, sets, "S", 1.0)
+        c_l = self._ensure_all(ctx, sets, "c", group["c"])
+        ratio_l = self._ensure_all(ctx, sets, "ratio", 1.0)
+        alpha_l = self._ensure_all(ctx, sets, "alpha", 1.0)
+        device = prev_sq.device
+        S = torch.stack(S_l)
+        if later:
+            prev_norm, diff_norm = prev_sq.sqrt(), diff_sq.sqrt()
+            c_t = torch.stack(c_l)
+            if group["c_schedule"] == "theoretical":
+                growth = torch.tensor(
+                    [sigma(schedule, t - 1) / sigma(schedule, t) for t in ts],
+                    dtype=dtype,
+                    device=device,
+                )
+                c_req = (1 - gamma) * prev_norm / ((growth - gamma) * S) - diff_norm
+                c_t = torch.fmax(c_req, c_t)
+                torch._foreach_copy_(c_l, list(c_t.unbind()))
+            r = prev_norm / (diff_norm + c_t)
+            ok = torch.isfinite(r) & (diff_norm > 0)
+            torch._foreach_copy_(ratio_l, list(torch.where(ok, r, torch.stack(ratio_l)).unbind()))
+            new = gamma * S + (1 - gamma) * r
+            good = torch.isfinite(new) & (new > 0) & ok  # as Rule.accept, for all blocks at once
+            S = torch.where(good, new, S)
+            torch._foreach_copy_(S_l, list(S.unbind()))
+            rejected = self._ensure_all(ctx, sets, "rejected", 0.0)
+            torch._foreach_add_(rejected, list((~good).to(dtype).unbind()))
+        if schedule == "sqrt":
+            sig = torch.tensor([sigma(schedule, t) for t in ts], dtype=dtype, device=device)
+            alphas = S * sig
+        else:
+            alphas = S * 1.0
+        torch._foreach_copy_(alpha_l, list(alphas.unbind()))
+        if self.uses_updates:  # prev <- u_t = w (alpha_b lr), the step applied now
+            per_param = part.broadcast(alpha_l)
+            torch._foreach_copy_(prevs, ws)
+            torch._foreach_mul_(prevs, [per_param[i] * ctx.lr for i in idx])  # type: ignore[operator]
+        else:
+            torch._foreach_copy_(prevs, ws)
+        return alpha_l
 
     def _remember(self, ctx: StepContext, cur: list[Tensor | None], alphas: list[Tensor]) -> None:
         """Store ``v_{t-1}`` for the next step: the gradient, or (-U) the applied step."""

@@ -112,13 +112,19 @@ class _Windowed(Rule):
     def rates(self, ctx: StepContext) -> list[Tensor]:
         direction = DIRECTIONS[ctx.group["direction"]]
         wd = ctx.group.get("weight_decay", 0.0) if direction.decoupled_decay else 0.0
-        for i in ctx.active:
-            d = ctx.directions[i]
-            assert d is not None
-            acc = self._param_state(ctx, i, "acc")
-            acc.add_(d.to(acc.dtype))
+        idx = ctx.active
+        accs = [self._param_state(ctx, i, "acc") for i in idx]
+        ds = [ctx.directions[i] for i in idx]
+        if ctx.foreach and all(d is not None and d.dtype == a.dtype for d, a in zip(ds, accs)):
+            torch._foreach_add_(accs, ds)  # type: ignore[arg-type]
             if wd != 0:
-                acc.add_(ctx.params[i].detach().to(acc.dtype), alpha=wd)
+                torch._foreach_add_(accs, [ctx.params[i].detach() for i in idx], alpha=wd)
+        else:  # the reference
+            for i, acc, d in zip(idx, accs, ds):
+                assert d is not None
+                acc.add_(d.to(acc.dtype))
+                if wd != 0:
+                    acc.add_(ctx.params[i].detach().to(acc.dtype), alpha=wd)
         out = []
         for s in ctx.partition.sets:
             st = ctx.block_state(s)
@@ -147,9 +153,9 @@ class _Windowed(Rule):
                 accs[i] = self._param_state(ctx, i, "acc")
                 prevs[i] = self._param_state(ctx, i, "prev")
         if any(opened):
-            num = part.inner(prevs, accs)
-            sq_prev = part.sq_norm(prevs)
-            sq_acc = part.sq_norm(accs)
+            num = part.inner(prevs, accs, foreach=ctx.foreach)
+            sq_prev = part.sq_norm(prevs, foreach=ctx.foreach)
+            sq_acc = part.sq_norm(accs, foreach=ctx.foreach)
         for b, s in enumerate(due):
             st = ctx.block_state(s)
             if opened[b]:
@@ -159,7 +165,7 @@ class _Windowed(Rule):
                 f = torch.where(ok, f, torch.ones_like(f))
                 f = f.clamp(ctx.group["min_factor"], ctx.group["max_factor"])
                 f = torch.where(ok, f, torch.ones_like(f))
-                alpha.mul_(f)
+                self.accept(ctx, s, alpha, alpha * f, ok)  # NaN factor / overflow: kept
                 st[self.key("factor")].copy_(f)
             for i in s.members:
                 prev, acc = prevs[i], accs[i]
