@@ -42,6 +42,7 @@ How the curvature arrives (decided per curvature step):
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Any, ClassVar
 
@@ -55,6 +56,7 @@ from ..curvature import (
     preserve_buffers,
 )
 from ..directions import DIRECTIONS
+from ..distributed import is_sharded, replica_group, replica_mean, sharded_fd_hessian_block_forms
 from ..hyper import Hyper, boolean, choice, integer, real
 from .base import Rule, StepContext
 
@@ -152,8 +154,15 @@ class Layerwise(Rule):
                 None if g is None else g.add(p.detach(), alpha=wd)
                 for g, p in zip(g_eff, ctx.params)
             ]
-        rho = part.inner(d_eff, g_eff)
-        dsq = part.sq_norm(d_eff)
+        pairs = [(d_eff, g_eff), (d_eff, d_eff)]
+        sharded = any(is_sharded(p) for p in ctx.params)
+        if sharded:  # FSDP2: the finite differences' ||W_b||^2 travel in the same all-reduce
+            ws = [None if d is None else p.detach() for p, d in zip(ctx.params, d_eff)]
+            pairs.append((ws, ws))
+        sums = part.inner_many(pairs)
+        rho, dsq = sums[0], sums[1]
+        if sharded:
+            ctx.inputs["_lw_sq_norms"] = (dsq, sums[2])
         q = self._curvature(ctx, d_eff)
         big_l = float(self._num_blocks(ctx))
         for k, s in enumerate(part.sets):
@@ -196,7 +205,34 @@ class Layerwise(Rule):
             alpha.copy_(torch.where(torch.isfinite(est) & (est >= 0), est, alpha))
 
     def _curvature(self, ctx: StepContext, d_eff: list[Tensor | None]) -> list[Tensor] | None:
-        """Per block set of ``ctx.partition``, ``d_b^T H_bb d_b`` (or the GGN value), or None."""
+        """Per block set of ``ctx.partition``, ``d_b^T H_bb d_b`` (or the GGN value), or None.
+
+        Data-parallel replicas (DDP): each rank's value on its local batch, averaged over the
+        replicas (``lrfree.distributed.replica_mean``, one packed all-reduce). Sharded
+        parameters (FSDP2): closure mode only, completed across the shards."""
+        if any(is_sharded(p) for p in ctx.params):
+            return self._sharded_curvature(ctx, d_eff)
+        q = self._local_curvature(ctx, d_eff)
+        return None if q is None else replica_mean(ctx.optimizer, q)
+
+    def _sharded_curvature(
+        self, ctx: StepContext, d_eff: list[Tensor | None]
+    ) -> list[Tensor] | None:
+        graph = any(p.grad is not None and p.grad.requires_grad for p in ctx.params)
+        if ctx.closure is None and not graph and ctx.group["curvature"] != "ggn":
+            return self._local_curvature(ctx, d_eff)  # warns and skips the estimate
+        if ctx.group["curvature"] == "ggn" or graph or ctx.closure is None:
+            raise NotImplementedError(
+                "layerwise with sharded (FSDP2 / DTensor) parameters: only closure mode "
+                "(opt.step(closure), finite differences through the normal backward) is "
+                "supported; curvature='ggn' and graph mode (backward(create_graph=True)) need "
+                "torch.autograd.grad with respect to sharded parameters, which fails"
+            )
+        return self._closure_curvature(ctx, d_eff, [s.members for s in ctx.partition.sets])
+
+    def _local_curvature(
+        self, ctx: StepContext, d_eff: list[Tensor | None]
+    ) -> list[Tensor] | None:
         blocks = [s.members for s in ctx.partition.sets]
         params = ctx.params
         if ctx.group["curvature"] == "ggn":
@@ -238,6 +274,10 @@ class Layerwise(Rule):
         cuda_rng = torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None
         model = ctx.inputs.get("model")
         modules = [model] if model is not None else []
+        sharded = any(is_sharded(p) for p in params)
+        # DDP: differences of *local* gradients (no gradient all-reduce per evaluation); the
+        # per-block numbers are averaged afterwards (one small all-reduce, _curvature)
+        no_sync = getattr(model, "no_sync", None) if replica_group(opt) is not None else None
 
         def grad_fn() -> list[Tensor | None]:
             torch.set_rng_state(cpu_rng)  # the same dropout mask in every evaluation
@@ -247,11 +287,21 @@ class Layerwise(Rule):
                 closure()
             return [p.grad for p in params]
 
+        central = ctx.group["fd_scheme"] == "central"
         try:
-            with preserve_buffers(modules):
-                return fd_hessian_block_forms(
-                    grad_fn, params, d_eff, blocks, central=ctx.group["fd_scheme"] == "central"
-                )
+            with preserve_buffers(modules), contextlib.ExitStack() as stack:
+                if sharded:
+                    return sharded_fd_hessian_block_forms(
+                        grad_fn,
+                        params,
+                        d_eff,
+                        blocks,
+                        central=central,
+                        sq_norms=ctx.inputs.get("_lw_sq_norms"),
+                    )
+                if no_sync is not None and not sharded:
+                    stack.enter_context(no_sync())
+                return fd_hessian_block_forms(grad_fn, params, d_eff, blocks, central=central)
         finally:
             torch.set_rng_state(cpu_rng)
             if cuda_rng is not None:
