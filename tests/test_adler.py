@@ -29,6 +29,10 @@ def _step(opt, model, x, loss_of_out, route="outputs", **extra):
     opt.zero_grad()
     out = model(x)
     loss = loss_of_out(out)
+    if route == "backward":  # the graph route: opt.backward(loss, out); opt.step(outputs=out)
+        lrfree.rules.adler.backward(opt, loss, out)
+        opt.step(outputs=out, **extra)
+        return loss
     loss.backward(retain_graph=True)
     if route == "outputs":
         opt.step(outputs=out, **extra)
@@ -52,7 +56,7 @@ def _flat_grad(model):
 
 
 # ------------------------------------------------------------- closed forms
-@pytest.mark.parametrize("route", ["outputs", "forward"])
+@pytest.mark.parametrize("route", ["outputs", "forward", "backward"])
 def test_linear_mse_first_rate_is_the_exact_line_search(route):
     """Linear model + MSE: v^T Q v = G^T H G, so eta_0 minimises the loss along -G exactly."""
     torch.manual_seed(0)
@@ -77,7 +81,7 @@ def test_linear_mse_first_rate_is_the_exact_line_search(route):
 
 
 @pytest.mark.parametrize("blocks", ["global", "layer"])
-@pytest.mark.parametrize("route", ["outputs", "forward"])
+@pytest.mark.parametrize("route", ["outputs", "forward", "backward"])
 def test_rate_matches_a_dense_ggn_from_the_full_jacobian(blocks, route):
     x, y = _data()
     model = _tanh_net()
@@ -200,6 +204,92 @@ def test_reduction_must_agree_with_the_loss():
     _step(wrong, model, x, lambda o: F.cross_entropy(o, y, reduction="sum"))
     # declared "mean" for a sum loss: the rate is N times the right one (too large)
     torch.testing.assert_close(_alpha(wrong)[0], rates["sum"] * 8)
+
+
+# ------------------------------------------------------ the backward= route
+def test_backward_route_gradients_penalty_accumulation_and_graph_lifetime():
+    """opt.backward(loss, out): p.grad as loss.backward() (accumulated), v = J G without the
+    terms of the loss that bypass the outputs, and the kept graph is freed by the step."""
+    x, y = _data(seed=5)
+    model = _tanh_net(seed=5)
+    params = list(model.parameters())
+    opt = lrfree.ADLER(model.named_parameters(), eps=0.0)
+    pre = [torch.full_like(p, 0.25) for p in params]
+    for p, g0 in zip(params, pre):
+        p.grad = g0.clone()  # backward() accumulates like loss.backward()
+
+    def loss_of(out):
+        return F.cross_entropy(out, y) + 0.05 * sum((p**2).sum() for p in model.parameters())
+
+    out = model(x)
+    ref = torch.autograd.grad(loss_of(model(x)), params)
+    opt.backward(loss_of(out), out)
+    for p, r, g0 in zip(params, ref, pre):
+        torch.testing.assert_close(p.grad, r + g0)
+    assert hasattr(opt, "_adler_graph")
+    G = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    prim = {n: p.detach().clone() for n, p in model.named_parameters()}
+    _, v = torch.func.jvp(lambda ps: torch.func.functional_call(model, ps, (x,)), (prim,), (G,))
+    gg = sum((g * g).sum() for g in G.values())
+    expect = gg / quadratic_form("cross_entropy", out.detach(), v, y)
+    opt.step(outputs=out)
+    assert not hasattr(opt, "_adler_graph")  # the step released the graph
+    torch.testing.assert_close(_alpha(opt)[0], expect)
+
+
+def test_backward_route_is_a_plain_backward_when_no_estimate_is_due():
+    x, y = _data()
+    for kw in ({"update_every": 2}, {"variant": "gn"}):
+        model = _tanh_net()
+        opt = lrfree.ADLER(model.parameters(), **kw)
+        kept = []
+        for _ in range(3):
+            opt.zero_grad()
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+            ref = torch.autograd.grad(loss, list(model.parameters()), retain_graph=True)
+            opt.backward(loss, out)
+            kept.append(hasattr(opt, "_adler_graph"))
+            for p, r in zip(model.parameters(), ref):
+                torch.testing.assert_close(p.grad, r)
+            opt.step(outputs=out)
+        assert kept == ([True, False, True] if "update_every" in kw else [False] * 3)
+    model = _tanh_net()
+    opt = lrfree.ADLER(model.parameters())
+    with pytest.raises(ValueError, match=r"outputs must be a tensor with a graph"):
+        opt.backward(F.cross_entropy(model(x), y), model(x).detach())
+    out = model(x)
+    with pytest.raises(ValueError, match=r"does not depend on outputs"):
+        opt.backward(F.cross_entropy(model(x), y), out)
+
+
+# ----------------------------------------------------------------- trust
+def test_trust_caps_the_applied_rate_and_leaves_the_average_alone():
+    """trust=t: alpha_k = min(exp(s_k/c_k), t * eta_k); s and c are the paper's."""
+    beta, curv = 0.9, [0.25, 4.0, 0.5, 8.0, 1.0]  # eta_k = 1 / curv_k
+    w = _scalar_problem()
+    opt = lrfree.Composed(
+        [w], direction="sgd", rule="adler", blocks="global", beta=beta, denom_eps=0.0, lr=0.3,
+        trust=2.0,
+    )  # fmt: skip
+    capped = []
+    for k, a in enumerate(curv):
+        opt.zero_grad()
+        out = w * 1.0
+        (0.5 * a * ((out - 3.0) ** 2).sum()).backward(retain_graph=True)
+        opt.step(outputs=out, loss_fn=lambda z, a=a: 0.5 * a * ((z - 3.0) ** 2).sum())
+        wts = [beta ** (k - i) for i in range(k + 1)]
+        mean = sum(wi * math.log(1.0 / c) for wi, c in zip(wts, curv)) / sum(wts)
+        st = opt.state[w]
+        assert float(st["adler.s"] / st["adler.c"]) == pytest.approx(mean, rel=1e-12)
+        expect = min(math.exp(mean), 2.0 / a)
+        capped.append(2.0 / a < math.exp(mean))
+        assert float(_alpha(opt)[0]) == pytest.approx(expect, rel=1e-12)
+    assert any(capped) and not all(capped)  # the sequence exercises both branches
+    model = _tanh_net()
+    with pytest.raises(ValueError, match=r"Invalid trust: 0"):
+        lrfree.ADLER(model.parameters(), trust=0)
+    assert lrfree.ADLER(model.parameters()).param_groups[0]["trust"] == math.inf
 
 
 # ----------------------------------------------------------- safeguards

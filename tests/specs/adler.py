@@ -1,7 +1,8 @@
 """ADLER (and its GN comparator, and the rule over other directions) in the generic suite.
 
 ADLER needs the outputs of the same forward: ``adler_step`` keeps the graph
-(``retain_graph``) and passes ``outputs=`` to ``step``; the GN comparator needs nothing.
+(``retain_graph``) and passes ``outputs=`` to ``step``; ``adler_backward_step`` uses
+``lrfree.rules.adler.backward`` instead of ``loss.backward``; the GN comparator needs nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +19,16 @@ def adler_step(model, opt, x, y):
     out = model(x)
     loss = F.cross_entropy(out, y)
     loss.backward(retain_graph=True)
+    opt.step(outputs=out)
+    return loss
+
+
+def adler_backward_step(model, opt, x, y):
+    """The fastest route: ``backward(opt, loss, out)`` in place of ``loss.backward()``."""
+    opt.zero_grad()
+    out = model(x)
+    loss = F.cross_entropy(out, y)
+    lrfree.rules.adler.backward(opt, loss, out)
     opt.step(outputs=out)
     return loss
 
@@ -49,6 +60,7 @@ def _errors(owner_eps: str) -> list[ErrorCase]:
             r"\[direction '\w+', rule 'adler'\]",
         ),
         ErrorCase({"maximize": True}, ValueError, r"Invalid maximize: True"),
+        ErrorCase({"trust": 0.0}, ValueError, r"Invalid trust: 0\.0 \(expected 0 < trust\)"),
         ErrorCase({"lr": -1.0}, ValueError, r"Invalid lr: -1\.0 \(expected 0 <= lr\)"),
         ErrorCase({"bogus": 1}, TypeError, r"Unknown hyperparameter\(s\) \['bogus'\]"),
     ]
@@ -67,7 +79,7 @@ SPECS = [
         factory=lrfree.ADLER,
         kwargs=dict(beta=0.9, blocks="layer", update_every=2),
         errors=_errors("eps"),
-        step=adler_step,
+        step=adler_backward_step,
     ),
     OptimSpec(
         name="ADLER-gn",
@@ -87,8 +99,8 @@ SPECS = [
         factory=lambda params, **kw: lrfree.Composed(
             params, direction="momentum", rule="adler", **kw
         ),
-        kwargs=dict(beta=0.9, blocks="tensor", momentum=0.9, weight_decay=1e-3),
+        kwargs=dict(beta=0.9, blocks="tensor", momentum=0.9, weight_decay=1e-3, trust=2.0),
         errors=_errors("denom_eps"),
-        step=adler_step,
+        step=adler_backward_step,
     ),
 ]

@@ -38,11 +38,15 @@ or, without the graph, an extra forward-mode pass: ``opt.step(model=model, input
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
+from torch import Tensor
+
 from ..hyper import real
 from ..optimizer import Composed
+from ..rules.adler import backward as _backward
 
 __all__ = ["ADLER"]
 
@@ -62,6 +66,10 @@ class ADLER(Composed):
         loss, reduction: the user's loss (``"cross_entropy"``, ``"nll"``, ``"mse"``,
             ``"bce_with_logits"``) and reduction (``"mean"`` / ``"sum"``); any other loss:
             ``step(..., loss_fn=lambda out: my_loss(out, y))``.
+        trust: cap the applied rate at ``trust * eta_k`` (``eta_k``: this step's own
+            estimate, the minimiser of the batch's quadratic model; ``2``: never where that
+            model predicts an increase). ``inf`` (default): off, the paper. Ours, opt-in; see
+            docs/adler.md ("Divergence on the MNIST-1D CNN").
         **kwargs: further options of the ``sgd`` direction or the ``adler`` rule
             (``weight_decay``, ``foreach``).
     """
@@ -78,6 +86,7 @@ class ADLER(Composed):
         update_every: int = 1,
         loss: str = "cross_entropy",
         reduction: str = "mean",
+        trust: float = math.inf,
         **kwargs: Any,
     ) -> None:
         real(0.0)("eps", eps, "direction 'sgd', rule 'adler'")  # the rule calls it denom_eps
@@ -93,5 +102,25 @@ class ADLER(Composed):
             update_every=update_every,
             loss=loss,
             reduction=reduction,
+            trust=trust,
             **kwargs,
         )
+
+    def backward(self, loss: Tensor, outputs: Tensor) -> None:
+        """``loss.backward()`` for the fastest route; then ``step(outputs=outputs)``.
+
+        Same gradients as ``loss.backward()``; on an estimate step it also keeps a graph
+        linear in ``dL/dF`` so that ``step`` gets ``v = J G`` from one tangent-only pass
+        (see ``lrfree.rules.adler.backward``).
+
+        >>> import torch, lrfree
+        >>> model = torch.nn.Linear(3, 2)
+        >>> opt = lrfree.ADLER(model.parameters())
+        >>> x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+        >>> out = model(x)
+        >>> opt.backward(torch.nn.functional.cross_entropy(out, y), out)
+        >>> opt.step(outputs=out)
+        >>> opt.effective_lr()["global"] > 0
+        True
+        """
+        _backward(self, loss, outputs)

@@ -19,6 +19,11 @@ with ``g = dL/d outputs``, and ``eta`` is averaged arithmetically
 (``s <- beta s + eta``, ``alpha = s / c``). Since ``g^T J u = G^T u``, its denominator is
 ``(G . u)^2``: no Jacobian-vector product is needed (tested against the explicit form).
 
+``trust`` (ours, opt-in; ``inf``: off, the paper): the applied rate is
+``min(alpha, trust * eta_k)`` on steps with an accepted estimate; ``s`` and ``c`` are not
+changed by it. ``trust = 2``: never a rate that this batch's own quadratic model predicts to
+increase the batch loss.
+
 Safeguards (no host sync): an estimate that is non-finite or ``<= 0`` (``G . u <= 0``, or a
 negative ``v^T Q v`` from a non-convex custom loss) is skipped: ``s``, ``c`` and the rate keep
 their values and ``"adler.skipped"`` counts it. Before the first accepted estimate the rate is
@@ -27,6 +32,10 @@ and enters the average as in the paper (footnote 10 is why the average is taken 
 
 What ``step`` needs for ``variant="ggn"`` (one of):
 
+* ``backward(opt, loss, outputs)`` (``ADLER.backward``) in place of ``loss.backward()``, then
+  ``opt.step(outputs=outputs)``: the gradient pass keeps a graph linear in ``dL/dF`` and the
+  step gets ``v`` from one tangent-only backward through it (the fastest route: no forward
+  recomputed, no second plain backward);
 * ``opt.step(outputs=logits)`` after ``loss.backward(retain_graph=True)``: ``v`` by the
   double-VJP trick through the graph of the user's own forward (same batch, same dropout mask,
   same BatchNorm batch statistics, no extra forward, any ``nn.Module`` with double backward);
@@ -51,16 +60,43 @@ import torch
 from torch import Tensor, nn
 
 from ..directions import DIRECTIONS
+from ..distributed import is_sharded, replica_mean
 from ..hyper import Hyper, choice, integer, real
 from ..loss_hessian import LOSSES, REDUCTIONS, quadratic_form
 from .base import Rule, StepContext
 
-__all__ = ["Adler", "jvp_double_vjp", "jvp_forward"]
+__all__ = ["Adler", "backward", "jvp_double_vjp", "jvp_forward"]
 
 _BLOCKS = ("global", "layer", "tensor")
 
 
 # ------------------------------------------------------------------ JVP routes
+def _tangents(
+    z: Tensor, w_of: dict[int, Tensor | None], blocks: Sequence[Sequence[tuple[int, Tensor]]]
+) -> list[Tensor]:
+    """``J u_b = d <w_b(z), u_b> / dz`` per block, ``w(z) = J^T z`` a graph linear in ``z``.
+
+    One backward through that graph per block (``grad_outputs = u``: no elementwise product
+    and sum is recorded); the graph is kept for the caller.
+    """
+    out = []
+    for blk in blocks:
+        pairs = [(w_of[i], u) for i, u in blk if w_of.get(i) is not None]
+        pairs = [(w, u) for w, u in pairs if w.requires_grad]  # type: ignore[union-attr]
+        if not pairs:
+            out.append(torch.zeros_like(z))  # the outputs do not depend on the block
+            continue
+        (jv,) = torch.autograd.grad(
+            [w for w, _ in pairs],
+            z,
+            [u.to(w.dtype) for w, u in pairs],  # type: ignore[union-attr]
+            retain_graph=True,
+            allow_unused=True,
+        )
+        out.append(torch.zeros_like(z) if jv is None else jv.detach())
+    return out
+
+
 def jvp_double_vjp(
     outputs: Tensor, params: Sequence[Tensor], blocks: Sequence[Sequence[tuple[int, Tensor]]]
 ) -> list[Tensor]:
@@ -80,19 +116,94 @@ def jvp_double_vjp(
         except RuntimeError as e:
             raise RuntimeError(
                 "ADLER step(outputs=...) needs the outputs' graph: call "
-                "loss.backward(retain_graph=True) before opt.step(outputs=...)"
+                "loss.backward(retain_graph=True) before opt.step(outputs=...), or "
+                "opt.backward(loss, outputs) instead of loss.backward()"
             ) from e
-        w_of = dict(zip(used, ws))
-        out = []
-        for blk in blocks:
-            terms = [(w_of[i] * u).sum() for i, u in blk if w_of[i] is not None]
-            total = sum(terms) if terms else None
-            if total is None or not isinstance(total, Tensor) or not total.requires_grad:
-                out.append(torch.zeros_like(outputs))  # outputs do not depend on the block
+        return _tangents(z, dict(zip(used, ws)), blocks)
+
+
+class _LinearGraph:
+    """What ``backward`` keeps for the next ``step(outputs=...)``: ``z = dL/dF`` (a leaf) and
+    the parameter gradients ``w = J^T z + (terms without z)`` as a graph linear in ``z``."""
+
+    def __init__(self, outputs: Tensor, z: Tensor, grads: dict[int, Tensor | None]) -> None:
+        self.outputs, self.z, self.grads = outputs, z, grads
+
+    def tangents(
+        self, params: Sequence[Tensor], blocks: Sequence[Sequence[tuple[int, Tensor]]]
+    ) -> list[Tensor]:
+        w_of = {i: self.grads.get(id(params[i])) for blk in blocks for i, _ in blk}
+        with torch.enable_grad():
+            return _tangents(self.z, w_of, blocks)
+
+
+def _estimate_due(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether the next ``step`` estimates ``v^T Q v`` by a JVP in some param group."""
+    for group in optimizer.param_groups:
+        if group.get("rule") != "adler" or group.get("variant") != "ggn" or not group["params"]:
+            continue
+        n = int(optimizer.state[group["params"][0]].get("adler.step", 0))
+        if n % group["update_every"] == 0:
+            return True
+    return False
+
+
+def backward(optimizer: torch.optim.Optimizer, loss: Tensor, outputs: Tensor) -> None:
+    """``loss.backward()`` for ADLER's fastest route; then call ``optimizer.step(outputs=...)``.
+
+    Accumulates ``d loss / d p`` into ``p.grad`` like ``loss.backward()``. When the next step
+    estimates the rate (``variant="ggn"``, an ``update_every`` step), the backward runs with
+    ``create_graph=True`` from a leaf ``z`` that a hook on ``outputs`` substitutes for
+    ``dL/dF``: the gradients are then ``G = J^T z`` *and* a graph linear in ``z``, and the
+    step gets ``v = J G = d <J^T z, G> / dz`` from one more backward through that graph (a
+    tangent-only pass: no forward is recomputed and no second plain backward is run, unlike
+    ``loss.backward(retain_graph=True); step(outputs=...)``, which pays both). Otherwise a
+    plain ``loss.backward()``. Loss terms that do not pass through ``outputs`` (a penalty on
+    the weights) enter ``G`` but not ``v``. The estimate steps use ``torch.autograd.grad``,
+    which bypasses ``DistributedDataParallel``'s gradient all-reduce hooks: under DDP use
+    ``step(model=..., inputs=...)`` or ``step(outputs=...)`` after ``loss.backward()``.
+
+    >>> import torch, lrfree
+    >>> from lrfree.rules.adler import backward
+    >>> model = torch.nn.Linear(3, 2)
+    >>> opt = lrfree.Composed(model.named_parameters(), direction="momentum", rule="adler")
+    >>> x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+    >>> out = model(x)
+    >>> backward(opt, torch.nn.functional.cross_entropy(out, y), out)
+    >>> opt.step(outputs=out)
+    """
+    if not isinstance(outputs, Tensor) or not outputs.requires_grad:
+        raise ValueError("ADLER backward(loss, outputs): outputs must be a tensor with a graph")
+    optimizer.__dict__.pop("_adler_graph", None)
+    if not _estimate_due(optimizer):
+        loss.backward()
+        return
+    params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
+    holder: dict[str, Tensor] = {}
+
+    def swap(g: Tensor) -> Tensor:
+        holder["z"] = g.detach().requires_grad_(True)
+        return holder["z"]
+
+    handle = outputs.register_hook(swap)
+    try:
+        with torch.enable_grad():
+            grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+    finally:
+        handle.remove()
+    if "z" not in holder:
+        raise ValueError("ADLER backward(loss, outputs): the loss does not depend on outputs")
+    with torch.no_grad():
+        for p, g in zip(params, grads):
+            if g is None:
                 continue
-            (jv,) = torch.autograd.grad(total, z, retain_graph=True)
-            out.append(jv.detach())
-    return out
+            if p.grad is None:
+                p.grad = g.detach()  # a fresh tensor; the graph does not save it (no copy)
+            else:
+                p.grad.add_(g.detach())
+    optimizer._adler_graph = _LinearGraph(  # type: ignore[attr-defined]
+        outputs, holder["z"], {id(p): g for p, g in zip(params, grads)}
+    )
 
 
 def jvp_forward(
@@ -155,6 +266,11 @@ class Adler(Rule):
         "update_every": Hyper(1, integer(1), "estimate every k steps (1: the paper)"),
         "loss": Hyper("cross_entropy", choice(LOSSES), "the user's loss (closed-form Q)"),
         "reduction": Hyper("mean", choice(REDUCTIONS), "the user's loss reduction"),
+        "trust": Hyper(
+            math.inf,
+            real(0.0, lo_open=True, allow_inf=True),
+            "cap the applied rate at trust * eta_k (inf: off, the paper)",
+        ),
     }
 
     def check(self, group: dict[str, Any], owner: str) -> None:
@@ -175,6 +291,10 @@ class Adler(Rule):
         ctx.inputs = {**ctx.inputs, "_adler_due": n % ctx.group["update_every"] == 0}
         st[self.key("step")] = n + 1
 
+    def end(self, ctx: StepContext) -> None:
+        if ctx.group_index == len(ctx.optimizer.param_groups) - 1:  # free backward()'s graph
+            ctx.optimizer.__dict__.pop("_adler_graph", None)
+
     def rates(self, ctx: StepContext) -> list[Tensor]:
         if ctx.inputs["_adler_due"]:
             self._estimate(ctx)
@@ -193,14 +313,21 @@ class Adler(Rule):
             None if g is None else (g.add(p.detach(), alpha=wd) if coupled else g)
             for g, p in zip(ctx.grads, ctx.params)
         ]
-        num = part.inner(gs, us)
-        if group["variant"] == "gn":
-            g_loss = part.inner(list(ctx.grads), us) if coupled else num
-            den = [gu * gu for gu in g_loss]  # g^T J u = G^T u (loss part only)
-        else:
-            den = self._ggn_forms(ctx, us)
+        gn = group["variant"] == "gn"
+        pairs = [(gs, us)]  # one packed reduction for all of them (FSDP2)
         if coupled:
-            den = [q + wd * n2 for q, n2 in zip(den, part.sq_norm(us))]
+            pairs.append((us, us))
+            if gn:
+                pairs.append((list(ctx.grads), us))
+        sums = part.inner_many(pairs)
+        num = sums[0]
+        if gn:
+            g_loss = sums[2] if coupled else num
+            den = [gu * gu for gu in g_loss]  # g^T J u = G^T u (loss part only)
+        else:  # per rank on the local batch; DDP replicas average them (one all-reduce)
+            den = replica_mean(ctx.optimizer, self._ggn_forms(ctx, us))
+        if coupled:
+            den = [q + wd * n2 for q, n2 in zip(den, sums[1])]
         beta, eps = group["beta"], group["denom_eps"]
         for k, s in enumerate(part.sets):
             eta = num[k] / (den[k].to(s.dtype) + eps)
@@ -214,6 +341,8 @@ class Adler(Rule):
             mean = s_ / c_.clamp_min(torch.finfo(c_.dtype).tiny)
             est = torch.exp(mean) if group["variant"] == "ggn" else mean
             alpha = self.ensure(ctx, s, "alpha", 0.0)
+            if group["trust"] != math.inf:  # ours: never beyond trust x this batch's minimiser
+                est = torch.where(ok, torch.minimum(est, group["trust"] * eta), alpha)
             alpha.copy_(torch.where((c_ > 0) & torch.isfinite(est), est, alpha))
             self.ensure(ctx, s, "eta", math.nan).copy_(eta)
             self.ensure(ctx, s, "skipped", 0.0).add_((~ok).to(s.dtype))
@@ -221,6 +350,12 @@ class Adler(Rule):
     def _ggn_forms(self, ctx: StepContext, us: list[Tensor | None]) -> list[Tensor]:
         """``(J u_b)^T Q (J u_b)`` per block set of ``ctx.partition``."""
         group, inputs = ctx.group, ctx.inputs
+        if any(is_sharded(p) for p in ctx.params):
+            raise NotImplementedError(
+                "ADLER variant='ggn' with sharded (FSDP2 / DTensor) parameters: the "
+                "Jacobian-vector products need autograd with respect to sharded parameters, "
+                "which fails; use variant='gn' (no JVP, supported) or DDP"
+            )
         blocks = [
             [(i, us[i].detach()) for i in s.members if us[i] is not None]
             for s in ctx.partition.sets
@@ -229,9 +364,16 @@ class Adler(Rule):
         loss = loss_fn if loss_fn is not None else group["loss"]
         if inputs.get("outputs") is not None:
             outputs = inputs["outputs"]
-            jvps = jvp_double_vjp(outputs, ctx.params, blocks)
+            graph = getattr(ctx.optimizer, "_adler_graph", None)
+            if graph is not None and graph.outputs is outputs:  # after backward(opt, ...)
+                jvps = graph.tangents(ctx.params, blocks)
+            else:
+                jvps = jvp_double_vjp(outputs, ctx.params, blocks)
         elif inputs.get("model") is not None and inputs.get("inputs") is not None:
-            outputs, jvps = jvp_forward(inputs["model"], inputs["inputs"], ctx.params, blocks)
+            model = inputs["model"]
+            if isinstance(model, nn.parallel.DistributedDataParallel):
+                model = model.module  # the forward-mode pass runs on the unwrapped module
+            outputs, jvps = jvp_forward(model, inputs["inputs"], ctx.params, blocks)
         else:
             raise ValueError(
                 "ADLER (variant='ggn') needs the network outputs: call "
