@@ -117,6 +117,45 @@ def test_frozen_factor_reproduces_torch_sgd_momentum():
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
+def _noise_window_correlation(beta: float, k: int) -> float:
+    """corr(S_k, S_{k+1}) of consecutive K-step sums of a stationary EMA / heavy-ball buffer
+    ``m_t = beta m_{t-1} + c g_t`` of white noise ``g_t`` (autocovariance ``beta^|j|``)."""
+    if beta == 0.0:
+        return 0.0
+    s = (1 - beta**k) / (1 - beta)
+    cov = beta * s * s
+    var = k * (1 + beta) / (1 - beta) - 2 * beta * s / (1 - beta)
+    return cov / var
+
+
+@pytest.mark.parametrize(
+    ("direction", "beta", "k"),
+    [("sgd", 0.0, 6), ("momentum", 0.9, 6), ("momentum", 0.9, 32), ("adam", 0.9, 6)],
+)
+def test_pure_noise_factor_is_the_directions_window_correlation(direction, beta, k):
+    """No signal, no curvature: i.i.d. N(0, 1) gradients. The window vectors contain the
+    direction's own memory (momentum / Adam's first moment), so consecutive windows correlate
+    by ``c(beta, K)`` and Eq. 8 gives ``1 + gamma c / (1 - c)`` although there is nothing to
+    learn: 1 for plain SGD, 1.66 for beta = 0.9 and K = 6, 1.08 for K = 32 (docs/tlr.md).
+    A window that summed raw gradients, or that leaked across windows, would miss this."""
+    n = 20_000
+    gen = torch.Generator().manual_seed(0)
+    x = torch.nn.Parameter(torch.zeros(n, dtype=D))
+    if direction == "adam":
+        opt = lrfree.AdamTLR([x], lr=1e-12, update_every=k)
+    else:
+        opt = lrfree.SGDTLR([x], lr=1e-12, momentum=beta, update_every=k)
+    factors = []
+    for t in range(12 * k):  # >= 72 steps: the start-up of the momentum buffer has died out
+        x.grad = torch.randn(n, generator=gen, dtype=D)
+        opt.step()
+        if (t + 1) % k == 0:
+            factors.append(float(opt.state[x]["tlr.factor"]))
+    c = _noise_window_correlation(beta, k)
+    expected = 1 + 0.33 * c / (1 - c)
+    assert sum(factors[-4:]) / 4 == pytest.approx(expected, abs=0.03)  # seeds 0-2: <= 0.015
+
+
 # ------------------------------------------------------------------------ guards
 def test_negative_denominator_keeps_the_rate():
     x = torch.nn.Parameter(torch.randn(5, dtype=D))
@@ -148,6 +187,7 @@ def test_factor_is_floored_at_min_factor():
 def test_nan_window_keeps_the_rate_and_recovers():
     x = torch.nn.Parameter(torch.zeros(3, dtype=D))
     opt = lrfree.SGDTLR([x], lr=0.1, update_every=1)
+    opt.param_groups[0]["nonfinite"] = "off"  # the NaN reaches the rule (default: step skipped)
     _set_grads_and_step(opt, [x], [torch.ones(3, dtype=D)])
     _set_grads_and_step(opt, [x], [torch.full((3,), float("nan"), dtype=D)])
     assert float(_alpha(opt, x)) == 1.0
