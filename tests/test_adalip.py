@@ -217,7 +217,8 @@ def test_zero_gradients():
 
 def test_c_zero_and_nan_gradients_keep_S_finite():
     x = torch.nn.Parameter(torch.zeros(2))
-    opt = lrfree.AdaLip([x], lr=0.1, c=0.0)
+    # nonfinite="off": the rule's own guard (the default policy would skip the NaN step)
+    opt = lrfree.AdaLip([{"params": [x], "nonfinite": "off"}], lr=0.1, c=0.0)
     _step(opt, [x], [torch.tensor([1.0, 1.0])])
     _step(opt, [x], [torch.tensor([1.0, 1.0])])  # 0 / 0 with c = 0
     assert float(_state(opt, x, "S")) == 1.0
@@ -242,3 +243,62 @@ def test_zero_lr_from_a_scheduler_does_not_inflate_S():
     s = {k: float(v) for k, v in opt.effective_lr().items()}
     assert s == {"weight": 0.0, "bias": 0.0}
     assert float(_state(opt, model.weight, "S")) < 10
+
+
+# ------------------------------------------------------- the mini-batch noise regime
+def test_pure_noise_gradients_drive_S_to_one_over_sqrt2():
+    """With independent gradients (all noise, no curvature signal) ``||g_t - g_{t-1}|| ~
+    sqrt(2) ||g_{t-1}||`` in high dimension, so ``S -> 1/sqrt(2)``: the rule damps the base
+    rate by ~0.71 whatever ``lr`` is (why ``AdaLip(lr=1e-3)`` runs at ~7e-4 per tensor)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.Parameter(torch.zeros(20_000, dtype=D))
+    opt = lrfree.AdaLip([x], lr=1e-3)
+    for _ in range(60):  # 0.8**60 ~ 2e-6: S_0 is forgotten
+        _step(opt, [x], [torch.randn(20_000, generator=g, dtype=D)])
+    assert float(_state(opt, x, "S")) == pytest.approx(1 / math.sqrt(2), abs=0.01)
+    assert opt.effective_lr()["param0"] == pytest.approx(1e-3 / math.sqrt(2), rel=0.015)
+
+
+@pytest.mark.parametrize("snr", [0.5, 3.0])
+def test_signal_plus_noise_S_measures_the_signal_to_noise_ratio(snr):
+    """``g_t = mu + sigma xi_t`` (weights fixed): ``S -> sqrt(1 + snr^2) / sqrt(2)`` with
+    ``snr = ||mu|| / (sigma sqrt(d))``. The estimate reflects the gradient noise, not 1/L."""
+    d = 20_000
+    g = torch.Generator().manual_seed(1)
+    mu = torch.randn(d, generator=g, dtype=D)
+    mu *= snr * math.sqrt(d) / mu.norm()
+    x = torch.nn.Parameter(torch.zeros(d, dtype=D))
+    opt = lrfree.AdaLip([x], lr=0.0)  # lr = 0: x never moves, only the gradients vary
+    for _ in range(60):
+        _step(opt, [x], [mu + torch.randn(d, generator=g, dtype=D)])
+    expected = math.sqrt(1 + snr**2) / math.sqrt(2)
+    assert float(_state(opt, x, "S")) == pytest.approx(expected, rel=0.02)
+
+
+def test_u_variant_on_pure_noise_decays_like_its_recursion():
+    """AdaLip-U with SGD on independent gradients: ``u_{t-1} = lr S g_{t-1}``,
+    ``u_hat_t = lr g_t``, so ``r_t ~ S / sqrt(1 + S^2) < S`` and ``S`` falls every step,
+    following ``S <- gamma S + (1 - gamma) S / sqrt(1 + S^2)`` (no fixed point above 0)."""
+    d = 20_000
+    g = torch.Generator().manual_seed(2)
+    x = torch.nn.Parameter(torch.zeros(d, dtype=D))
+    opt = lrfree.AdaLipU([x], lr=0.1)
+    s_model, s_seen = 1.0, []
+    for t in range(1, 41):
+        _step(opt, [x], [torch.randn(d, generator=g, dtype=D)])
+        if t >= 2:
+            s_model = 0.8 * s_model + 0.2 * s_model / math.sqrt(1 + s_model**2)
+        s_seen.append(float(_state(opt, x, "S", "lipschitz-u")))
+    assert all(b < a for a, b in itertools.pairwise(s_seen[1:]))
+    assert s_seen[-1] == pytest.approx(s_model, rel=0.03)
+    assert s_seen[-1] < 0.5
+
+
+def test_sgd_variants_default_to_a_working_sgd_rate():
+    """``S`` only rescales ``lr`` by ~0.5-1 under mini-batch noise (tests above), so the
+    default must be a usable SGD rate: 0.1 (docs/adalip.md), not torch SGD's 1e-3."""
+    x = torch.nn.Parameter(torch.zeros(2))
+    for cls in (lrfree.AdaLip, lrfree.AdaLipU):
+        assert cls([x]).param_groups[0]["lr"] == 0.1
+    assert lrfree.RMSLip([x]).param_groups[0]["lr"] == 1e-2  # torch's, in the paper's list
+    assert lrfree.AdamLip([x]).param_groups[0]["lr"] == 1e-3  # torch's, in the paper's list

@@ -10,6 +10,9 @@ Fig. 8) or ``1 / sqrt(t)`` (``schedule="sqrt"``, the paper's Algorithms 2-4 and 
 The first step uses the plain rate. The -U variants (Appendix C) replace ``g`` by the
 applied step ``u_{t-1}`` and the tentative step ``u_hat_t`` at the base rate.
 ``c_schedule="theoretical"`` uses ``c_t`` of Eq. A.3, which makes ``A_t`` non-increasing.
+The rule is not learning-rate-free: under mini-batch noise ``S`` stays near
+``1/sqrt(2)``, so ``lr`` sets the scale; ``AdaLip`` / ``AdaLipU`` therefore default to
+``lr=0.1`` (the paper sweeps 0.005-1.3), not torch SGD's 1e-3.
 See ``lrfree.rules.lipschitz`` and docs/adalip.md.
 
 Paper: K. Ioannou, T. Tagaris, A. Stafylopatis, "AdaLip: An Adaptive Learning Rate Method per
@@ -60,7 +63,11 @@ class AdaLip(Composed):
     Args:
         params: ``model.named_parameters()`` (readable names; ``blocks="layer"`` needs them),
             ``model.parameters()`` or param groups.
-        lr: ``alpha_0``. momentum, weight_decay: torch's SGD.
+        lr: ``alpha_0``, default 0.1 (not torch SGD's 1e-3): the rule only multiplies ``lr``
+            by ``S``, which mini-batch noise keeps near ``1/sqrt(2)``, so ``lr`` must be a
+            working SGD rate; 0.1 is mid-grid in the paper's SGD list (0.005 ... 1.3) and
+            diverged in none of the measured runs (docs/adalip.md). momentum,
+            weight_decay: torch's.
         gamma: EMA factor of S, ``0 <= gamma <= 1`` (1: plain SGD). c: ``c`` (or ``c_1``).
         schedule: ``"constant"`` or ``"sqrt"``. c_schedule: ``"constant"`` or
             ``"theoretical"``. blocks: ``"tensor"``, ``"layer"``, ``"global"``, ...
@@ -71,7 +78,7 @@ class AdaLip(Composed):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float = 1e-3,
+        lr: float = 0.1,
         momentum: float = 0.0,
         weight_decay: float = 0.0,
         *,
