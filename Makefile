@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 FMNIST := /usr/share/datasets/fashion-mnist
 LINTED := src tests $(wildcard benchmarks examples)
 
-.PHONY: bench test lint venv data docs clean
+.PHONY: bench test lint venv data docs clean results
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ data:
 
 bench: venv
 	$(VENV)/bin/lrfree bench
+
+# docs/results.md (and its plots in docs/results/) from one `lrfree bench --suite full` run on
+# this machine: about an hour on 2 cores (the plan's estimate is printed first). Run it on a
+# quiet machine; a killed run restarted with the same command finishes only what is left.
+results: venv data
+	$(VENV)/bin/lrfree bench --suite full --out bench-out/full --threads 2 \
+	  --results-page docs/results.md
 
 test: venv data docs
 	$(VENV)/bin/ruff check $(LINTED)

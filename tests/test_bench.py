@@ -42,6 +42,10 @@ def test_every_optimizer_runs_on_the_quick_task(name, tmp_path):
     assert torch.isfinite(torch.tensor(rec["final_train_loss"]))
     if rec["family"] == "lrfree":
         assert rec["rates"] and all(v > 0 for v in rec["rates"][-1].values())
+        # 512 examples / 128 = 4 steps, traced at every step (fewer than TRACE_POINTS)
+        assert [p["step"] for p in rec["rate_trace"]] == [1, 2, 3, 4]
+    else:
+        assert rec["rate_trace"] == []
 
 
 HALF = '{"key": "half a line'
@@ -158,3 +162,250 @@ def test_missing_dataset_message_names_both_ways(tmp_path, monkeypatch):
     monkeypatch.delenv("LRFREE_DATA", raising=False)
     with pytest.raises(DataMissing, match=r"apt-get install dataset-fashion-mnist.*download"):
         data.load_fashion_mnist(tmp_path / "empty")
+
+
+def _cli(out, *extra):
+    return [
+        "bench",
+        "--task",
+        "mnist1d-cnn",
+        "--optimizers",
+        "adamw@grid",
+        "--epochs",
+        "2",
+        "--train-subset",
+        "2000",
+        "--threads",
+        "1",
+        "--no-plots",
+        "--no-progress",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def _lines(path):
+    out = []
+    for x in path.read_text().splitlines():
+        try:
+            out.append(json.loads(x))
+        except json.JSONDecodeError:
+            pass  # the line the kill cut
+    return out
+
+
+_TIMING = {"seconds", "time", "env"}
+
+
+def _untimed(rec):
+    """A record without its wall-clock fields (they differ between any two runs)."""
+    out = {k: v for k, v in rec.items() if k not in _TIMING}
+    out["per_epoch"] = [{k: v for k, v in e.items() if k != "time"} for e in rec["per_epoch"]]
+    return out
+
+
+def test_killed_process_restarts_only_unfinished_runs_and_reports_identically(tmp_path, capsys):
+    """A real SIGKILL of `lrfree bench` mid-suite, then the same command again."""
+    import subprocess
+    import sys
+    import time
+
+    runner.code_fingerprint.cache_clear()  # hash the source now, as the subprocess will
+    threads = torch.get_num_threads()
+    try:
+        assert main(_cli(tmp_path / "whole")) == 0  # the uninterrupted run, for reference
+    finally:
+        torch.set_num_threads(threads)
+    whole_md = capsys.readouterr().out
+    whole = _lines(tmp_path / "whole" / "results.jsonl")
+    assert len(whole) == 5
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lrfree.cli", *_cli(killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    path, deadline = killed / "results.jsonl", time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if path.is_file() and path.read_bytes().count(b"\n") >= 2:
+                break
+            time.sleep(0.01)
+    finally:
+        proc.kill()
+        proc.wait()
+    before = _lines(path)
+    if proc.returncode == 0 or len(before) == 5:
+        pytest.skip("the suite finished before it could be killed (a very fast machine)")
+    assert 2 <= len(before) < 5
+    if not before[0]["key"].endswith(f"|code={runner.code_fingerprint()}"):
+        pytest.skip("lrfree's source changed while the test ran (keys hash the source)")
+
+    try:
+        assert main(_cli(killed)) == 0
+    finally:
+        torch.set_num_threads(threads)
+    restarted_md = capsys.readouterr().out
+    after = _lines(path)
+    assert after[: len(before)] == before  # the finished runs are read back, not redone
+    assert len(after) == 5 and len({r["key"] for r in after}) == 5  # only the rest ran
+    # identical results to the uninterrupted run, run by run (timings aside) ...
+    assert [_untimed(r) for r in after] == [_untimed(r) for r in whole]
+    # ... and an identical report but for the wall-clock columns
+    def untimed_md(md):
+        rows = []
+        for line in md.splitlines():
+            cells = line.split(" | ")
+            rows.append(" | ".join(cells[:5]) if line.startswith("| adamw") else line)
+        return [r for r in rows if "torch threads" not in r and not r.startswith("wrote")]
+
+    assert untimed_md(restarted_md) == untimed_md(whole_md)
+
+
+def test_suite_sizes_override_task_defaults_and_arguments_override_both():
+    from lrfree.bench.tasks import TaskSize
+
+    sizes = {"mnist1d-mlp": TaskSize(epochs=4, train_subset=300, test_subset=200)}
+    (r,) = runner.plan(["mnist1d-mlp"], ["adamw"], 1, None, None, sizes=sizes)
+    assert (r.epochs, r.train_subset, r.test_subset) == (4, 300, 200)
+    (r,) = runner.plan(["mnist1d-mlp"], ["adamw"], 1, 2, 100, sizes=sizes, test_subset=50)
+    assert (r.epochs, r.train_subset, r.test_subset) == (2, 100, 50)
+    (r,) = runner.plan(["fmnist-2c2d"], ["adamw"], 1, None, None)
+    assert (r.epochs, r.train_subset, r.test_subset) == (5, 10000, None)  # task defaults
+    (r,) = runner.plan(["cora-gcn"], ["adamw"], 1, None, 100, test_subset=50)
+    assert (r.train_subset, r.test_subset) == (None, None)  # a full graph is never cut
+    with pytest.raises(ValueError, match="seeds"):
+        runner.plan(["mnist1d-mlp"], ["adamw"], 0, None, None)
+
+
+def test_subset_split_takes_the_first_examples():
+    from lrfree.bench.data import Split
+
+    s = Split(torch.arange(10.0), torch.arange(10), torch.arange(6.0), torch.arange(6))
+    sub = runner.subset_split(s, 4, 3)
+    assert sub.y_train.tolist() == [0, 1, 2, 3] and sub.y_test.tolist() == [0, 1, 2]
+    assert runner.subset_split(s, None, None) is s
+    with pytest.raises(ValueError, match="positive"):
+        runner.subset_split(s, 0, None)
+
+
+def test_full_suite_covers_every_task_and_fits_its_estimated_budget():
+    from lrfree.bench import cost
+    from lrfree.bench.tasks import SUITES
+
+    assert set(SUITES["full"]) == set(TASKS)
+    opts = bopt.default_optimizers("full")
+    assert {n for n, e in bopt.BENCH_OPTIMIZERS.items() if e.family == "lrfree"} - {
+        o.split("@")[0] for o in opts
+    } == {"composed-adamw"}  # every named lrfree optimizer is in the suite
+    runs = runner.plan(list(TASKS), opts, 1, None, None, sizes=SUITES["full"])
+    # every task and optimizer of the suite has a measured cost (no fallback guesses) ...
+    assert {r.task.name for r in runs} <= set(cost.STEP_SECONDS) & set(cost.EVAL_SECONDS)
+    assert {r.entry.name for r in runs} <= set(cost.FACTORS)
+    # ... and the plan's estimate is within the 70 minutes the suite is sized for
+    assert cost.estimate(runs) <= 70 * 60
+
+
+def test_cost_estimate_follows_its_formula():
+    from lrfree.bench import cost
+
+    (r,) = runner.plan(["fmnist-mlp"], ["sgd-lw"], 1, 3, 1000, test_subset=500)
+    steps = 8  # ceil(1000 / 128)
+    expected = 3 * (
+        steps * cost.STEP_SECONDS["fmnist-mlp"] * cost.FACTORS["sgd-lw"]
+        + cost.EVAL_SECONDS["fmnist-mlp"] * 500 / 10000
+    ) + cost.SETUP_SECONDS
+    assert cost.run_seconds(r) == pytest.approx(expected)
+    once = cost.LOAD_SECONDS["fmnist-mlp"] + cost.STARTUP_SECONDS
+    assert cost.estimate([r, r]) == pytest.approx(expected + once)  # a run asked twice: once
+    assert cost.format_seconds(4321) == "1 h 12 min" and cost.format_seconds(95) == "1 min 35 s"
+
+
+def test_profile_counts_tasks_within_tau_of_the_best():
+    agg = {
+        "acc": {
+            "higher_is_better": True,
+            "rows": [
+                {"spec": "a", "acc_mean": 90.0},
+                {"spec": "b", "acc_mean": 88.5},
+                {"spec": "c", "acc_mean": 0.0},
+            ],
+        },
+        "loss": {  # lower is better: deficit in percent of the best loss
+            "higher_is_better": False,
+            "rows": [
+                {"spec": "a", "acc_mean": 0.30},
+                {"spec": "b", "acc_mean": 0.25},
+                {"spec": "c", "acc_mean": float("inf")},  # diverged
+            ],
+        },
+    }
+    d = report.deficits(agg)
+    assert d["a"]["acc"] == 0.0 and d["b"]["acc"] == pytest.approx(1.5)
+    assert d["a"]["loss"] == pytest.approx(20.0) and d["b"]["loss"] == 0.0
+    assert d["c"]["loss"] == float("inf")
+    rho = report.profile(agg, [0.0, 1.5, 20.0, 1e9])
+    assert rho["a"] == [0.5, 0.5, 1.0, 1.0]
+    assert rho["b"] == [0.5, 1.0, 1.0, 1.0]
+    assert rho["c"] == [0.0, 0.0, 0.0, 0.5]  # 90 points below on "acc"; inf on "loss"
+
+
+def test_tensorboard_log_progress_bar_and_results_page(tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    page = tmp_path / "docs" / "results.md"
+    code = main(
+        [
+            "bench",
+            "--task",
+            "mnist1d-mlp",
+            "--optimizers",
+            "adamw,sgd-lw",
+            "--epochs",
+            "2",
+            "--train-subset",
+            "512",
+            "--out",
+            str(tmp_path / "out"),
+            "--tensorboard",
+            str(tmp_path / "tb"),
+            "--results-page",
+            str(page),
+        ]
+    )
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "estimated" in err and "[2/2] mnist1d-mlp/sgd-lw-lrdefault-seed0 epoch 2/2" in err
+    assert "ETA" in err
+
+    def tags(folder):
+        acc = EventAccumulator(str(folder))
+        acc.Reload()
+        return acc, set(acc.Tags()["scalars"])
+
+    acc, lw = tags(tmp_path / "tb" / "mnist1d-mlp" / "sgd-lw-lrdefault-seed0")
+    assert {"epoch/train_loss", "epoch/test_loss", "epoch/test_accuracy"} <= lw
+    assert any(t.startswith("optimizer/effective_lr/") for t in lw)
+    assert [e.step for e in acc.Scalars("epoch/test_loss")] == [4, 8]  # 512 / 128 steps
+    _, base = tags(tmp_path / "tb" / "mnist1d-mlp" / "adamw-lr0.001-seed0")
+    assert "optimizer/lr/group0" in base
+
+    text = page.read_text()
+    assert "lrfree bench" in text and "| machine |" in text and "mnist1d-mlp" in text
+    images = [line[line.index("(") + 1 : -1] for line in text.splitlines() if line.startswith("![")]
+    assert "results/profile.png" in images
+    assert all((page.parent / im).is_file() for im in images)
+    assert (tmp_path / "out" / "profile.png").is_file()
+
+
+@pytest.mark.parametrize("module", ["cost", "optimizers", "report", "runner"])
+def test_bench_module_examples_run(module):
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(f"lrfree.bench.{module}")
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 import time
 from pathlib import Path
 
 __all__ = ["main"]
 
-QUICK_OPTIMIZERS = ["adamw", "adamw@grid", "sgd-m@grid"]
 DESCRIPTION = """\
 Benchmark lrfree's optimizers at their defaults against tuned baselines (a learning-rate grid,
 whose whole cost is reported) and learning-rate-free peers, on the same tasks, seeds and data
@@ -19,52 +19,57 @@ With no arguments: the quick suite on MNIST-1D (generated locally by the mnist1d
 download), an MLP and a CNN, one seed; it prints a table and writes results.jsonl, report.md,
 report.json and PNG plots into --out. Runs already in --out/results.jsonl are not redone, so a
 killed run restarted with the same --out finishes only what is left (--fresh starts over).
+The plan's estimated time (measured costs, lrfree.bench.cost) is printed before training;
+--suite full is sized to an estimated 70 minutes on a 2-core CPU.
 """
 EPILOG = """\
 examples:
   lrfree bench
   lrfree bench --list
   lrfree bench --task fmnist-mlp --optimizers adamw@grid,adamw,prodigy --seeds 3 --epochs 10
-  lrfree bench --suite full --out bench-out/full
+  lrfree bench --suite full --estimate
+  lrfree bench --suite full --out bench-out/full --threads 2 --results-page docs/results.md
+  lrfree bench --tensorboard runs/bench && tensorboard --logdir runs/bench
 """
 
 
 def _bench(args: argparse.Namespace) -> int:
+    from .bench import cost, report, runner
     from .bench import optimizers as bopt
-    from .bench import report, runner
     from .bench.data import DataMissing
-    from .bench.tasks import TASKS, BenchConfig
+    from .bench.tasks import SUITES, TASKS, BenchConfig
 
     if args.list:
         print("tasks:")
         for t in TASKS.values():
             bs = "full batch" if t.batch_size == 0 else f"batch {t.batch_size}"
-            print(f"  {t.name:16s} {t.description} ({t.epochs} epochs, {bs}; {','.join(t.tags)})")
+            print(f"  {t.name:18s} {t.description} ({t.epochs} epochs, {bs})")
+        print("suites (task: epochs, training examples, test examples):")
+        for name, sizes in SUITES.items():
+            print(f"  {name}:")
+            for task, size in sizes.items():
+                t = TASKS[task]
+                print(
+                    f"    {task:18s} {size.epochs or t.epochs} epochs, "
+                    f"{size.train_subset or t.train_subset or 'all'} train, "
+                    f"{size.test_subset or 'all'} test"
+                )
         print("optimizers (name[@grid|@LR]):")
         for e in bopt.BENCH_OPTIMIZERS.values():
             mark = "" if e.available() else "  [not installed: pip install lrfree[peers]]"
             grid = f" grid={list(e.grid)}" if e.grid else ""
             print(f"  {e.name:20s} {e.family:8s} {e.note}{grid}{mark}")
         return 0
-    lrfree_default = [
-        n
-        for n, e in bopt.BENCH_OPTIMIZERS.items()
-        if e.family == "lrfree" and n != "composed-adamw"
-    ]
-    if args.task:
-        tasks = args.task.split(",")
-    elif args.suite == "full":
-        tasks = list(TASKS)
-    else:
-        tasks = [n for n, t in TASKS.items() if "quick" in t.tags]
+    suite = SUITES[args.suite]
+    tasks = args.task.split(",") if args.task else list(suite)
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        print(f"error: unknown task(s) {unknown}; known: {sorted(TASKS)}", file=sys.stderr)
+        return 2
     if args.optimizers:
         optimizers = args.optimizers.split(",")
     else:
-        optimizers = QUICK_OPTIMIZERS + (lrfree_default or ["composed-adamw"])
-        if args.suite == "full":
-            optimizers += [
-                n for n, e in bopt.BENCH_OPTIMIZERS.items() if e.family == "peer" and e.available()
-            ]
+        optimizers = bopt.default_optimizers(args.suite)
     missing = [
         o
         for o in optimizers
@@ -85,20 +90,64 @@ def _bench(args: argparse.Namespace) -> int:
     cfg = BenchConfig(args.data_dir, args.download)
     out = Path(args.out or f"bench-out/{args.suite}")
     try:
-        runs = runner.plan(tasks, optimizers, args.seeds, args.epochs, args.train_subset)
-        t0 = time.perf_counter()
-        records = runner.run_suite(runs, out, cfg, progress=not args.no_progress, fresh=args.fresh)
+        runs = runner.plan(
+            tasks,
+            optimizers,
+            args.seeds,
+            args.epochs,
+            args.train_subset,
+            sizes=suite,
+            test_subset=args.test_subset,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    done = runner.load_results(out / "results.jsonl") if not args.fresh else {}
+    todo = list({r.key: r for r in runs if r.key not in done}.values())
+    estimate = cost.estimate(todo) if todo else 0.0
+    print(
+        f"plan: {len({r.key for r in runs})} runs on {len(tasks)} task(s), "
+        f"{len(todo)} to train; estimated {cost.format_seconds(estimate)} "
+        "(measured step and evaluation costs, lrfree.bench.cost)",
+        file=sys.stderr,
+        flush=True,
+    )
+    if args.estimate:
+        return 0
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    t0 = time.perf_counter()
+    try:
+        records = runner.run_suite(
+            runs,
+            out,
+            cfg,
+            progress=not args.no_progress,
+            fresh=args.fresh,
+            tb_dir=args.tensorboard,
+        )
     except DataMissing as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    sizes = {}
+    for r in runs:
+        sizes.setdefault(
+            r.task.name,
+            {"epochs": r.epochs, "train_subset": r.train_subset, "test_subset": r.test_subset},
+        )
     meta = {
         "tasks": tasks,
         "optimizers": optimizers,
         "seeds": args.seeds,
         "epochs": args.epochs,
         "train_subset": args.train_subset,
+        "sizes": sizes,
         "env": runner.environment(),
+        "date": date,
         "wall_seconds": time.perf_counter() - t0,
+        "estimate_seconds": estimate,
+        "n_runs": len({r.key for r in runs}),
+        "n_trained": len(todo),
+        "train_seconds_total": sum(x["seconds"] for x in {x["key"]: x for x in records}.values()),
         "command": "lrfree " + " ".join(sys.argv[1:] if len(sys.argv) > 1 else ["bench"]),
     }
     agg = report.aggregate(records)
@@ -110,7 +159,11 @@ def _bench(args: argparse.Namespace) -> int:
     print(
         f"wrote {out / 'results.jsonl'}, {out / 'report.md'}, {out / 'report.json'}"
         + (f", {len(pngs)} PNG plots" if pngs else "")
+        + (f"; TensorBoard logs in {args.tensorboard}" if args.tensorboard else "")
     )
+    if args.results_page:
+        page = report.results_page(md, meta, pngs, Path(args.results_page))
+        print(f"wrote {page} and its plots in {page.parent / page.stem}")
     return 0
 
 
@@ -133,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--suite",
         choices=["quick", "full"],
         default="quick",
-        help="quick: MNIST-1D tasks (default); full: every task",
+        help="quick: MNIST-1D tasks (default, < 2 minutes); full: every task, sized to finish "
+        "in under 90 minutes on 2 CPU cores (see --list)",
     )
     b.add_argument("--task", help="comma-separated task names (see --list); overrides --suite")
     b.add_argument(
@@ -144,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 (default 1)")
     b.add_argument("--epochs", type=int, help="override every task's epochs")
     b.add_argument("--train-subset", type=int, help="use the first N training examples")
+    b.add_argument("--test-subset", type=int, help="evaluate on the first N test examples")
     b.add_argument("--out", help="output folder (default bench-out/<suite>)")
     b.add_argument("--data-dir", help="folder with Fashion-MNIST / Planetoid raw files")
     b.add_argument("--download", action="store_true", help="download missing datasets")
@@ -152,6 +207,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.add_argument("--list", action="store_true", help="list tasks and optimizers, then exit")
+    b.add_argument(
+        "--estimate", action="store_true", help="print the plan's estimated time, then exit"
+    )
+    b.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="also write TensorBoard logs (optimizer read-outs, epoch metrics) into DIR",
+    )
+    b.add_argument(
+        "--results-page",
+        metavar="PATH",
+        help="also write a results page (markdown + plots beside it), e.g. docs/results.md",
+    )
     b.set_defaults(func=_bench)
     return parser
 

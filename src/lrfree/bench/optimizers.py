@@ -25,7 +25,7 @@ from torch import nn
 
 import lrfree
 
-__all__ = ["BENCH_OPTIMIZERS", "BenchOptimizer", "available", "resolve"]
+__all__ = ["BENCH_OPTIMIZERS", "BenchOptimizer", "available", "default_optimizers", "resolve"]
 
 Builder = Callable[..., torch.optim.Optimizer]
 """``build(model, lr, steps_per_epoch=N)``: ``lr=None`` takes the optimizer's default."""
@@ -68,13 +68,14 @@ _LOSS_NAMES = {"cross_entropy": "cross_entropy", "nll": "nll", "bce_logits": "bc
 
 
 def outputs_step(task: Any, model: nn.Module, opt: torch.optim.Optimizer, x, y) -> torch.Tensor:
-    """ADLER's documented loop: keep the graph and hand the outputs to ``step``."""
+    """ADLER's fastest documented loop: ``opt.backward(loss, out)`` keeps what the step needs
+    for ``J G`` (docs/adler.md), then the step receives the outputs."""
     from .runner import task_loss
 
     opt.zero_grad()
     out = model(x)
     loss = task_loss(task, out, y)
-    loss.backward(retain_graph=True)
+    opt.backward(loss, out)  # type: ignore[attr-defined]
     opt.step(outputs=out, targets=y)
     return loss.detach()
 
@@ -212,6 +213,28 @@ register(
         note="dog-optimizer LDoG(lr=1)",
     )
 )
+
+
+def default_optimizers(suite: str) -> list[str]:
+    """The optimizer specs a suite runs when ``--optimizers`` is not given: AdamW at 1e-3,
+    the AdamW and SGD-momentum grids, every named lrfree optimizer at its defaults, and
+    (``full`` suite) every installed peer.
+
+    Example::
+
+        >>> specs = default_optimizers("full")
+        >>> specs[:3], "adamw-lw" in specs
+        (['adamw', 'adamw@grid', 'sgd-m@grid'], True)
+    """
+    if suite not in ("quick", "full"):
+        raise ValueError(f"unknown suite {suite!r} (quick or full)")
+    lrfree_named = [
+        n for n, e in BENCH_OPTIMIZERS.items() if e.family == "lrfree" and n != "composed-adamw"
+    ]
+    specs = ["adamw", "adamw@grid", "sgd-m@grid"] + (lrfree_named or ["composed-adamw"])
+    if suite == "full":
+        specs += [n for n, e in BENCH_OPTIMIZERS.items() if e.family == "peer" and e.available()]
+    return specs
 
 
 def available() -> list[str]:

@@ -13,12 +13,24 @@ Protocol (AlgoPerf-like, at small scale):
 from __future__ import annotations
 
 import json
+import math
+import shutil
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-__all__ = ["aggregate", "markdown", "plots", "write_json"]
+__all__ = [
+    "aggregate",
+    "deficits",
+    "markdown",
+    "plots",
+    "profile",
+    "profile_plot",
+    "results_page",
+    "summary_lines",
+    "write_json",
+]
 
 
 def _mean_std(xs: list[float]) -> tuple[float, float]:
@@ -140,30 +152,35 @@ def markdown(agg: dict[str, Any], meta: dict[str, Any]) -> str:
                 f"{r['seconds']:.1f} | {r['compute']:.1f} |"
             )
         lines.append("")
-    # summary: within 1 point (accuracy) or 1% (loss) of the tuned baseline
-    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for t in agg.values():
-        for r in t["rows"]:
-            if r["close"] is not None:
-                counts[r["spec"]][1] += 1
-                counts[r["spec"]][0] += r["close"]
-    if counts:
-        lines.append(
-            "### Summary: tasks within 1 point of accuracy (1% of loss) of the tuned baseline\n"
-        )
-        lines.append("| optimizer | within 1 point | tasks |")
-        lines.append("|---|---|---|")
-        for spec, (k, n) in sorted(counts.items(), key=lambda kv: -kv[1][0]):
-            lines.append(f"| {spec} | {k} | {n} |")
-        lines.append("")
+    lines += summary_lines(agg)
     lines.append(
-        f"Seeds: {meta.get('seeds')}; epochs: {meta.get('epochs') or 'task default'}; "
-        f"training subset: {meta.get('train_subset') or 'full'}; "
+        f"Seeds: {meta.get('seeds')}; {_sizes_text(meta)}; "
         f"machine: {meta['env']['processor']}, {meta['env']['cpus']} CPUs, "
         f"{meta['env']['threads']} torch threads; torch {meta['env']['torch']}, "
         f"lrfree {meta['env']['lrfree']}."
     )
     return "\n".join(lines) + "\n"
+
+
+def _sizes_text(meta: dict[str, Any]) -> str:
+    """Epochs and subsets: one phrase when every task shares them, else per task."""
+    sizes = meta.get("sizes")
+    if not sizes:  # records from an older caller: the global overrides only
+        return (
+            f"epochs: {meta.get('epochs') or 'task default'}; "
+            f"training subset: {meta.get('train_subset') or 'full'}"
+        )
+
+    def one(z: dict[str, Any]) -> str:
+        return (
+            f"{z['epochs']} epochs, training examples: {z['train_subset'] or 'all'}, "
+            f"test examples: {z['test_subset'] or 'all'}"
+        )
+
+    phrases = {task: one(z) for task, z in sizes.items()}
+    if len(set(phrases.values())) == 1:
+        return next(iter(phrases.values()))
+    return "sizes: " + "; ".join(f"{t}: {p}" for t, p in phrases.items())
 
 
 def write_json(agg: dict[str, Any], meta: dict[str, Any], path: Path) -> None:
@@ -174,29 +191,175 @@ def write_json(agg: dict[str, Any], meta: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps({"meta": meta, "tasks": slim}, indent=2))
 
 
+def deficits(agg: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per optimizer spec, per task: how far it is from the task's best entry.
+
+    Accuracy tasks: ``best - acc`` in accuracy points; loss tasks: ``100 (loss / best - 1)``,
+    percent above the best loss. 0 for the best entry; ``inf`` for a diverged or non-finite
+    result.
+
+    Example::
+
+        >>> agg = {"t": {"higher_is_better": True, "rows": [
+        ...     {"spec": "a", "acc_mean": 90.0}, {"spec": "b", "acc_mean": 87.5}]}}
+        >>> deficits(agg)
+        {'a': {'t': 0.0}, 'b': {'t': 2.5}}
+    """
+    out: dict[str, dict[str, float]] = defaultdict(dict)
+    for task, t in agg.items():
+        values = [r["acc_mean"] for r in t["rows"] if math.isfinite(r["acc_mean"])]
+        if not values:
+            continue
+        best = max(values) if t["higher_is_better"] else min(values)
+        for r in t["rows"]:
+            v = r["acc_mean"]
+            if not math.isfinite(v):
+                d = math.inf
+            elif t["higher_is_better"]:
+                d = best - v
+            else:
+                d = 100.0 * (v / best - 1.0) if best > 0 else math.inf
+            out[r["spec"]][task] = max(d, 0.0)
+    return dict(out)
+
+
+def profile(agg: dict[str, Any], taus: list[float]) -> dict[str, list[float]]:
+    """Performance profile: per spec, the fraction of its tasks with deficit <= tau, per tau.
+
+    ``rho_s(tau) = |{task: deficit(s, task) <= tau}| / |tasks of s|``, with ``deficit`` as in
+    ``deficits`` (points of accuracy, or percent of loss, below the task's best entry).
+    ``rho_s(0)`` is the fraction of tasks ``s`` wins; a curve that rises early and reaches 1
+    is an optimizer that is never far from the best.
+
+    Example::
+
+        >>> agg = {"t1": {"higher_is_better": True, "rows": [
+        ...     {"spec": "a", "acc_mean": 90.0}, {"spec": "b", "acc_mean": 87.5}]},
+        ...        "t2": {"higher_is_better": True, "rows": [
+        ...     {"spec": "a", "acc_mean": 70.0}, {"spec": "b", "acc_mean": 71.0}]}}
+        >>> profile(agg, [0.0, 1.0, 3.0])
+        {'a': [0.5, 1.0, 1.0], 'b': [0.5, 0.5, 1.0]}
+    """
+    return {
+        spec: [sum(d <= tau for d in per_task.values()) / len(per_task) for tau in taus]
+        for spec, per_task in deficits(agg).items()
+    }
+
+
+def summary_lines(agg: dict[str, Any]) -> list[str]:
+    """The summary across tasks (markdown lines): per optimizer spec, on how many tasks it
+    is within 1 point of accuracy (1% of loss) of the tuned baseline and of the best entry,
+    and its median and worst distance to the best entry (see ``deficits``)."""
+    close: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for t in agg.values():
+        for r in t["rows"]:
+            if r["close"] is not None:
+                close[r["spec"]][1] += 1
+                close[r["spec"]][0] += r["close"]
+    defs = deficits(agg)
+    if not defs:
+        return []
+    family = {r["spec"]: r["family"] for t in agg.values() for r in t["rows"]}
+    lines = [
+        "### Summary across tasks\n",
+        "Within 1 point: within 1 accuracy point (for loss tasks: 1% of the loss) of the "
+        "tuned baseline (the best learning-rate grid) or of the best entry of the task. "
+        "Points below the best: accuracy points (loss tasks: percent of loss) below the "
+        "task's best entry; `inf` for a diverged run.\n",
+        "| optimizer | family | within 1 point of tuned baseline | within 1 point of best "
+        "| median points below best | worst | tasks |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def order(spec: str) -> tuple:
+        d = sorted(defs[spec].values())
+        return (-close[spec][0], -sum(x <= 1.0 for x in d), statistics.median(d), spec)
+
+    for spec in sorted(defs, key=order):
+        d = sorted(defs[spec].values())
+        k, n = close.get(spec, (0, 0))
+        tuned = f"{k} / {n}" if n else "-"
+        lines.append(
+            f"| {spec} | {family.get(spec, '')} | {tuned} | {sum(x <= 1.0 for x in d)} / "
+            f"{len(d)} | {statistics.median(d):.2f} | {d[-1]:.2f} | {len(d)} |"
+        )
+    lines.append("")
+    return lines
+
+
+def profile_plot(agg: dict[str, Any], path: Path, tau_max: float | None = None) -> Path | None:
+    """The performance profile (``profile``) as a PNG: fraction of tasks within tau of the
+    best entry vs tau; one line per optimizer spec, dashed for baselines, dotted for peers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    defs = deficits(agg)
+    if not defs:
+        return None
+    finite = [d for per in defs.values() for d in per.values() if math.isfinite(d)]
+    top = tau_max or 1.05 * max(min(max(finite, default=1.0), 50.0), 2.0)
+    taus = sorted({0.0, top, *[d for d in finite if d <= top]})
+    taus = sorted(set(taus) | {top * k / 200 for k in range(201)})
+    rho = profile(agg, taus)
+    fam = {r["spec"]: r["family"] for t in agg.values() for r in t["rows"]}
+    style = {"baseline": "--", "peer": ":"}
+    fig, ax = plt.subplots(figsize=(10, 6))
+    colors = plt.get_cmap("tab20").colors  # 20 colours; line styles tell families apart
+    for i, spec in enumerate(sorted(rho, key=lambda s: -sum(rho[s]))):
+        ls = style.get(fam.get(spec, ""), "-")
+        ax.step(taus, rho[spec], where="post", label=spec, ls=ls, color=colors[i % 20])
+    ax.axvline(1.0, color="grey", lw=0.8)
+    ax.set(
+        xlabel="tau: accuracy points (loss tasks: % of loss) below the task's best",
+        ylabel="fraction of tasks within tau of the best",
+        xlim=(0, top),
+        ylim=(-0.02, 1.02),
+        title=f"Performance profile over {len(agg)} task(s)",
+    )
+    ax.legend(fontsize=7, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def plots(agg: dict[str, Any], out: Path) -> list[Path]:
-    """Per task: test accuracy and train loss vs epoch and vs time; per-block rates."""
+    """Per task: train loss and test metric vs epoch and vs training seconds (first seed;
+    ``<task>.png``); the lrfree optimizers' per-block effective rates at the end of each
+    epoch (``<task>-rates.png``); the performance profile across tasks (``profile.png``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     written = []
+    style = {"baseline": "--", "peer": ":"}
     for task, t in agg.items():
-        fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+        fig, axes = plt.subplots(2, 2, figsize=(15, 9))
         for r in t["rows"]:
             rec = r["curves"][0]  # first seed
             ep = [e["epoch"] for e in rec["per_epoch"]]
             tm = [e["time"] for e in rec["per_epoch"]]
+            loss = [e["train_loss"] for e in rec["per_epoch"]]
+            metric = [e["metric"] for e in rec["per_epoch"]]
             label = r["spec"] + ("" if r["lr"] is None else f" ({r['lr']:g})")
-            axes[0].plot(ep, [e["train_loss"] for e in rec["per_epoch"]], label=label)
-            axes[1].plot(ep, [e["metric"] for e in rec["per_epoch"]], label=label)
-            axes[2].plot(tm, [e["metric"] for e in rec["per_epoch"]], label=label)
-        axes[0].set(xlabel="epoch", ylabel="train loss", yscale="log", title=task)
+            ls = style.get(r["family"], "-")
+            for ax, x, y in zip(axes.flat, (ep, tm, ep, tm), (loss, loss, metric, metric)):
+                ax.plot(x, y, label=label, ls=ls, marker="." if len(x) < 12 else None)
         ylabel = "test accuracy %" if t["higher_is_better"] else "test loss"
-        axes[1].set(xlabel="epoch", ylabel=ylabel)
-        axes[2].set(xlabel="training seconds", ylabel=ylabel)
-        axes[1].legend(fontsize=7)
+        for ax, xl, yl in zip(
+            axes.flat,
+            ("epoch", "training seconds") * 2,
+            ("train loss", "train loss", ylabel, ylabel),
+        ):
+            ax.set(xlabel=xl, ylabel=yl)
+        for ax in axes[0]:
+            if all(e["train_loss"] > 0 for r in t["rows"] for e in r["curves"][0]["per_epoch"]):
+                ax.set_yscale("log")
+        fig.suptitle(f"{task} (first seed)")
+        axes[0, 1].legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.0))
         fig.tight_layout()
         path = out / f"{task}.png"
         fig.savefig(path, dpi=90)
@@ -204,18 +367,121 @@ def plots(agg: dict[str, Any], out: Path) -> list[Path]:
         written.append(path)
         adaptive = [r for r in t["rows"] if r["family"] == "lrfree" and r["curves"][0]["rates"]]
         if adaptive:
+            cols = min(4, len(adaptive))
+            nrows = -(-len(adaptive) // cols)
             fig, axes = plt.subplots(
-                1, len(adaptive), figsize=(5 * len(adaptive), 3.6), squeeze=False
+                nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), squeeze=False
             )
-            for ax, r in zip(axes[0], adaptive):
-                rates = r["curves"][0]["rates"]
-                for block in list(rates[0])[:12]:
-                    ax.plot(range(1, len(rates) + 1), [e.get(block) for e in rates], label=block)
-                ax.set(title=r["spec"], xlabel="epoch", ylabel="effective lr", yscale="log")
-                ax.legend(fontsize=6)
+            for ax in axes.flat[len(adaptive) :]:
+                ax.axis("off")
+            for ax, r in zip(axes.flat, adaptive):
+                rec = r["curves"][0]  # first seed
+                n_blocks = len(rec["rates"][0])
+                if rec.get("rate_trace"):  # read-outs during training, x in epochs
+                    spe = max(rec.get("steps_per_epoch", 1), 1)
+                    xs = [p["step"] / spe for p in rec["rate_trace"]]
+                    ys_all = [p["rates"] for p in rec["rate_trace"]]
+                else:  # older records: the end of each epoch only
+                    xs = list(range(1, len(rec["rates"]) + 1))
+                    ys_all = rec["rates"]
+                blocks = list(ys_all[0])
+                for block in blocks[:12]:
+                    ys = [e.get(block, float("nan")) for e in ys_all]
+                    ax.plot(xs, ys, marker="." if len(xs) < 12 else None, label=block)
+                more = f" (12 of {n_blocks} blocks)" if n_blocks > 12 else ""
+                ax.set(title=r["spec"] + more, xlabel="epoch", ylabel="effective lr")
+                if all(v > 0 for e in ys_all for v in e.values()):
+                    ax.set_yscale("log")
+                ax.legend(fontsize=5)
+            fig.suptitle(f"{task}: effective learning rate per block over training")
             fig.tight_layout()
             path = out / f"{task}-rates.png"
             fig.savefig(path, dpi=90)
             plt.close(fig)
             written.append(path)
+    prof = profile_plot(agg, out / "profile.png")
+    if prof is not None:
+        written.append(prof)
     return written
+
+
+def results_page(
+    markdown_text: str, meta: dict[str, Any], pngs: list[Path], page: Path
+) -> Path:
+    """Write the results page (``docs/results.md``) of one benchmark run.
+
+    The page holds how it was produced (command, date, machine, versions, wall time and the
+    estimate made before the run), the tables of ``markdown`` and the PNG plots, which are
+    copied into a folder ``<page stem>/`` beside the page (old PNGs there are removed first,
+    so the page and its images always come from the same run).
+    """
+    page = Path(page)
+    assets = page.parent / page.stem
+    if assets.exists():
+        for old in assets.glob("*.png"):
+            old.unlink()
+    assets.mkdir(parents=True, exist_ok=True)
+    for png in pngs:
+        shutil.copyfile(png, assets / png.name)
+    env = meta["env"]
+    est = meta.get("estimate_seconds")
+    wall = meta.get("wall_seconds")
+    lines = [
+        "# Benchmark results",
+        "",
+        "Generated by `lrfree bench` from one run on one machine; do not edit by hand. "
+        "Regenerate with `make results` (see [the benchmark](benchmark.md) for the protocol).",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| command | `{meta.get('command', '')}` |",
+        f"| date (UTC) | {meta.get('date', '-')} |",
+        f"| machine | {env.get('processor')} ({env.get('machine')}), {env.get('cpus')} CPUs, "
+        f"{env.get('threads')} torch threads |",
+        f"| versions | lrfree {env.get('lrfree')}, torch {env.get('torch')}, "
+        f"Python {env.get('python')} |",
+        f"| seeds | {meta.get('seeds')} |",
+        f"| runs | {meta.get('n_runs', '-')} ({meta.get('n_trained', '-')} trained by this "
+        "invocation, the rest read back from `results.jsonl`) |",
+        f"| wall time of this invocation | {_minutes(wall)} |",
+        f"| training time of all runs (sum, evaluation excluded) | "
+        f"{_minutes(meta.get('train_seconds_total'))} |",
+        f"| estimated before the run | {_minutes(est)} (`lrfree.bench.cost`) |",
+        "",
+    ]
+    if meta.get("sizes"):
+        lines += [
+            "Sizes (epochs, first N training examples, first N test examples; `all` = the "
+            "whole split):",
+            "",
+            "| task | epochs | training examples | test examples |",
+            "|---|---|---|---|",
+        ]
+        for task, size in meta["sizes"].items():
+            lines.append(
+                f"| {task} | {size['epochs']} | {size['train_subset'] or 'all'} | "
+                f"{size['test_subset'] or 'all'} |"
+            )
+        lines.append("")
+    names = {p.name for p in pngs}
+    if "profile.png" in names:
+        lines += [
+            "## Performance profile",
+            "",
+            f"![performance profile]({assets.name}/profile.png)",
+            "",
+        ]
+    lines += ["## Tables", "", markdown_text, ""]
+    task_pngs = [p for p in pngs if p.name != "profile.png"]
+    if task_pngs:
+        lines += ["## Plots", ""]
+        for p in task_pngs:
+            lines += [f"![{p.stem}]({assets.name}/{p.name})", ""]
+    page.write_text("\n".join(lines))
+    return page
+
+
+def _minutes(s: float | None) -> str:
+    if s is None:
+        return "-"
+    return f"{s / 60:.1f} min"

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import math
 import os
 import platform
+import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +29,9 @@ import lrfree
 
 from .data import Split
 from .optimizers import BenchOptimizer, resolve
-from .tasks import BenchConfig, Task, get_task
+from .tasks import BenchConfig, Task, TaskSize, get_task
 
-__all__ = ["Run", "environment", "plan", "run_one", "run_suite"]
+__all__ = ["Run", "environment", "plan", "run_one", "run_suite", "subset_split"]
 
 
 @dataclass
@@ -42,15 +44,23 @@ class Run:
     seed: int
     epochs: int
     train_subset: int | None
+    test_subset: int | None = None
 
     @property
     def key(self) -> str:
         lr = "default" if self.lr is None else f"{self.lr:g}"
+        test = "" if self.test_subset is None else f"|test={self.test_subset}"
         return (
             f"{self.task.name}|{self.entry.name}|lr={lr}|seed={self.seed}|epochs={self.epochs}"
-            f"|bs={self.task.batch_size}|subset={self.train_subset}|v={lrfree.__version__}"
-            f"|code={code_fingerprint()}"
+            f"|bs={self.task.batch_size}|subset={self.train_subset}{test}"
+            f"|v={lrfree.__version__}|code={code_fingerprint()}"
         )
+
+    @property
+    def label(self) -> str:
+        """A short name for progress bars and log folders: ``task/optimizer-lr-seed``."""
+        lr = "default" if self.lr is None else f"{self.lr:g}"
+        return f"{self.task.name}/{self.entry.name}-lr{lr}-seed{self.seed}"
 
 
 @functools.lru_cache(maxsize=1)
@@ -67,13 +77,24 @@ def code_fingerprint() -> str:
 _WORST = {"accuracy": 0.0, "test_loss": float("inf")}
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else ``platform.processor()``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment() -> dict[str, Any]:
     return {
         "torch": torch.__version__,
         "lrfree": lrfree.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": _cpu_model(),
         "cpus": os.cpu_count(),
         "threads": torch.get_num_threads(),
     }
@@ -85,17 +106,37 @@ def plan(
     seeds: int,
     epochs: int | None,
     train_subset: int | None,
+    sizes: dict[str, TaskSize] | None = None,
+    test_subset: int | None = None,
 ) -> list[Run]:
+    """The runs of a benchmark: every task x seed x optimizer spec (a grid gives one run per
+    rate). Sizes, most specific first: the arguments ``epochs`` / ``train_subset`` /
+    ``test_subset`` (``None``: not given), a suite's ``sizes[task]``, the task's defaults.
+
+    Example::
+
+        >>> runs = plan(["mnist1d-mlp"], ["adamw@grid"], seeds=2, epochs=3, train_subset=None)
+        >>> len(runs), runs[0].epochs, runs[0].lr
+        (10, 3, 0.0001)
+    """
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
     runs = []
     for t in tasks:
         task = get_task(t)
+        size = (sizes or {}).get(t, TaskSize())
+        n_epochs = epochs or size.epochs or task.epochs
+        subset = next(
+            (v for v in (train_subset, size.train_subset, task.train_subset) if v is not None),
+            None,
+        )
+        test = test_subset if test_subset is not None else size.test_subset
+        if task.batch_size <= 0:  # a full-graph task: one "example", split by node masks
+            subset = test = None
         for seed in range(seeds):
             for spec in optimizers:
                 for entry, lr, is_grid in resolve(spec):
-                    subset = train_subset if train_subset is not None else task.train_subset
-                    runs.append(
-                        Run(task, spec, entry, lr, is_grid, seed, epochs or task.epochs, subset)
-                    )
+                    runs.append(Run(task, spec, entry, lr, is_grid, seed, n_epochs, subset, test))
     return runs
 
 
@@ -158,8 +199,47 @@ def _default_step(task: Task, model, opt, x, y) -> torch.Tensor:
     return opt.step(closure)
 
 
-def run_one(run: Run, split: Split, on_epoch=None) -> dict[str, Any]:
-    """Train one (task, optimizer, lr, seed) and return its result record."""
+def _tb_logger(tb_dir: str | os.PathLike[str], run: Run, opt, steps_per_epoch: int):
+    """A TensorBoard logger for one run in ``tb_dir/<task>/<optimizer>-lr<lr>-seed<s>`` (the
+    folder is emptied first, so a run redone after a crash is not logged twice)."""
+    from lrfree.logging import OptimizerLogger, TensorBoardWriter
+
+    folder = Path(tb_dir) / run.label
+    if folder.exists():
+        shutil.rmtree(folder)
+    every = max(1, steps_per_epoch // 20)  # about 20 read-outs of the optimizer per epoch
+    sink = TensorBoardWriter(folder, prefix="optimizer")
+    epochs = TensorBoardWriter(writer=sink.writer, prefix="epoch")  # same event file
+    return OptimizerLogger(opt, sink, every=every), epochs
+
+
+TRACE_POINTS = 40
+TRACE_BLOCKS = 32
+
+
+def _first(rates: dict[str, float], n: int = TRACE_BLOCKS) -> dict[str, float]:
+    """The first ``n`` blocks of a read-out (per-filter blocks can number thousands)."""
+    return dict(itertools.islice(rates.items(), n))
+
+
+def run_one(
+    run: Run,
+    split: Split,
+    on_epoch: Callable[[int], None] | None = None,
+    tb_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Train one (task, optimizer, lr, seed) and return its result record.
+
+    The record holds ``rates`` (``effective_lr()`` at the end of each epoch, every block)
+    and ``rate_trace`` (about ``TRACE_POINTS`` read-outs over the run, ``{"step", "rates"}``,
+    the first ``TRACE_BLOCKS`` blocks), for lrfree optimizers; ``[]`` for the others.
+
+    ``on_epoch(epoch)`` is called after each epoch (progress bars). With ``tb_dir``, the
+    optimizer's read-out (``lrfree.logging.scalars``: effective rates, rule diagnostics, or
+    a torch optimizer's ``lr``) is written to TensorBoard about 20 times per epoch, and the
+    epoch's train loss, test loss, test metric and training seconds once per epoch, all
+    against the training step.
+    """
     task = run.task
     torch.manual_seed(run.seed)
     model = task.model()
@@ -169,8 +249,12 @@ def run_one(run: Run, split: Split, on_epoch=None) -> dict[str, Any]:
     step = run.entry.step or _default_step
     gen = torch.Generator().manual_seed(run.seed)  # same data order for every optimizer
     _mode(opt, "train")
-    per_epoch, rates = [], []
-    elapsed, diverged = 0.0, False
+    tb, tb_epoch = _tb_logger(tb_dir, run, opt, steps_per_epoch) if tb_dir else (None, None)
+    per_epoch, rates, trace = [], [], []
+    # the rate trace: about TRACE_POINTS read-outs of effective_lr() over the whole run
+    trace_every = max(1, run.epochs * steps_per_epoch // TRACE_POINTS)
+    traced = callable(getattr(opt, "effective_lr", None))
+    elapsed, diverged, n_steps = 0.0, False, 0
     for epoch in range(run.epochs):
         t0 = time.perf_counter()
         loss_sum, count = torch.zeros(()), 0
@@ -178,6 +262,15 @@ def run_one(run: Run, split: Split, on_epoch=None) -> dict[str, Any]:
             loss = step(task, model, opt, x, y)
             loss_sum += loss.detach()
             count += 1
+            n_steps += 1
+            if traced and n_steps % trace_every == 0:
+                t_log = time.perf_counter()
+                trace.append({"step": n_steps, "rates": _first(opt.effective_lr())})
+                t0 += time.perf_counter() - t_log  # read-outs are not training time
+            if tb is not None and n_steps % tb.every == 0:
+                t_log = time.perf_counter()
+                tb.log(n_steps)
+                t0 += time.perf_counter() - t_log  # logging is not training time
         elapsed += time.perf_counter() - t0
         train_loss = float(loss_sum) / max(count, 1)
         _mode(opt, "eval")
@@ -196,11 +289,18 @@ def run_one(run: Run, split: Split, on_epoch=None) -> dict[str, Any]:
         )
         if hasattr(opt, "effective_lr"):
             rates.append(opt.effective_lr())
+        if tb_epoch is not None:
+            metrics = {"train_loss": train_loss, "test_loss": test_loss, "seconds": elapsed}
+            if task.metric == "accuracy":
+                metrics["test_accuracy"] = metric
+            tb_epoch.write(n_steps, {k: v for k, v in metrics.items() if math.isfinite(v)})
         if on_epoch is not None:
             on_epoch(epoch + 1)
         if not math.isfinite(train_loss):
             diverged = True
             break
+    if tb is not None:
+        tb.close()  # closes the event file tb_epoch shares
     last = per_epoch[-1]
     return {
         "key": run.key,
@@ -214,8 +314,11 @@ def run_one(run: Run, split: Split, on_epoch=None) -> dict[str, Any]:
         "epochs": run.epochs,
         "batch_size": task.batch_size,
         "train_subset": run.train_subset,
+        "test_subset": run.test_subset,
         "per_epoch": per_epoch,
         "rates": rates,
+        "rate_trace": trace,
+        "steps_per_epoch": steps_per_epoch,
         "diverged": diverged,
         "metric_name": task.metric,
         "higher_is_better": task.metric == "accuracy",
@@ -249,6 +352,73 @@ def _append(path: Path, rec: dict[str, Any]) -> None:
         os.fsync(fh.fileno())
 
 
+def subset_split(split: Split, train_subset: int | None, test_subset: int | None) -> Split:
+    """The first ``train_subset`` training and ``test_subset`` test examples (``None``: all).
+
+    The graph tasks hold one full-graph "batch" (their split is by node masks), which any
+    subset keeps whole.
+    """
+    if train_subset is None and test_subset is None:
+        return split
+    for v in (train_subset, test_subset):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"a subset must be a positive number of examples, got {v!r}")
+    tr = slice(None) if train_subset is None else slice(0, train_subset)
+    te = slice(None) if test_subset is None else slice(0, test_subset)
+    return Split(split.x_train[tr], split.y_train[tr], split.x_test[te], split.y_test[te])
+
+
+class _Progress:
+    """A tqdm bar over the plan's *estimated* seconds (``cost.epoch_seconds`` per epoch), so
+    its rate calibrates the estimate to this machine and its ETA weighs a 2c2d epoch more
+    than an MNIST-1D one. The description names the run (``[i/N] task/optimizer-lr-seed``)
+    and the epoch."""
+
+    def __init__(self, todo: list[Run]) -> None:
+        from tqdm.auto import tqdm
+
+        from . import cost
+
+        self.cost = cost
+        self.n = len(todo)
+        self.bar = tqdm(
+            total=cost.estimate(todo) * (1 + 1e-9),  # (float sums of the updates)
+            dynamic_ncols=True,
+            mininterval=0.5,
+            smoothing=0.05,  # the ETA follows the average rate, not the last epoch's
+            bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed} elapsed, ETA {remaining}",
+        )
+        self.i = 0
+
+    def loaded(self, task: str) -> None:
+        self.bar.update(self.cost.LOAD_SECONDS.get(task, self.cost.DEFAULT_LOAD))
+
+    def start(self, run: Run) -> None:
+        self.i += 1
+        self.run, self.done = run, 0.0
+        self.bar.update(self.cost.SETUP_SECONDS)
+        self.done += self.cost.SETUP_SECONDS
+        self._describe(0)
+
+    def _describe(self, epoch: int) -> None:
+        r = self.run
+        self.bar.set_description(f"[{self.i}/{self.n}] {r.label} epoch {epoch}/{r.epochs}")
+
+    def epoch(self, e: int) -> None:
+        step = self.cost.epoch_seconds(self.run)
+        self.bar.update(step)
+        self.done += step
+        self._describe(e)
+
+    def finish(self) -> None:  # a diverged run stops early: count its remaining epochs
+        self.bar.update(max(self.cost.run_seconds(self.run) - self.done, 0.0))
+
+    def close(self, complete: bool = False) -> None:
+        if complete:  # the estimate's start-up and shared loads: show the end as 100%
+            self.bar.update(max(self.bar.total - self.bar.n, 0.0))
+        self.bar.close()
+
+
 def run_suite(
     runs: list[Run],
     out: Path,
@@ -256,8 +426,14 @@ def run_suite(
     *,
     progress: bool = True,
     fresh: bool = False,
+    tb_dir: str | os.PathLike[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run what is not in ``out/results.jsonl`` yet; return the records of all ``runs``."""
+    """Run what is not in ``out/results.jsonl`` yet; return the records of all ``runs``.
+
+    Each finished run is appended (and fsync'ed) as one JSON line, so a run killed at any
+    point loses at most the run in progress; a line cut by the kill is ignored and redone.
+    With ``tb_dir``, the runs trained now also write TensorBoard logs (see ``run_one``).
+    """
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.jsonl"
     if fresh and path.exists():
@@ -269,28 +445,24 @@ def run_suite(
     todo = list({r.key: r for r in runs if r.key not in done}.values())  # a run asked twice
     # (adamw at its default 1e-3 and inside adamw@grid) is trained once
     splits: dict[str, Split] = {}
-    bar = None
-    if progress and todo:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
-            total=sum(r.epochs for r in todo), unit="epoch", dynamic_ncols=True, mininterval=0.5
-        )
-    for r in todo:
-        if r.task.name not in splits:
-            splits[r.task.name] = r.task.load(cfg)
-        split = splits[r.task.name]
-        if r.train_subset is not None:  # the first N training examples
-            split = Split(split.x_train[: r.train_subset], split.y_train[: r.train_subset],
-                          split.x_test, split.y_test)  # fmt: skip
+    bar = _Progress(todo) if progress and todo else None
+    complete = False
+    try:
+        for r in todo:
+            if r.task.name not in splits:
+                splits[r.task.name] = r.task.load(cfg)
+                if bar is not None:
+                    bar.loaded(r.task.name)
+            split = subset_split(splits[r.task.name], r.train_subset, r.test_subset)
+            if bar is not None:
+                bar.start(r)
+            rec = run_one(r, split, on_epoch=bar.epoch if bar else None, tb_dir=tb_dir)
+            if bar is not None:
+                bar.finish()
+            _append(path, rec)
+            done[r.key] = rec
+        complete = True
+    finally:
         if bar is not None:
-            lr = "default" if r.lr is None else f"{r.lr:g}"
-            bar.set_description(f"{r.task.name} {r.entry.name} lr={lr} seed={r.seed}")
-        rec = run_one(r, split, on_epoch=(lambda e: bar.update(1)) if bar else None)
-        if bar is not None and rec["diverged"]:
-            bar.update(r.epochs - len(rec["per_epoch"]))
-        _append(path, rec)
-        done[r.key] = rec
-    if bar is not None:
-        bar.close()
+            bar.close(complete)
     return [{**done[r.key], "spec": r.spec, "grid": r.grid} for r in runs]

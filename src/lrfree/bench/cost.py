@@ -1,0 +1,280 @@
+"""What a benchmark plan will cost, before it runs: measured step and evaluation times.
+
+The estimate of one run is
+
+.. math::
+
+    T = E \\cdot (S \\cdot t_{\\text{step}}(\\text{task}) \\cdot f(\\text{optimizer})
+        + t_{\\text{eval}}(\\text{task})) + t_{\\text{setup}}
+
+with ``E`` epochs, ``S = ceil(n_train / batch)`` steps per epoch (1 for full batch),
+``t_step`` the measured seconds of one torch-AdamW training step on the task's batch,
+``t_eval`` the measured seconds of one evaluation on the task's test set (scaled by the
+fraction of it a ``test_subset`` keeps), and ``f`` the
+measured cost of the optimizer's step relative to AdamW's (the largest ratio over the tasks
+it was measured on, so conservative). A plan adds the data loading of each task once and
+the start-up (imports) once.
+
+Checked against real runs (``lrfree bench --task T --optimizers adamw,sgd-lw,adler,prodigy
+--epochs 2 --train-subset 1500 --test-subset 1000 --threads 1``, 2026-11-30, shared machine):
+fmnist-2c2d estimated 48 s, the process used 52 s of CPU; fmnist-mlp 5 s vs 11 s and
+cora-gcn 1 s vs 6 s, where start-up (about 5 s, now added) was most of it.
+
+The tables below were measured with ``python -m lrfree.bench.cost`` (one torch thread) on
+this project's 2-core x86_64 CPU while other jobs ran. They are CPU seconds of the process
+(``time.process_time``), which a shared machine disturbs much less than wall-clock time; with
+one thread, a step's CPU time is about the wall time it takes on a quiet machine, and two
+threads only make it shorter, so the estimate is on the slow side.
+``python -m lrfree.bench.cost`` re-measures them on any machine.
+
+Example::
+
+    >>> from lrfree.bench import cost, runner
+    >>> runs = runner.plan(["mnist1d-mlp"], ["adamw"], seeds=1, epochs=2, train_subset=None)
+    >>> cost.estimate(runs) > 0
+    True
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from typing import Any
+
+import torch
+
+from .data import Split
+from .optimizers import BENCH_OPTIMIZERS
+from .tasks import BenchConfig, Task, get_task
+
+__all__ = ["EVAL_SECONDS", "FACTORS", "STEP_SECONDS", "estimate", "format_seconds", "measure"]
+
+# CPU seconds per torch-AdamW training step (the task's batch), per evaluation on the whole
+# test set, and to load the task's data; measured 2026-11-30 (see the module docstring)
+STEP_SECONDS: dict[str, float] = {
+    "mnist1d-mlp": 0.00119,
+    "mnist1d-cnn": 0.00483,
+    "fmnist-mlp": 0.02055,
+    "fmnist-2c2d": 0.2627,
+    "fmnist-autoencoder": 0.05491,
+    "fmnist-tlr-mlp": 0.01205,
+    "fmnist-adalip-cnn": 0.2304,
+    "fmnist-lenet5": 0.02598,
+    "fmnist-resnet": 0.1153,
+    "cora-gcn": 0.0398,
+    "citeseer-gcn": 0.0589,
+}
+EVAL_SECONDS: dict[str, float] = {
+    "mnist1d-mlp": 0.002,
+    "mnist1d-cnn": 0.01,
+    "fmnist-mlp": 0.43,
+    "fmnist-2c2d": 10.33,
+    "fmnist-autoencoder": 0.88,
+    "fmnist-tlr-mlp": 0.22,
+    "fmnist-adalip-cnn": 13.30,
+    "fmnist-lenet5": 0.70,
+    "fmnist-resnet": 7.29,
+    "cora-gcn": 0.015,
+    "citeseer-gcn": 0.03,
+}
+LOAD_SECONDS: dict[str, float] = {
+    "mnist1d-mlp": 5.0,
+    "mnist1d-cnn": 5.0,  # (generated once per process, shared with mnist1d-mlp)
+    "fmnist-mlp": 1.6,
+    "fmnist-2c2d": 1.6,
+    "fmnist-autoencoder": 1.6,
+    "fmnist-tlr-mlp": 1.6,
+    "fmnist-adalip-cnn": 1.6,
+    "fmnist-lenet5": 1.6,
+    "fmnist-resnet": 1.6,
+    "cora-gcn": 0.3,
+    "citeseer-gcn": 0.7,
+}
+# optimizer step cost relative to torch AdamW's: the larger of two measurements (the
+# median of 10 steps and the mean of 40 steps), each the largest ratio over fmnist-mlp and
+# fmnist-lenet5; AdamW's own ratio above 1 is the measurement noise on a shared machine
+FACTORS: dict[str, float] = {
+    "adamw": 1.17,
+    "sgd-m": 1.06,
+    "composed-adamw": 1.43,
+    "sgd-lw": 1.28,
+    "adamw-lw": 1.55,
+    "sgd-tlr": 1.15,
+    "adam-tlr": 1.46,
+    "adalip": 1.34,
+    "rmslip": 1.32,
+    "adamlip": 1.42,
+    "adalip-u": 1.23,
+    "rmslip-u": 1.45,
+    "adamlip-u": 1.53,
+    "adler": 2.53,
+    "sgd-hd": 1.21,
+    "sgdn-hd": 1.19,
+    "adam-hd": 1.30,
+    "sgd-camhd": 1.20,
+    "sgdn-camhd": 1.48,
+    "adam-camhd": 1.45,
+    "prodigy": 1.06,
+    "dadapt-adam": 1.27,
+    "schedulefree-adamw": 1.14,
+    "dog": 0.99,
+    "ldog": 1.04,
+}
+DEFAULT_FACTOR = 3.0  # an optimizer not measured yet
+DEFAULT_STEP = 0.05  # a task not measured yet: seconds per step
+DEFAULT_EVAL = 2.0
+DEFAULT_LOAD = 5.0
+SETUP_SECONDS = 0.05  # model and optimizer construction, bookkeeping per run
+STARTUP_SECONDS = 5.0  # importing torch and the benchmark, once per plan
+
+
+def _steps_per_epoch(task: Task, n_train: int) -> int:
+    bs = task.batch_size
+    return 1 if bs <= 0 or bs >= n_train else -(-n_train // bs)
+
+
+# (training, test) examples of each dataset; the graphs are one full-graph batch
+_SIZES = {"mnist1d": (4000, 1000), "fmnist": (60000, 10000), "cora": (1, 1), "citeseer": (1, 1)}
+
+
+def _n(task: Task, subset: int | None, which: int) -> int:
+    full = _SIZES.get(task.name.split("-")[0], (60000, 10000))[which]
+    return full if subset is None else min(subset, full)
+
+
+def run_seconds(run: Any) -> float:
+    """Estimated seconds of one planned run (``runner.Run``), evaluation included; the
+    evaluation cost scales with the test examples used (``test_subset``)."""
+    task = run.task
+    steps = _steps_per_epoch(task, _n(task, run.train_subset, 0))
+    step = STEP_SECONDS.get(task.name, DEFAULT_STEP) * FACTORS.get(run.entry.name, DEFAULT_FACTOR)
+    test = _n(task, run.test_subset, 1) / _n(task, None, 1)
+    evaluation = EVAL_SECONDS.get(task.name, DEFAULT_EVAL) * test
+    return run.epochs * (steps * step + evaluation) + SETUP_SECONDS
+
+
+def epoch_seconds(run: Any) -> float:
+    """Estimated seconds of one epoch of ``run`` (for the progress bar)."""
+    return (run_seconds(run) - SETUP_SECONDS) / max(run.epochs, 1)
+
+
+def estimate(runs: list[Any]) -> float:
+    """Estimated seconds of a plan: every run, deduplicated by key, plus data loading."""
+    unique = {r.key: r for r in runs}.values()
+    loads = sum(LOAD_SECONDS.get(t, DEFAULT_LOAD) for t in {r.task.name for r in unique})
+    return sum(run_seconds(r) for r in unique) + loads + STARTUP_SECONDS
+
+
+def format_seconds(s: float) -> str:
+    """``4321.0`` -> ``"1 h 12 min"``; ``95`` -> ``"1 min 35 s"``."""
+    s = round(s)
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    if s >= 60:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s} s"
+
+
+# ------------------------------------------------------------------ measuring
+def _clock() -> float:
+    """CPU seconds of this process: with one torch thread, the work of a step regardless of
+    what else the machine runs (wall-clock time would count the waits for a shared CPU)."""
+    return time.process_time()
+
+
+def _time_steps(task: Task, split: Split, name: str, n: int, warmup: int = 2) -> float:
+    """Mean CPU seconds of one training step of optimizer ``name`` on ``task``'s batches
+    (the mean, not the median: it must count the periodic curvature steps of LW and TLR)."""
+    from . import runner
+
+    entry = BENCH_OPTIMIZERS[name]
+    torch.manual_seed(0)
+    model = task.model()
+    steps = _steps_per_epoch(task, len(split.x_train))
+    opt = entry.build(model, entry.default_lr, steps_per_epoch=steps, loss=task.loss)
+    step = entry.step or runner._default_step
+    runner._mode(opt, "train")
+    gen = torch.Generator().manual_seed(0)
+    batches = []
+    while len(batches) < n + warmup:
+        batches += list(runner._batches(split, task.batch_size, gen))
+    times = []
+    for i, (x, y) in enumerate(batches[: n + warmup]):
+        t0 = _clock()
+        step(task, model, opt, x, y)
+        if i >= warmup:
+            times.append(_clock() - t0)
+    return sum(times) / len(times)
+
+
+def measure(
+    tasks: list[str],
+    optimizers: list[str],
+    factor_tasks: list[str],
+    steps: int = 40,
+    cfg: BenchConfig | None = None,
+) -> dict[str, dict[str, float]]:
+    """Measure ``STEP_SECONDS``, ``EVAL_SECONDS``, ``LOAD_SECONDS`` for ``tasks`` (AdamW) and
+    ``FACTORS`` for ``optimizers`` (largest step-time ratio to AdamW over ``factor_tasks``)."""
+    from . import runner
+
+    cfg = cfg or BenchConfig()
+    step_s, eval_s, load_s, factors = {}, {}, {}, {}
+    splits = {}
+    for name in dict.fromkeys(tasks + factor_tasks):
+        task = get_task(name)
+        t0 = _clock()
+        splits[name] = task.load(cfg)
+        load_s[name] = _clock() - t0
+        step_s[name] = _time_steps(task, splits[name], "adamw", steps)
+        torch.manual_seed(0)
+        model = task.model()
+        t0 = _clock()
+        runner._evaluate(task, model, splits[name])
+        eval_s[name] = _clock() - t0
+        print(
+            f"{name:20s} step {1e3 * step_s[name]:8.2f} ms  eval {eval_s[name]:6.2f} s  "
+            f"load {load_s[name]:5.2f} s",
+            flush=True,
+        )
+    for opt in optimizers:
+        ratios = []
+        for name in factor_tasks:
+            task = get_task(name)
+            ratios.append(_time_steps(task, splits[name], opt, steps) / step_s[name])
+        factors[opt] = max(ratios)
+        print(f"{opt:20s} x{factors[opt]:5.2f}  ({', '.join(f'{r:.2f}' for r in ratios)})")
+    return {"step": step_s, "eval": eval_s, "load": load_s, "factors": factors}
+
+
+def _main() -> None:
+    from .optimizers import available
+
+    p = argparse.ArgumentParser(description="Measure the cost tables of lrfree.bench.cost.")
+    p.add_argument("--tasks", default=None, help="comma-separated (default: all)")
+    p.add_argument("--factor-tasks", default="fmnist-mlp,fmnist-lenet5")
+    p.add_argument("--optimizers", default=None, help="comma-separated (default: all available)")
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args()
+    from .tasks import TASKS
+
+    torch.set_num_threads(a.threads)
+    tasks = a.tasks.split(",") if a.tasks else list(TASKS)
+    opts = a.optimizers.split(",") if a.optimizers else available()
+    m = measure(tasks, opts, a.factor_tasks.split(","), a.steps)
+    tables = (("STEP_SECONDS", "step"), ("EVAL_SECONDS", "eval"), ("LOAD_SECONDS", "load"))
+    for table, key in tables:
+        print(f"{table} = {{")
+        for k, v in m[key].items():
+            print(f'    "{k}": {v:.4g},')
+        print("}")
+    print("FACTORS = {")
+    for k, v in m["factors"].items():
+        print(f'    "{k}": {math.ceil(v * 100) / 100:.2f},')
+    print("}")
+
+
+if __name__ == "__main__":
+    _main()
