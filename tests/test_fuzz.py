@@ -151,12 +151,18 @@ def test_fuzz_steps_keep_everything_finite(data):
         # g^2 overflows float32 / bf16 for |g| > sqrt(max) ~ 1.8e19: the second moment turns
         # inf (as in torch) and later NaN (0 * inf with beta2 = 0); docs/guarantees.md
         exps = [None if e is None else min(e, 18) for e in exps]
+    if rule in ("hypergradient", "cam-hd") and dtype != torch.float64:
+        # HD's rate moves by beta / lr^2 * <g, s> (unbounded, as in the paper), so one step
+        # scales like |g|^2 * beta / lr^2: with the drawn beta / lr^2 up to 1e6, gradients of
+        # 1e10 and more overflow float32 parameters within three steps (docs/guarantees.md)
+        exps = [None if e is None else min(e, 6) for e in exps]
     torch.manual_seed(data.draw(st.integers(0, 2**16), label="seed"))
     params = [torch.nn.Parameter(torch.randn(s).to(dtype)) for s in shapes]
     named = [(f"m{i // 2}.w{i % 2}", p) for i, p in enumerate(params)]
     opt = lrfree.Composed(named, direction=direction, rule=rule, lr=lr, **kw)
     _check_rates(opt)  # before any step
     curv = data.draw(st.sampled_from([0.0, 1.0, -1.0]), label="curvature")
+    bounded = curv * (-1.0 if kw.get("maximize") else 1.0) > 0  # the objective has an optimum
     for e in exps:
         scale = 0.0 if e is None else 10.0**e
         gs = [(scale * torch.randn(p.shape, dtype=torch.float64)).to(dtype) for p in params]
@@ -185,7 +191,13 @@ def test_fuzz_steps_keep_everything_finite(data):
         elif finite_in and dtype != torch.float16:  # fp16 *parameters* overflow / underflow
             # as torch's own optimizers do (Adam's eps = 1e-8 is 0 in fp16): train fp16 with
             # float32 master weights, autocast and GradScaler (tests/test_mixed_precision.py)
-            assert all(torch.isfinite(p).all() for p in params), (scale, dtype)
+            if rule in ("hypergradient", "cam-hd") and not bounded:
+                # an objective with no optimum (linear, or the wrong curvature for the sense):
+                # the iterates head to infinity and HD's growing rate gets there in float
+                # range: +-inf is the faithful outcome, NaN never is (docs/guarantees.md)
+                assert not any(p.isnan().any() for p in params), (scale, dtype)
+            else:
+                assert all(torch.isfinite(p).all() for p in params), (scale, dtype)
         _check_rates(opt)
 
 
