@@ -363,19 +363,16 @@ def sharded_fd_hessian_block_forms(
         )
     nb = len(blocks)
 
+    from .curvature import _grads_at  # (curvature imports blocks, which imports this module)
+
+    def local_grads() -> list[Tensor | None]:
+        return [None if g is None else local(g) for g in grad_fn()]
+
     def grads_at(live: list[int], h: Tensor, dtype: torch.dtype) -> list[Tensor | None]:
-        with torch.no_grad():
-            for i in live:
-                v = vloc[i]
-                assert v is not None
-                locs[i].copy_((saved[i].to(dtype) + h * v.to(dtype)).to(locs[i].dtype))
-        gs = grad_fn()
-        with torch.no_grad():
-            for i in live:
-                locs[i].copy_(saved[i])
+        """The local gradient shards at ``W + h v`` (only ``live`` moved), by position."""
         out: list[Tensor | None] = [None] * len(params)
-        for i in live:
-            out[i] = torch.zeros_like(locs[i]) if gs[i] is None else local(gs[i]).detach().clone()
+        for i, g in zip(live, _grads_at(local_grads, locs, saved, vloc, live, h, dtype)):
+            out[i] = g
         return out
 
     pairs = []
