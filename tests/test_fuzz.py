@@ -24,6 +24,12 @@ import lrfree
 from lrfree.directions import DIRECTIONS
 from lrfree.rules import RULES
 
+# the library's rules (other test files register their own toy rules in the same registry)
+LIBRARY_RULES = sorted(
+    name
+    for name, r in RULES.items()
+    if (r if isinstance(r, type) else type(r)).__module__.startswith("lrfree.")
+)
 SHAPES = [(), (0,), (1,), (5,), (3, 4), (4, 2, 3, 3), (0, 3)]
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 UNIT = st.floats(0.0, 0.99)
@@ -133,7 +139,7 @@ def _check_rates(opt) -> None:
 @given(data=st.data())
 def test_fuzz_steps_keep_everything_finite(data):
     direction = data.draw(st.sampled_from(sorted(DIRECTIONS)), label="direction")
-    rule = data.draw(st.sampled_from(sorted(RULES)), label="rule")
+    rule = data.draw(st.sampled_from(LIBRARY_RULES), label="rule")
     if rule in ("adler",) and direction == "adamw":
         direction = "adam"  # keep the draw space small; adamw + adler is in the generic suite
     dtype = data.draw(st.sampled_from(DTYPES), label="dtype")
