@@ -72,14 +72,18 @@ def default_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x, y) -> An
     return opt.step(closure)
 
 
-def make_problem(seed: int = 0, dtype: torch.dtype = torch.float32):
-    """A small classification problem: 3 well-separated classes in 6-D, a tanh MLP."""
+def make_problem(seed: int = 0, dtype: torch.dtype = torch.float32, dropout: float | None = None):
+    """A small classification problem: 3 well-separated classes in 6-D, a tanh MLP
+    (``dropout``: a Dropout layer after the tanh, so the RNG state matters)."""
     g = torch.Generator().manual_seed(seed)
     centers = torch.randn(3, 6, generator=g) * 2.0
     y = torch.arange(96) % 3
     x = centers[y] + 0.5 * torch.randn(96, 6, generator=g)
     torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    mid = [] if dropout is None else [torch.nn.Dropout(dropout)]
+    model = torch.nn.Sequential(
+        torch.nn.Linear(6, 16), torch.nn.Tanh(), *mid, torch.nn.Linear(16, 3)
+    )
     return model.to(dtype), x.to(dtype), y
 
 

@@ -15,7 +15,7 @@ import inspect
 import torch
 
 import lrfree
-from optim_db import OPTIM_DB, OptimSpec
+from optim_db import OPTIM_DB, OptimSpec, make_problem
 
 __all__ = ["EXPORTED", "WINDOWED", "dropout_problem", "exported_classes", "noisy_problem"]
 
@@ -46,16 +46,8 @@ WINDOWED = {"SGDTLR", "AdamTLR", "SGDLW", "AdamWLW"}
 
 
 def dropout_problem(seed: int = 0, dtype: torch.dtype = torch.float32):
-    """``optim_db.make_problem``'s data with a dropout layer (the RNG matters for a resume)."""
-    g = torch.Generator().manual_seed(seed)
-    centers = torch.randn(3, 6, generator=g) * 2.0
-    y = torch.arange(96) % 3
-    x = centers[y] + 0.5 * torch.randn(96, 6, generator=g)
-    torch.manual_seed(seed)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Dropout(0.1), torch.nn.Linear(16, 3)
-    )
-    return model.to(dtype), x.to(dtype), y
+    """``optim_db.make_problem`` with a dropout layer (the RNG matters for a resume)."""
+    return make_problem(seed, dtype, dropout=0.1)
 
 
 def noisy_problem(seed: int = 0, dtype: torch.dtype = torch.float32):
