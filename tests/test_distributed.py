@@ -361,13 +361,15 @@ def test_every_exported_optimizer_is_covered():
     assert exported <= built, sorted(exported - built)
 
 
-def test_gloo_ddp_averages_gradients(ddp_results):
-    """DDP's gradient equals the single-process gradient of the concatenated batch (a known
-    gloo issue once summed instead of averaging)."""
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_gloo_gradients_are_the_full_batch_gradients(request, mode):
+    """Under DDP and FSDP2 each rank's gradient equals the single-process gradient of the
+    concatenated batch (a known gloo issue once summed instead of averaging)."""
+    results = request.getfixturevalue(f"{mode}_results")
     model, x, y = make_problem(0, DT)
     F.cross_entropy(model(x), y).backward()
     for r in range(WORLD):
-        for a, p in zip(ddp_results[r]["ddp_grads"], model.parameters()):
+        for a, p in zip(results[r][f"{mode}_grads"], model.parameters()):
             torch.testing.assert_close(a, p.grad, rtol=1e-12, atol=1e-14)
 
 
@@ -527,14 +529,6 @@ def _dcp_resume(rank: int, out_dir: str) -> Any:
         ref_opt.effective_lr(),
         opt2.effective_lr(),
     )
-
-
-def test_fsdp2_gradients_are_the_full_batch_gradients(fsdp_results):
-    model, x, y = make_problem(0, DT)
-    F.cross_entropy(model(x), y).backward()
-    for r in range(WORLD):
-        for a, p in zip(fsdp_results[r]["fsdp_grads"], model.parameters()):
-            torch.testing.assert_close(a, p.grad, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("name", FSDP_NAMES)
