@@ -24,8 +24,7 @@ def exported_classes() -> list[type]:
     return [
         obj
         for name in lrfree.__all__
-        if inspect.isclass(obj := getattr(lrfree, name))
-        and issubclass(obj, torch.optim.Optimizer)
+        if inspect.isclass(obj := getattr(lrfree, name)) and issubclass(obj, torch.optim.Optimizer)
     ]
 
 

@@ -146,9 +146,7 @@ def _close(rank: int, results: dict[str, Any], out_dir: str) -> None:
 
 
 def _run(worker: Callable[..., None], tmp_path: Any, *args: Any) -> list[dict[str, Any]]:
-    mp.spawn(
-        worker, args=(str(tmp_path / "init"), str(tmp_path), *args), nprocs=WORLD, join=True
-    )
+    mp.spawn(worker, args=(str(tmp_path / "init"), str(tmp_path), *args), nprocs=WORLD, join=True)
     return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 

@@ -189,8 +189,10 @@ def test_accept_rejects_non_finite_and_non_positive_statistics(positive):
     ctx, s = _Ctx(), BlockSet("b", [0], (6,), "filter")
     stored = torch.full((6,), 3.0)
     new = torch.tensor([2.0, math.nan, math.inf, -math.inf, -1.0, 0.0])
-    ok = TLR().accept(ctx, s, stored, new) if positive else TLR().accept(
-        ctx, s, stored, new, positive=False
+    ok = (
+        TLR().accept(ctx, s, stored, new)
+        if positive
+        else TLR().accept(ctx, s, stored, new, positive=False)
     )
     expected_ok = [True, False, False, False, False, not positive]
     assert ok.tolist() == expected_ok

@@ -230,9 +230,7 @@ class Layerwise(Rule):
             )
         return self._closure_curvature(ctx, d_eff, [s.members for s in ctx.partition.sets])
 
-    def _local_curvature(
-        self, ctx: StepContext, d_eff: list[Tensor | None]
-    ) -> list[Tensor] | None:
+    def _local_curvature(self, ctx: StepContext, d_eff: list[Tensor | None]) -> list[Tensor] | None:
         blocks = [s.members for s in ctx.partition.sets]
         params = ctx.params
         if ctx.group["curvature"] == "ggn":

@@ -181,9 +181,7 @@ class Lipschitz(Rule):
         if not sets or any(s.shape for s in sets):
             return None
         dtype = sets[0].dtype
-        if any(s.dtype != dtype for s in sets) or any(
-            ctx.params[i].dtype != dtype for i in idx
-        ):
+        if any(s.dtype != dtype for s in sets) or any(ctx.params[i].dtype != dtype for i in idx):
             return None
         key_step = self.key("step")
         ts = [ctx.block_state(s).get(key_step, 0) + 1 for s in sets]
