@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -228,14 +229,24 @@ def test_killed_process_restarts_only_unfinished_runs_and_reports_identically(tm
         stderr=subprocess.DEVNULL,
     )
     path, deadline = killed / "results.jsonl", time.monotonic() + 300
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    workers: set[int] = set()
     try:
         while time.monotonic() < deadline and proc.poll() is None:
+            if children.is_file():  # the two worker processes (and multiprocessing's helper)
+                workers |= {int(p) for p in children.read_text().split()}
             if path.is_file() and path.read_bytes().count(b"\n") >= 2:
                 break
             time.sleep(0.01)
     finally:
         proc.kill()
         proc.wait()
+    # the workers notice their parent is gone and stop (they would train on otherwise)
+    alive = lambda: {p for p in workers if Path(f"/proc/{p}").exists() and not _zombie(p)}  # noqa: E731
+    end = time.monotonic() + 20
+    while alive() and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not alive(), f"worker processes {alive()} outlived the killed benchmark"
     before = _lines(path)
     if proc.returncode == 0 or len(before) == 5:
         pytest.skip("the suite finished before it could be killed (a very fast machine)")
@@ -251,8 +262,11 @@ def test_killed_process_restarts_only_unfinished_runs_and_reports_identically(tm
     after = _lines(path)
     assert after[: len(before)] == before  # the finished runs are read back, not redone
     assert len(after) == 5 and len({r["key"] for r in after}) == 5  # only the rest ran
-    # identical results to the uninterrupted run, run by run (timings aside) ...
-    assert [_untimed(r) for r in after] == [_untimed(r) for r in whole]
+    # identical results to the uninterrupted run, run by run (timings aside; two runs
+    # train at once, so the lines are in the order runs finished) ...
+    by_key = lambda recs: sorted((_untimed(r) for r in recs), key=lambda r: r["key"])  # noqa: E731
+    assert by_key(after) == by_key(whole)
+
     # ... and an identical report but for the wall-clock columns
     def untimed_md(md):
         rows = []
@@ -262,6 +276,53 @@ def test_killed_process_restarts_only_unfinished_runs_and_reports_identically(tm
         return [r for r in rows if "torch threads" not in r and not r.startswith("wrote")]
 
     assert untimed_md(restarted_md) == untimed_md(whole_md)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+def test_parallel_runs_give_the_records_of_sequential_runs(tmp_path):
+    """jobs=2 (two spawned workers) and jobs=1 give the same record for every run, returned
+    in the plan's order; the runs are the ones with the most state (LW's curvature steps,
+    TLR's windows) and a baseline."""
+    cfg = BenchConfig()
+    runs = runner.plan(
+        ["mnist1d-mlp"], ["adamw", "sgd-lw", "sgd-tlr"], seeds=1, epochs=2, train_subset=512
+    )
+    threads = torch.get_num_threads()
+    try:
+        seq = runner.run_suite(runs, tmp_path / "seq", cfg, progress=False, threads=1)
+    finally:
+        torch.set_num_threads(threads)
+    par = runner.run_suite(runs, tmp_path / "par", cfg, progress=False, jobs=2, threads=1)
+    assert [r["key"] for r in par] == [r.key for r in runs]
+    assert [_untimed(r) for r in par] == [_untimed(r) for r in seq]
+    assert {r["env"]["jobs"] for r in par} == {2} and {r["env"]["threads"] for r in par} == {1}
+    assert {r["env"]["jobs"] for r in seq} == {1}
+    lines = _lines(tmp_path / "par" / "results.jsonl")
+    assert sorted(x["key"] for x in lines) == sorted(r.key for r in runs)
+
+
+def test_parallel_runs_stop_on_a_worker_error(tmp_path, monkeypatch):
+    """An optimizer registered only in this process cannot be rebuilt in a worker: the
+    worker's error reaches the caller, nothing is written for it, and jobs is checked."""
+    entry = bopt.BenchOptimizer(
+        "only-here", bopt._torch(torch.optim.SGD), "baseline", 0.1, note="test entry"
+    )
+    monkeypatch.setitem(bopt.BENCH_OPTIMIZERS, "only-here", entry)
+    runs = runner.plan(["mnist1d-mlp"], ["only-here", "sgd-m"], 1, epochs=1, train_subset=256)
+    with pytest.raises(ValueError, match="not registered in a fresh interpreter"):
+        runner.run_suite(runs, tmp_path, BenchConfig(), progress=False, jobs=2, threads=1)
+    written = tmp_path / "results.jsonl"
+    keys = [x["key"] for x in _lines(written)] if written.is_file() else []
+    assert all("only-here" not in k for k in keys)
+    with pytest.raises(ValueError, match="jobs must be a positive integer"):
+        runner.run_suite(runs, tmp_path, BenchConfig(), progress=False, jobs=0)
+    assert main(["bench", "--jobs", "0", "--out", str(tmp_path)]) == 2
 
 
 def test_suite_sizes_override_task_defaults_and_arguments_override_both():
@@ -313,10 +374,14 @@ def test_cost_estimate_follows_its_formula():
 
     (r,) = runner.plan(["fmnist-mlp"], ["sgd-lw"], 1, 3, 1000, test_subset=500)
     steps = 8  # ceil(1000 / 128)
-    expected = 3 * (
-        steps * cost.STEP_SECONDS["fmnist-mlp"] * cost.FACTORS["sgd-lw"]
-        + cost.EVAL_SECONDS["fmnist-mlp"] * 500 / 10000
-    ) + cost.SETUP_SECONDS
+    expected = (
+        3
+        * (
+            steps * cost.STEP_SECONDS["fmnist-mlp"] * cost.FACTORS["sgd-lw"]
+            + cost.EVAL_SECONDS["fmnist-mlp"] * 500 / 10000
+        )
+        + cost.SETUP_SECONDS
+    )
     assert cost.run_seconds(r) == pytest.approx(expected)
     once = cost.LOAD_SECONDS["fmnist-mlp"] + cost.STARTUP_SECONDS
     assert cost.estimate([r, r]) == pytest.approx(expected + once)  # a run asked twice: once
@@ -374,6 +439,8 @@ def test_tensorboard_log_progress_bar_and_results_page(tmp_path, capsys):
             str(tmp_path / "tb"),
             "--results-page",
             str(page),
+            "--jobs",
+            "1",
         ]
     )
     assert code == 0
@@ -409,3 +476,21 @@ def test_bench_module_examples_run(module):
     mod = importlib.import_module(f"lrfree.bench.{module}")
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_planetoid_reader_refuses_anything_but_its_arrays(tmp_path):
+    """The raw files are pickles: the reader resolves only the classes they hold."""
+    import io
+    import os
+    import pickle
+
+    from lrfree.bench.data import _PlanetoidUnpickler
+
+    evil = pickle.dumps(os.getcwd)
+    with pytest.raises(pickle.UnpicklingError, match="unexpected"):
+        _PlanetoidUnpickler(io.BytesIO(evil), encoding="latin1").load()
+    import scipy.sparse as sp
+
+    m = sp.random(4, 3, density=0.5, format="csr", random_state=0)
+    back = _PlanetoidUnpickler(io.BytesIO(pickle.dumps(m)), encoding="latin1").load()
+    assert (back != m).nnz == 0

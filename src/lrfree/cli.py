@@ -83,10 +83,11 @@ def _bench(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    if (args.jobs is not None and args.jobs < 1) or (args.threads is not None and args.threads < 1):
+        print("error: --jobs and --threads must be positive", file=sys.stderr)
+        return 2
+    jobs = args.jobs or runner.default_jobs(args.threads)
+    threads = args.threads or max(1, runner.default_jobs() // jobs)
     cfg = BenchConfig(args.data_dir, args.download)
     out = Path(args.out or f"bench-out/{args.suite}")
     try:
@@ -104,10 +105,11 @@ def _bench(args: argparse.Namespace) -> int:
         return 2
     done = runner.load_results(out / "results.jsonl") if not args.fresh else {}
     todo = list({r.key: r for r in runs if r.key not in done}.values())
-    estimate = cost.estimate(todo) if todo else 0.0
+    estimate = cost.estimate(todo, jobs=jobs) if todo else 0.0
+    parallel = f" with {jobs} parallel runs of {threads} thread(s)" if jobs > 1 else ""
     print(
         f"plan: {len({r.key for r in runs})} runs on {len(tasks)} task(s), "
-        f"{len(todo)} to train; estimated {cost.format_seconds(estimate)} "
+        f"{len(todo)} to train; estimated {cost.format_seconds(estimate)}{parallel} "
         "(measured step and evaluation costs, lrfree.bench.cost)",
         file=sys.stderr,
         flush=True,
@@ -124,10 +126,20 @@ def _bench(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             fresh=args.fresh,
             tb_dir=args.tensorboard,
+            jobs=jobs,
+            threads=threads,
         )
     except DataMissing as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        kept = len(runner.load_results(out / "results.jsonl"))
+        print(
+            f"\ninterrupted: {kept} finished run(s) are kept in {out / 'results.jsonl'}; "
+            "the same command trains only the rest",
+            file=sys.stderr,
+        )
+        return 130
     sizes = {}
     for r in runs:
         sizes.setdefault(
@@ -141,7 +153,7 @@ def _bench(args: argparse.Namespace) -> int:
         "epochs": args.epochs,
         "train_subset": args.train_subset,
         "sizes": sizes,
-        "env": runner.environment(),
+        "env": {**runner.environment(), "threads": threads, "jobs": min(jobs, max(len(todo), 1))},
         "date": date,
         "wall_seconds": time.perf_counter() - t0,
         "estimate_seconds": estimate,
@@ -203,7 +215,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data-dir", help="folder with Fashion-MNIST / Planetoid raw files")
     b.add_argument("--download", action="store_true", help="download missing datasets")
     b.add_argument("--fresh", action="store_true", help="ignore results already in --out")
-    b.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    b.add_argument(
+        "--jobs",
+        type=int,
+        help="runs trained at once, each in its own process (default: the usable CPUs "
+        "divided by --threads; 1 trains in this process); a run's record does not depend on "
+        "which process trained it or when",
+    )
+    b.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads per run (default: the usable CPUs divided by --jobs)",
+    )
     b.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.add_argument("--list", action="store_true", help="list tasks and optimizers, then exit")

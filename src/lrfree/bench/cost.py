@@ -159,11 +159,29 @@ def epoch_seconds(run: Any) -> float:
     return (run_seconds(run) - SETUP_SECONDS) / max(run.epochs, 1)
 
 
-def estimate(runs: list[Any]) -> float:
-    """Estimated seconds of a plan: every run, deduplicated by key, plus data loading."""
-    unique = {r.key: r for r in runs}.values()
+def estimate(runs: list[Any], jobs: int = 1) -> float:
+    """Estimated seconds of a plan: every run, deduplicated by key, plus data loading.
+
+    With ``jobs`` parallel runs (``runner.run_suite(jobs=...)``), the runs are dealt out
+    longest first to whichever worker is free, as the runner does, and the estimate is the
+    busiest worker's total (each worker loads a task's data once, all at about the same
+    time, so the loads count once).
+
+    Example::
+
+        >>> from lrfree.bench import runner
+        >>> runs = runner.plan(["mnist1d-cnn"], ["sgd-m@grid"], 1, epochs=2, train_subset=None)
+        >>> estimate(runs, jobs=2) < estimate(runs)
+        True
+    """
+    unique = list({r.key: r for r in runs}.values())
     loads = sum(LOAD_SECONDS.get(t, DEFAULT_LOAD) for t in {r.task.name for r in unique})
-    return sum(run_seconds(r) for r in unique) + loads + STARTUP_SECONDS
+    if jobs <= 1:
+        return sum(run_seconds(r) for r in unique) + loads + STARTUP_SECONDS
+    busy = [0.0] * jobs
+    for seconds in sorted((run_seconds(r) for r in unique), reverse=True):
+        busy[busy.index(min(busy))] += seconds
+    return max(busy) + loads + STARTUP_SECONDS
 
 
 def format_seconds(s: float) -> str:

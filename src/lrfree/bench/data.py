@@ -19,6 +19,7 @@ import struct
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -204,6 +205,34 @@ def _planetoid_dir(name: str, data_dir: str | Path | None, download: bool) -> Pa
     return target
 
 
+class _PlanetoidUnpickler(pickle.Unpickler):
+    """Reads the Planetoid raw files (Python 2 pickles of SciPy / NumPy objects) and nothing
+    else: a file naming any other class is refused, not executed. The files name
+    ``scipy.sparse.csr.csr_matrix`` and ``numpy.core.multiarray``, module paths that SciPy
+    and NumPy 2 deprecate; they are read from the public namespaces instead."""
+
+    _ALLOWED = {
+        ("collections", "defaultdict"),
+        ("__builtin__", "list"),
+        ("builtins", "list"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        import scipy.sparse
+
+        if module.startswith("scipy.sparse") and name.endswith("_matrix"):
+            return getattr(scipy.sparse, name)
+        if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name == (
+            "_reconstruct"
+        ):
+            return np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's array reconstructor
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"unexpected {module}.{name} in a Planetoid raw file")
+
+
 def load_planetoid(
     name: str, data_dir: str | Path | None = None, *, download: bool = False, n_test: int = 1000
 ) -> Graph:
@@ -219,7 +248,7 @@ def load_planetoid(
     objs = {}
     for s in ("x", "y", "tx", "ty", "allx", "ally", "graph"):
         with open(root / f"ind.{name}.{s}", "rb") as fh:
-            objs[s] = pickle.load(fh, encoding="latin1")
+            objs[s] = _PlanetoidUnpickler(fh, encoding="latin1").load()
     test_idx = [int(line) for line in (root / f"ind.{name}.test.index").read_text().split()]
     test_sorted = sorted(test_idx)
     tx, ty = objs["tx"], objs["ty"]

@@ -156,10 +156,18 @@ def markdown(agg: dict[str, Any], meta: dict[str, Any]) -> str:
     lines.append(
         f"Seeds: {meta.get('seeds')}; {_sizes_text(meta)}; "
         f"machine: {meta['env']['processor']}, {meta['env']['cpus']} CPUs, "
-        f"{meta['env']['threads']} torch threads; torch {meta['env']['torch']}, "
+        f"{_threads_text(meta['env'])}; torch {meta['env']['torch']}, "
         f"lrfree {meta['env']['lrfree']}."
     )
     return "\n".join(lines) + "\n"
+
+
+def _threads_text(env: dict[str, Any]) -> str:
+    """``"2 torch threads"`` or ``"2 runs at once, 1 torch thread each"``."""
+    threads, jobs = env.get("threads"), env.get("jobs", 1) or 1
+    if jobs > 1:
+        return f"{jobs} runs at once, {threads} torch thread{'s' * (threads != 1)} each"
+    return f"{threads} torch threads"
 
 
 def _sizes_text(meta: dict[str, Any]) -> str:
@@ -369,9 +377,7 @@ def plots(agg: dict[str, Any], out: Path) -> list[Path]:
         if adaptive:
             cols = min(4, len(adaptive))
             nrows = -(-len(adaptive) // cols)
-            fig, axes = plt.subplots(
-                nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), squeeze=False
-            )
+            fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), squeeze=False)
             for ax in axes.flat[len(adaptive) :]:
                 ax.axis("off")
             for ax, r in zip(axes.flat, adaptive):
@@ -405,9 +411,7 @@ def plots(agg: dict[str, Any], out: Path) -> list[Path]:
     return written
 
 
-def results_page(
-    markdown_text: str, meta: dict[str, Any], pngs: list[Path], page: Path
-) -> Path:
+def results_page(markdown_text: str, meta: dict[str, Any], pngs: list[Path], page: Path) -> Path:
     """Write the results page (``docs/results.md``) of one benchmark run.
 
     The page holds how it was produced (command, date, machine, versions, wall time and the
@@ -437,7 +441,7 @@ def results_page(
         f"| command | `{meta.get('command', '')}` |",
         f"| date (UTC) | {meta.get('date', '-')} |",
         f"| machine | {env.get('processor')} ({env.get('machine')}), {env.get('cpus')} CPUs, "
-        f"{env.get('threads')} torch threads |",
+        f"{_threads_text(env)} |",
         f"| versions | lrfree {env.get('lrfree')}, torch {env.get('torch')}, "
         f"Python {env.get('python')} |",
         f"| seeds | {meta.get('seeds')} |",

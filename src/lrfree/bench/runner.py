@@ -17,6 +17,7 @@ import os
 import platform
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from .data import Split
 from .optimizers import BenchOptimizer, resolve
 from .tasks import BenchConfig, Task, TaskSize, get_task
 
-__all__ = ["Run", "environment", "plan", "run_one", "run_suite", "subset_split"]
+__all__ = ["Run", "default_jobs", "environment", "plan", "run_one", "run_suite", "subset_split"]
 
 
 @dataclass
@@ -240,6 +241,20 @@ def run_one(
     epoch's train loss, test loss, test metric and training seconds once per epoch, all
     against the training step.
     """
+    # LW's curvature steps call backward(create_graph=True), which makes torch warn about a
+    # parameter <-> gradient reference cycle; the loop sets gradients to None every step
+    # (zero_grad), which breaks it, so the warning is noise here
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph=True")
+        return _train(run, split, on_epoch, tb_dir)
+
+
+def _train(
+    run: Run,
+    split: Split,
+    on_epoch: Callable[[int], None] | None,
+    tb_dir: str | os.PathLike[str] | None,
+) -> dict[str, Any]:
     task = run.task
     torch.manual_seed(run.seed)
     model = task.model()
@@ -371,8 +386,9 @@ def subset_split(split: Split, train_subset: int | None, test_subset: int | None
 class _Progress:
     """A tqdm bar over the plan's *estimated* seconds (``cost.epoch_seconds`` per epoch), so
     its rate calibrates the estimate to this machine and its ETA weighs a 2c2d epoch more
-    than an MNIST-1D one. The description names the run (``[i/N] task/optimizer-lr-seed``)
-    and the epoch."""
+    than an MNIST-1D one. The description names the run last heard from
+    (``[i/N] task/optimizer-lr-seed epoch e/E``, ``i`` counting runs as they start) and, with
+    parallel runs, how many others are training."""
 
     def __init__(self, todo: list[Run]) -> None:
         from tqdm.auto import tqdm
@@ -388,35 +404,182 @@ class _Progress:
             smoothing=0.05,  # the ETA follows the average rate, not the last epoch's
             bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed} elapsed, ETA {remaining}",
         )
-        self.i = 0
+        self.started = 0
+        self.active: dict[str, list] = {}  # run key -> [number, estimated seconds counted]
 
     def loaded(self, task: str) -> None:
         self.bar.update(self.cost.LOAD_SECONDS.get(task, self.cost.DEFAULT_LOAD))
 
     def start(self, run: Run) -> None:
-        self.i += 1
-        self.run, self.done = run, 0.0
+        self.started += 1
+        self.active[run.key] = [self.started, self.cost.SETUP_SECONDS]
         self.bar.update(self.cost.SETUP_SECONDS)
-        self.done += self.cost.SETUP_SECONDS
-        self._describe(0)
+        self._describe(run, 0)
 
-    def _describe(self, epoch: int) -> None:
-        r = self.run
-        self.bar.set_description(f"[{self.i}/{self.n}] {r.label} epoch {epoch}/{r.epochs}")
+    def _describe(self, run: Run, epoch: int) -> None:
+        others = len(self.active) - 1
+        more = f" (+{others} running)" if others > 0 else ""
+        number = self.active[run.key][0] if run.key in self.active else self.started
+        self.bar.set_description(
+            f"[{number}/{self.n}] {run.label} epoch {epoch}/{run.epochs}{more}"
+        )
 
-    def epoch(self, e: int) -> None:
-        step = self.cost.epoch_seconds(self.run)
+    def epoch(self, run: Run, e: int) -> None:
+        step = self.cost.epoch_seconds(run)
         self.bar.update(step)
-        self.done += step
-        self._describe(e)
+        if run.key in self.active:
+            self.active[run.key][1] += step
+        self._describe(run, e)
 
-    def finish(self) -> None:  # a diverged run stops early: count its remaining epochs
-        self.bar.update(max(self.cost.run_seconds(self.run) - self.done, 0.0))
+    def finish(self, run: Run) -> None:  # a diverged run stops early: count the rest
+        counted = self.active.pop(run.key, [0, 0.0])[1]
+        self.bar.update(max(self.cost.run_seconds(run) - counted, 0.0))
 
     def close(self, complete: bool = False) -> None:
         if complete:  # the estimate's start-up and shared loads: show the end as 100%
             self.bar.update(max(self.bar.total - self.bar.n, 0.0))
         self.bar.close()
+
+
+# ----------------------------------------------------------- parallel runs
+# A worker is a fresh interpreter (the "spawn" start method: forking a process whose
+# OpenMP pool is running is unsafe), so a run travels as names and is rebuilt there from
+# the task and optimizer registries; each worker loads a task's data once.
+_WORKER: dict[str, Any] = {}
+
+
+def _ref(run: Run) -> tuple:
+    return (
+        run.task.name, run.spec, run.entry.name, run.lr, run.grid, run.seed, run.epochs,
+        run.train_subset, run.test_subset,
+    )  # fmt: skip
+
+
+def _unref(ref: tuple) -> Run:
+    from .optimizers import BENCH_OPTIMIZERS
+    from .tasks import TASKS
+
+    task, spec, entry, *rest = ref
+    if task not in TASKS or entry not in BENCH_OPTIMIZERS:
+        raise ValueError(
+            f"task {task!r} / optimizer {entry!r} is not registered in a fresh interpreter; "
+            "parallel runs (jobs > 1) rebuild runs from lrfree.bench's registries: register "
+            "it at import time of lrfree.bench or run with jobs=1"
+        )
+    return Run(TASKS[task], spec, BENCH_OPTIMIZERS[entry], *rest)
+
+
+def _exit_with_parent() -> None:
+    """Stop this worker as soon as the process that started it is gone (killed, say): a
+    worker of a dead pool would otherwise train on, or wait, forever."""
+    import multiprocessing
+    import threading
+    from multiprocessing.connection import wait
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="lrfree-bench-parent-watch").start()
+
+
+def _worker_init(threads: int, cfg: BenchConfig, events: Any, jobs: int) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _exit_with_parent()
+    torch.set_num_threads(threads)
+    _WORKER.update(cfg=cfg, events=events, jobs=jobs, splits={})
+
+
+def _worker_run(ref: tuple, tb_dir: str | None) -> dict[str, Any]:
+    run = _unref(ref)
+    splits, events = _WORKER["splits"], _WORKER["events"]
+    if run.task.name not in splits:
+        splits[run.task.name] = run.task.load(_WORKER["cfg"])
+    split = subset_split(splits[run.task.name], run.train_subset, run.test_subset)
+    events.put((run.key, 0))
+    rec = run_one(run, split, on_epoch=lambda e: events.put((run.key, e)), tb_dir=tb_dir)
+    rec["env"]["jobs"] = _WORKER["jobs"]
+    return rec
+
+
+def _run_parallel(
+    todo: list[Run],
+    jobs: int,
+    threads: int,
+    cfg: BenchConfig,
+    on_done: Callable[[Run, dict[str, Any]], None],
+    bar: _Progress | None,
+    tb_dir: str | os.PathLike[str] | None,
+) -> None:
+    """Train ``todo`` in ``jobs`` worker processes of ``threads`` torch threads each, the
+    longest (estimated) runs first; ``on_done(run, record)`` in the order runs finish.
+
+    A worker's exception (a missing dataset, say) or Ctrl-C stops the suite at once: the
+    workers are terminated, the runs they were training are lost and redone next time.
+    """
+    import multiprocessing
+    import queue
+
+    from . import cost
+
+    ctx = multiprocessing.get_context("spawn")
+    events = ctx.Queue()
+    by_key = {r.key: r for r in todo}
+    finished_keys: set[str] = set()  # a worker's last events may arrive after its result
+    order = sorted(todo, key=cost.run_seconds, reverse=True)
+    tb = None if tb_dir is None else str(tb_dir)
+
+    def show(key: str, epoch: int) -> None:
+        if bar is None or key not in by_key or key in finished_keys:
+            return
+        if epoch == 0:
+            bar.start(by_key[key])
+        else:
+            bar.epoch(by_key[key], epoch)
+
+    pool = ctx.Pool(jobs, initializer=_worker_init, initargs=(threads, cfg, events, jobs))
+    try:
+        pending = [(r, pool.apply_async(_worker_run, (_ref(r), tb))) for r in order]
+        while pending:
+            try:
+                show(*events.get(timeout=0.25))
+            except queue.Empty:
+                pass
+            still = []
+            for run, res in pending:
+                if not res.ready():
+                    still.append((run, res))
+                    continue
+                rec = res.get()  # re-raises the worker's exception here
+                finished_keys.add(run.key)
+                if bar is not None:
+                    if run.key not in bar.active:
+                        bar.start(run)
+                    bar.finish(run)
+                on_done(run, rec)
+            pending = still
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+        events.close()
+
+
+def default_jobs(threads: int | None = None) -> int:
+    """Parallel runs for this machine: the usable CPUs divided by the threads per run."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // max(threads or 1, 1))
 
 
 def run_suite(
@@ -427,13 +590,23 @@ def run_suite(
     progress: bool = True,
     fresh: bool = False,
     tb_dir: str | os.PathLike[str] | None = None,
+    jobs: int = 1,
+    threads: int | None = None,
 ) -> list[dict[str, Any]]:
     """Run what is not in ``out/results.jsonl`` yet; return the records of all ``runs``.
 
     Each finished run is appended (and fsync'ed) as one JSON line, so a run killed at any
-    point loses at most the run in progress; a line cut by the kill is ignored and redone.
+    point loses at most the runs in progress; a line cut by the kill is ignored and redone.
     With ``tb_dir``, the runs trained now also write TensorBoard logs (see ``run_one``).
+
+    ``jobs > 1`` trains that many runs at once in worker processes with ``threads`` torch
+    threads each (default: the usable CPUs divided by ``jobs``), longest runs first; only
+    this process writes ``results.jsonl`` (lines in the order runs finish) and the records
+    returned are in the order of ``runs`` either way. Every run is seeded on its own, so a
+    run's record does not depend on which worker trained it or when (only its timings do).
     """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.jsonl"
     if fresh and path.exists():
@@ -444,23 +617,36 @@ def run_suite(
             fh.write("\n")
     todo = list({r.key: r for r in runs if r.key not in done}.values())  # a run asked twice
     # (adamw at its default 1e-3 and inside adamw@grid) is trained once
-    splits: dict[str, Split] = {}
     bar = _Progress(todo) if progress and todo else None
     complete = False
+
+    def on_done(run: Run, rec: dict[str, Any]) -> None:
+        _append(path, rec)
+        done[run.key] = rec
+
     try:
-        for r in todo:
-            if r.task.name not in splits:
-                splits[r.task.name] = r.task.load(cfg)
+        if jobs > 1 and len(todo) > 1:
+            workers = min(jobs, len(todo))
+            per_run = threads or max(1, default_jobs() // workers)
+            _run_parallel(todo, workers, per_run, cfg, on_done, bar, tb_dir)
+        else:
+            if threads:
+                torch.set_num_threads(threads)
+            splits: dict[str, Split] = {}
+            for r in todo:
+                if r.task.name not in splits:
+                    splits[r.task.name] = r.task.load(cfg)
+                    if bar is not None:
+                        bar.loaded(r.task.name)
+                split = subset_split(splits[r.task.name], r.train_subset, r.test_subset)
                 if bar is not None:
-                    bar.loaded(r.task.name)
-            split = subset_split(splits[r.task.name], r.train_subset, r.test_subset)
-            if bar is not None:
-                bar.start(r)
-            rec = run_one(r, split, on_epoch=bar.epoch if bar else None, tb_dir=tb_dir)
-            if bar is not None:
-                bar.finish()
-            _append(path, rec)
-            done[r.key] = rec
+                    bar.start(r)
+                on_epoch = functools.partial(bar.epoch, r) if bar is not None else None
+                rec = run_one(r, split, on_epoch=on_epoch, tb_dir=tb_dir)
+                rec["env"]["jobs"] = 1
+                if bar is not None:
+                    bar.finish(r)
+                on_done(r, rec)
         complete = True
     finally:
         if bar is not None:
