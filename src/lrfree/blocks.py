@@ -48,9 +48,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .distributed import check_partition, is_sharded, sharded_inner, sharded_inner_many
+from .distributed import check_partition, is_sharded, sharded_inner, sharded_inner_each
 
-__all__ = ["GRANULARITIES", "BlockSet", "Partition", "acc_dtype"]
+__all__ = ["GRANULARITIES", "BlockSet", "Partition", "acc_dtype", "inner_each"]
 
 GRANULARITIES = ("global", "layer", "tensor", "filter", "element")
 
@@ -220,13 +220,14 @@ class Partition:
         return out
 
     def inner_many(
-        self, pairs: Sequence[tuple[Sequence[Tensor | None], Sequence[Tensor | None]]]
+        self,
+        pairs: Sequence[tuple[Sequence[Tensor | None], Sequence[Tensor | None]]],
+        *,
+        foreach: bool = False,
     ) -> list[list[Tensor]]:
         """``[self.inner(xs, ys) for xs, ys in pairs]``; with DTensor (FSDP2) members all of
         them are completed by one packed all-reduce instead of one each."""
-        if any(x is not None and is_sharded(x) for xs, _ in pairs for x in xs):
-            return sharded_inner_many(self, pairs)
-        return [self.inner(xs, ys) for xs, ys in pairs]
+        return inner_each([(self, xs, ys) for xs, ys in pairs], foreach=foreach)
 
     def sq_norm(self, xs: Sequence[Tensor | None], *, foreach: bool = False) -> list[Tensor]:
         """Per block set, ``sum_{i in set} ||x_i||^2``."""
@@ -314,3 +315,25 @@ class Partition:
             torch.full(s.shape, fill, dtype=s.dtype, device=self.params[s.owner].device)
             for s in self.sets
         ]
+
+
+def inner_each(
+    items: Sequence[tuple[Partition, Sequence[Tensor | None], Sequence[Tensor | None]]],
+    *,
+    foreach: bool = False,
+) -> list[list[Tensor]]:
+    """``[part.inner(xs, ys, foreach=foreach) for part, xs, ys in items]``, where the
+    partitions may differ (CAM-HD's levels); with DTensor (FSDP2) members all of them are
+    completed by one packed all-reduce instead of one each.
+
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
+    >>> names, params = map(list, zip(*net.named_parameters()))
+    >>> ones = [torch.ones_like(p) for p in params]
+    >>> parts = [Partition.build(params, names, k) for k in ("global", "layer")]
+    >>> [[v.item() for v in vs] for vs in inner_each([(p, ones, ones) for p in parts])]
+    [[11.0], [8.0, 3.0]]
+    """
+    if any(x is not None and is_sharded(x) for _, xs, _ in items for x in xs):
+        return sharded_inner_each(items)
+    return [part.inner(xs, ys, foreach=foreach) for part, xs, ys in items]

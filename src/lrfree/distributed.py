@@ -295,18 +295,29 @@ def sharded_inner_many(
     part: Any, pairs: Sequence[tuple[Sequence[Tensor | None], Sequence[Tensor | None]]]
 ) -> list[list[Tensor]]:
     """Several ``sharded_inner`` at once, all completed by one packed all-reduce."""
-    groups = []
-    for s in part.sets:
-        if s.kind not in ("global", "layer", "tensor"):
-            raise NotImplementedError(_BLOCKS_MSG.format(kind=s.kind))
-        groups.append(_block_groups(part.params, s.members, s.name))
-    partials = [
-        _block_dot(part.params, xs, ys, s.members, s.dtype) for xs, ys in pairs for s in part.sets
-    ]
+    return sharded_inner_each([(part, xs, ys) for xs, ys in pairs])
+
+
+def sharded_inner_each(
+    items: Sequence[tuple[Any, Sequence[Tensor | None], Sequence[Tensor | None]]],
+) -> list[list[Tensor]]:
+    """``[sharded_inner(part, xs, ys) for part, xs, ys in items]`` (the partitions may
+    differ, e.g. CAM-HD's levels), all completed by one packed all-reduce."""
+    groups, partials, sizes = [], [], []
+    for part, xs, ys in items:
+        for s in part.sets:
+            if s.kind not in ("global", "layer", "tensor"):
+                raise NotImplementedError(_BLOCKS_MSG.format(kind=s.kind))
+            groups.append(_block_groups(part.params, s.members, s.name))
+            partials.append(_block_dot(part.params, xs, ys, s.members, s.dtype))
+        sizes.append(len(part.sets))
     # every rank packs every block (zeros included): the collective sizes always agree
-    flat = _reduce_blocks(partials, groups * len(pairs))
-    n = len(part.sets)
-    return [flat[k * n : (k + 1) * n] for k in range(len(pairs))]
+    flat = _reduce_blocks(partials, groups)
+    out, k = [], 0
+    for n in sizes:
+        out.append(flat[k : k + n])
+        k += n
+    return out
 
 
 _BLOCKS_MSG = (

@@ -79,7 +79,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ..blocks import GRANULARITIES, Partition, acc_dtype
+from ..blocks import GRANULARITIES, Partition, acc_dtype, inner_each
 from ..directions import DIRECTIONS
 from ..hyper import Hyper, real
 from .base import Rule, StepContext
@@ -379,8 +379,10 @@ class CAMHD(_HDBase):
         gamma_grad = torch.zeros_like(gamma)
         finest: list[Tensor] = []  # the finest level's rates, one per block of ctx.partition
         per_param: list[list[Tensor | None]] = []  # per level: new rate broadcast per param
-        for j, (level, (part, count)) in enumerate(zip(levels, self._level_partitions(ctx))):
-            h = part.inner(grads, prevs)  # sum_{p in b} g_p s_p  =  -h_{j,b}
+        level_parts = self._level_partitions(ctx)
+        # sum_{p in b} g_p s_p = -h_{j,b} for every level: one packed all-reduce under FSDP2
+        hs = inner_each([(part, grads, prevs) for part, _ in level_parts])
+        for j, (level, (part, count), h) in enumerate(zip(levels, level_parts, hs)):
             new_rates = []
             for s, gs in zip(part.sets, h):
                 rate = self.ensure(ctx, s, f"alpha.{level}", 1.0)

@@ -133,8 +133,9 @@ class Lipschitz(Rule):
                 st[k] = torch.zeros_like(v)
             prevs[i] = st[k]
             diffs[i] = v - st[k]
-        prev_norm = [x.sqrt() for x in part.sq_norm(prevs)]
-        diff_norm = [x.sqrt() for x in part.sq_norm(diffs)]
+        sq_prev, sq_diff = part.inner_many([(prevs, prevs), (diffs, diffs)])  # one under FSDP2
+        prev_norm = [x.sqrt() for x in sq_prev]
+        diff_norm = [x.sqrt() for x in sq_diff]
         out = []
         for b, s in enumerate(part.sets):
             t = ts[b]

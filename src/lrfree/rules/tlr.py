@@ -153,9 +153,9 @@ class _Windowed(Rule):
                 accs[i] = self._param_state(ctx, i, "acc")
                 prevs[i] = self._param_state(ctx, i, "prev")
         if any(opened):
-            num = part.inner(prevs, accs, foreach=ctx.foreach)
-            sq_prev = part.sq_norm(prevs, foreach=ctx.foreach)
-            sq_acc = part.sq_norm(accs, foreach=ctx.foreach)
+            num, sq_prev, sq_acc = part.inner_many(  # one packed all-reduce under FSDP2
+                [(prevs, accs), (prevs, prevs), (accs, accs)], foreach=ctx.foreach
+            )
         for b, s in enumerate(due):
             st = ctx.block_state(s)
             if opened[b]:
