@@ -28,7 +28,8 @@ examples:
   lrfree bench --list
   lrfree bench --task fmnist-mlp --optimizers adamw@grid,adamw,prodigy --seeds 3 --epochs 10
   lrfree bench --suite full --estimate
-  lrfree bench --suite full --out bench-out/full --threads 2 --results-page docs/results.md
+  lrfree bench --suite full --out bench-out/full --results-page docs/results.md
+  lrfree bench --task mnist1d-cnn --jobs 1 --threads 2   # one run at a time, two threads
   lrfree bench --tensorboard runs/bench && tensorboard --logdir runs/bench
 """
 

@@ -547,10 +547,15 @@ def _run_parallel(
     try:
         pending = [(r, pool.apply_async(_worker_run, (_ref(r), tb))) for r in order]
         while pending:
-            try:
-                show(*events.get(timeout=0.25))
+            news: list[tuple[str, int]] = []
+            try:  # wait for news, then take everything that has arrived
+                news.append(events.get(timeout=0.25))
+                while True:
+                    news.append(events.get_nowait())
             except queue.Empty:
                 pass
+            for key, epoch in news:
+                show(key, epoch)
             still = []
             for run, res in pending:
                 if not res.ready():
