@@ -494,3 +494,13 @@ def test_planetoid_reader_refuses_anything_but_its_arrays(tmp_path):
     m = sp.random(4, 3, density=0.5, format="csr", random_state=0)
     back = _PlanetoidUnpickler(io.BytesIO(pickle.dumps(m)), encoding="latin1").load()
     assert (back != m).nnz == 0
+
+
+def test_parallel_workers_refuse_code_other_than_the_keys_name(tmp_path, monkeypatch):
+    """A worker imports lrfree after the parent hashed its source: if the source changed in
+    between, the worker's records would carry keys of code it did not run. It refuses."""
+    runner.code_fingerprint.cache_clear()
+    monkeypatch.setattr(runner, "code_fingerprint", lambda: "not-this-code")
+    runs = runner.plan(["mnist1d-mlp"], ["adamw", "sgd-m"], 1, epochs=1, train_subset=256)
+    with pytest.raises(RuntimeError, match="source changed after the benchmark started"):
+        runner.run_suite(runs, tmp_path, BenchConfig(), progress=False, jobs=2, threads=1)

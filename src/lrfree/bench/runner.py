@@ -487,16 +487,21 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, daemon=True, name="lrfree-bench-parent-watch").start()
 
 
-def _worker_init(threads: int, cfg: BenchConfig, events: Any, jobs: int) -> None:
+def _worker_init(threads: int, cfg: BenchConfig, events: Any, jobs: int, fingerprint: str) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _exit_with_parent()
     torch.set_num_threads(threads)
-    _WORKER.update(cfg=cfg, events=events, jobs=jobs, splits={})
+    _WORKER.update(cfg=cfg, events=events, jobs=jobs, splits={}, fingerprint=fingerprint)
 
 
 def _worker_run(ref: tuple, tb_dir: str | None) -> dict[str, Any]:
+    if code_fingerprint() != _WORKER["fingerprint"]:  # the runs' keys name the parent's code
+        raise RuntimeError(
+            "lrfree's source changed after the benchmark started (its results are keyed by "
+            "a hash of the source): run the same command again to train with the new code"
+        )
     run = _unref(ref)
     splits, events = _WORKER["splits"], _WORKER["events"]
     if run.task.name not in splits:
@@ -543,7 +548,10 @@ def _run_parallel(
         else:
             bar.epoch(by_key[key], epoch)
 
-    pool = ctx.Pool(jobs, initializer=_worker_init, initargs=(threads, cfg, events, jobs))
+    fingerprint = code_fingerprint()  # the code the runs' keys name
+    pool = ctx.Pool(
+        jobs, initializer=_worker_init, initargs=(threads, cfg, events, jobs, fingerprint)
+    )
     try:
         pending = [(r, pool.apply_async(_worker_run, (_ref(r), tb))) for r in order]
         while pending:
