@@ -554,7 +554,8 @@ def test_fsdp2_matches_single_process_or_raises(fsdp_results, name):
             per = 2 if g["rule"] == "layerwise" else 1
             assert counts == [per * int(n % g["update_every"] == 0) for n in range(STEPS)]
         if g["rule"] in ("lipschitz", "lipschitz-u", "hypergradient", "cam-hd"):
-            assert counts == [1] * STEPS  # every reduction of the step in one packed call
+            # every reduction of a step in one packed call (HD's first step has none to do)
+            assert counts[1:] == [1] * (STEPS - 1) and counts[0] in (0, 1), counts
         if g["rule"] in ("tlr", "hypergradient-window"):  # one packed call at window closes
             assert sorted(set(counts)) == [0, 1], counts
     assert fsdp_results[0][name][1] == fsdp_results[1][name][1]
