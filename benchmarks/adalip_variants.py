@@ -83,9 +83,7 @@ def import_old(path: Path, schedule: str) -> list[dict]:
         is_lip = r["name"] not in ("SGD", "RMSProp", "Adam")
         if not is_lip and schedule == "sqrt":
             continue  # the bases do not depend on the schedule; take them from the constant file
-        rows.append(
-            dict(r, schedule=schedule if is_lip else None, rates=[], imported=str(path))
-        )
+        rows.append(dict(r, schedule=schedule if is_lip else None, rates=[], imported=str(path)))
     return rows
 
 

@@ -113,7 +113,10 @@ def _run_case(factory: Any, mode: str, rank: int, counter: dict[str, Any]) -> st
 def _worker(rank: int, init: str, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group(
-        "gloo", init_method=f"file://{init}", rank=rank, world_size=2,
+        "gloo",
+        init_method=f"file://{init}",
+        rank=rank,
+        world_size=2,
         timeout=datetime.timedelta(seconds=60),
     )
     counter = {"n": 0, "on": False}
@@ -126,8 +129,13 @@ def _worker(rank: int, init: str, out: str) -> None:
     dist.all_reduce = counting  # type: ignore[assignment]
     rows = []
     for name, factory in CASES.items():
-        rows.append((name, _run_case(factory, "ddp", rank, counter),
-                     _run_case(factory, "fsdp2", rank, counter)))
+        rows.append(
+            (
+                name,
+                _run_case(factory, "ddp", rank, counter),
+                _run_case(factory, "fsdp2", rank, counter),
+            )
+        )
     dist.all_reduce = orig  # type: ignore[assignment]
     if rank == 0:
         torch.save(rows, out)

@@ -68,8 +68,10 @@ def main() -> None:
         model = mnist1d_mlp() if args.task == "mnist1d-mlp" else Mnist1dCNN()
     n = len(data.x_train)
     spe = math.ceil(n / args.batch_size)
-    window = dict(update_every=args.update_every) if args.update_every else dict(
-        steps_per_epoch=spe, p=args.p
+    window = (
+        dict(update_every=args.update_every)
+        if args.update_every
+        else dict(steps_per_epoch=spe, p=args.p)
     )
     if args.optimizer == "sgdtlr":
         lr = 0.1 if args.lr is None else args.lr

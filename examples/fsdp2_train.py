@@ -49,8 +49,9 @@ OPTIMIZERS = {
 
 def build(name: str) -> tuple[nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
-                          nn.Linear(64, 3))
+    model = nn.Sequential(
+        nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 3)
+    )
     for m in model:
         if isinstance(m, nn.Linear):
             fully_shard(m)
@@ -96,8 +97,9 @@ def main() -> None:
                 dist.all_reduce(total)
                 if rank == 0:
                     shown = ", ".join(f"{k}={v:.3g}" for k, v in opt.effective_lr().items())
-                    print(f"step {step}: loss {float(total) / world:.4f}; rates {shown}",
-                          flush=True)
+                    print(
+                        f"step {step}: loss {float(total) / world:.4f}; rates {shown}", flush=True
+                    )
 
     train(model, opt, args.steps)
     if args.checkpoint:
@@ -109,8 +111,9 @@ def main() -> None:
             msd2, osd2 = get_state_dict(model2, opt2)
         state = {"model": msd2, "optim": osd2}
         dcp.load(state, checkpoint_id=args.checkpoint)
-        set_state_dict(model2, opt2, model_state_dict=state["model"],
-                       optim_state_dict=state["optim"])
+        set_state_dict(
+            model2, opt2, model_state_dict=state["model"], optim_state_dict=state["optim"]
+        )
         same = opt2.effective_lr() == opt.effective_lr()
         if rank == 0:
             print(f"reloaded from {args.checkpoint}: rates identical: {same}", flush=True)
