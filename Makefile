@@ -31,7 +31,7 @@ bench: venv
 	$(VENV)/bin/lrfree bench
 
 # docs/results.md (and its plots in docs/results/) from one `lrfree bench --suite full` run on
-# this machine: 26 min on 2 cores, two runs at once (the plan's estimate is printed first).
+# this machine: 25 min on 2 cores, two runs at once (the plan's estimate is printed first).
 # Run it on a quiet machine; a killed run restarted with the same command finishes the rest.
 results: venv data
 	$(VENV)/bin/lrfree bench --suite full --out bench-out/full \

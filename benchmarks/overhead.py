@@ -15,9 +15,11 @@ the same hyperparameters: sgd/momentum/nesterov -> SGD, adam -> Adam, adamw -> A
 rmsprop -> RMSprop, always with ``foreach=True``.
 
 Fairness: ``--ours-foreach on`` (the default) runs ours with ``foreach=True`` too, so both
-sides use multi-tensor kernels; ``--ours-foreach default`` keeps our CPU default (off, as
-torch's). The non-finite policy stays at its default (``"skip"``: one cheap reduction and one
-host sync per step), which torch's optimizers do not have.
+sides use multi-tensor kernels; ``--ours-foreach default`` keeps our default
+(``foreach=None``: multi-tensor on CPU and CUDA since 2026-11-30; before, the per-block loop on
+the CPU, which docs/performance.md compares). The non-finite policy stays at its default
+(``"skip"``: one cheap reduction and one host sync per step), which torch's optimizers do not
+have.
 
 Clock: ``--clock wall`` (default) or ``--clock cpu`` (``time.process_time``: the CPU time of
 this process, all threads; steadier on a shared machine, equal to wall time on a quiet one

@@ -22,7 +22,7 @@ killed run restarted with the same --out finishes only what is left (--fresh sta
 Runs train in parallel, one per CPU with one torch thread each (--jobs, --threads). The
 plan's estimated time (measured costs, lrfree.bench.cost) is printed before training;
 --suite full is sized to fit 90 minutes one run at a time on a 2-core CPU (estimated 66 min);
-with the default two runs at once it took 26 minutes there.
+with the default two runs at once it took 25 minutes there.
 """
 EPILOG = """\
 examples:

@@ -237,8 +237,9 @@ class Composed(torch.optim.Optimizer):
         ps = [params[i] for i in idx]
         foreach = group["foreach"]
         if foreach is None:  # multi-tensor paths on CPU and CUDA (torch's default is CUDA
-            # only; ours also drop per-block Python work and temporaries, which on the CPU
-            # makes training steps 1.1-1.6x faster: docs/performance.md)
+            # only; ours also drop per-block Python work and temporaries: on the CPU, 1.1-1.65x
+            # faster training steps for the Adam / RMSprop / Lipschitz optimizers, no clear
+            # change for the SGD-direction ones; docs/performance.md)
             foreach = all(p.device.type in ("cpu", "cuda") for p in ps)
         foreach = foreach and len({(p.device, p.dtype) for p in ps}) == 1
         ctx.foreach = foreach
