@@ -29,8 +29,8 @@ import torch.nn.functional as F
 import lrfree
 
 from .data import Split
-from .optimizers import BenchOptimizer, resolve
-from .tasks import BenchConfig, Task, TaskSize, get_task
+from .optimizers import BENCH_OPTIMIZERS, BenchOptimizer, resolve
+from .tasks import TASKS, BenchConfig, Task, TaskSize, get_task
 
 __all__ = ["Run", "default_jobs", "environment", "plan", "run_one", "run_suite", "subset_split"]
 
@@ -456,9 +456,6 @@ def _ref(run: Run) -> tuple:
 
 
 def _unref(ref: tuple) -> Run:
-    from .optimizers import BENCH_OPTIMIZERS
-    from .tasks import TASKS
-
     task, spec, entry, *rest = ref
     if task not in TASKS or entry not in BENCH_OPTIMIZERS:
         raise ValueError(
