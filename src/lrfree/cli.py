@@ -70,15 +70,17 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"error: unknown task(s) {unknown}; known: {sorted(TASKS)}", file=sys.stderr)
         return 2
     if args.optimizers:
-        optimizers = args.optimizers.split(",")
+        optimizers = bopt.split_specs(args.optimizers)
     else:
         optimizers = bopt.default_optimizers(args.suite)
-    missing = [
-        o
-        for o in optimizers
-        if not bopt.BENCH_OPTIMIZERS.get(o.split("@")[0])
-        or not bopt.BENCH_OPTIMIZERS[o.split("@")[0]].available()
-    ]
+
+    def _available(spec: str) -> bool:
+        try:
+            return bopt.lookup(bopt.split_spec(spec)[0]).available()
+        except ValueError:
+            return False
+
+    missing = [o for o in optimizers if not _available(o)]
     if missing:
         print(
             f"error: optimizer(s) not available: {missing} "
@@ -207,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--task", help="comma-separated task names (see --list); overrides --suite")
     b.add_argument(
         "--optimizers",
-        help="comma-separated: NAME, NAME@grid or NAME@LR "
+        help="comma-separated: NAME, NAME@grid or NAME@LR; NAME[key=value,...] passes "
+        "constructor arguments, e.g. adam-tlr[preset=paper] "
         "(default: adamw, adamw@grid, sgd-m@grid and every lrfree optimizer)",
     )
     b.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 (default 1)")

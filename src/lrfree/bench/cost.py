@@ -45,7 +45,7 @@ from typing import Any
 import torch
 
 from .data import Split
-from .optimizers import BENCH_OPTIMIZERS
+from .optimizers import lookup
 from .tasks import BenchConfig, Task, get_task
 
 __all__ = ["EVAL_SECONDS", "FACTORS", "STEP_SECONDS", "estimate", "format_seconds", "measure"]
@@ -148,7 +148,8 @@ def run_seconds(run: Any) -> float:
     evaluation cost scales with the test examples used (``test_subset``)."""
     task = run.task
     steps = _steps_per_epoch(task, _n(task, run.train_subset, 0))
-    step = STEP_SECONDS.get(task.name, DEFAULT_STEP) * FACTORS.get(run.entry.name, DEFAULT_FACTOR)
+    base = run.entry.name.partition("[")[0]  # a NAME[k=v] entry costs as its base
+    step = STEP_SECONDS.get(task.name, DEFAULT_STEP) * FACTORS.get(base, DEFAULT_FACTOR)
     test = _n(task, run.test_subset, 1) / _n(task, None, 1)
     evaluation = EVAL_SECONDS.get(task.name, DEFAULT_EVAL) * test
     return run.epochs * (steps * step + evaluation) + SETUP_SECONDS
@@ -206,7 +207,7 @@ def _time_steps(task: Task, split: Split, name: str, n: int, warmup: int = 2) ->
     (the mean, not the median: it must count the periodic curvature steps of LW and TLR)."""
     from . import runner
 
-    entry = BENCH_OPTIMIZERS[name]
+    entry = lookup(name)
     torch.manual_seed(0)
     model = task.model()
     steps = _steps_per_epoch(task, len(split.x_train))

@@ -10,12 +10,19 @@
 An entry builds the optimizer from ``model.named_parameters()``; ``step`` drives one training
 step when the optimizer needs more than a closure (default: closure, with graph mode when the
 optimizer's ``curvature_due()`` asks for it).
+
+Any entry takes constructor arguments in brackets: ``adam-tlr[preset=paper]``,
+``sgd-lw[update_every=1,beta_t=0.0]@grid``; values are Python literals (``ast.literal_eval``;
+a bare word is a string). Such a spec is an entry of its own (its name is the canonical
+spelling, arguments sorted), so its runs and records never mix with the plain entry's.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,10 +32,19 @@ from torch import nn
 
 import lrfree
 
-__all__ = ["BENCH_OPTIMIZERS", "BenchOptimizer", "available", "default_optimizers", "resolve"]
+__all__ = [
+    "BENCH_OPTIMIZERS",
+    "BenchOptimizer",
+    "available",
+    "default_optimizers",
+    "lookup",
+    "resolve",
+    "split_specs",
+]
 
 Builder = Callable[..., torch.optim.Optimizer]
-"""``build(model, lr, steps_per_epoch=N)``: ``lr=None`` takes the optimizer's default."""
+"""``build(model, lr, steps_per_epoch=N, loss=..., options={...})``: ``lr=None`` takes the
+optimizer's default; ``options`` are extra constructor arguments (``NAME[k=v]`` specs)."""
 
 
 @dataclass
@@ -50,9 +66,13 @@ def _named(cls: type, **fixed: Any) -> Builder:
     sig = inspect.signature(cls).parameters
 
     def build(
-        model: nn.Module, lr: float | None, steps_per_epoch: int = 1, loss: str = "cross_entropy"
+        model: nn.Module,
+        lr: float | None,
+        steps_per_epoch: int = 1,
+        loss: str = "cross_entropy",
+        options: dict[str, Any] | None = None,
     ) -> torch.optim.Optimizer:
-        kw = dict(fixed)
+        kw = {**fixed, **(options or {})}
         if lr is not None:
             kw["lr"] = lr
         if "steps_per_epoch" in sig:  # TLR sets its window from the epoch length
@@ -81,8 +101,10 @@ def outputs_step(task: Any, model: nn.Module, opt: torch.optim.Optimizer, x, y) 
 
 
 def _torch(cls: type, **fixed: Any) -> Builder:
-    def build(model: nn.Module, lr: float | None, **_: Any) -> torch.optim.Optimizer:
-        kw = dict(fixed)
+    def build(
+        model: nn.Module, lr: float | None, options: dict[str, Any] | None = None, **_: Any
+    ) -> torch.optim.Optimizer:
+        kw = {**fixed, **(options or {})}
         if lr is not None:
             kw["lr"] = lr
         return cls(model.parameters(), **kw)
@@ -91,9 +113,11 @@ def _torch(cls: type, **fixed: Any) -> Builder:
 
 
 def _peer(module: str, cls: str, **fixed: Any) -> Builder:
-    def build(model: nn.Module, lr: float | None, **_: Any) -> torch.optim.Optimizer:
+    def build(
+        model: nn.Module, lr: float | None, options: dict[str, Any] | None = None, **_: Any
+    ) -> torch.optim.Optimizer:
         mod = importlib.import_module(module)
-        kw = dict(fixed)
+        kw = {**fixed, **(options or {})}
         if lr is not None:
             kw["lr"] = lr
         return getattr(mod, cls)(model.parameters(), **kw)
@@ -237,16 +261,117 @@ def default_optimizers(suite: str) -> list[str]:
     return specs
 
 
+_OPTIONS = re.compile(r"^([A-Za-z0-9_.-]+)\[(.*)\]$")
+
+
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", text):
+            return text  # a bare word: a string (preset=paper)
+        raise ValueError(f"cannot read the option value {text!r} (a Python literal)") from None
+
+
+def parse_options(text: str) -> dict[str, Any]:
+    """``"update_every=32,betas=(0.9,0.99)"`` -> ``{"update_every": 32, "betas": (0.9, 0.99)}``.
+
+    Commas inside brackets belong to the value::
+
+        >>> parse_options("update_every=32,betas=(0.9, 0.99),preset=paper")
+        {'update_every': 32, 'betas': (0.9, 0.99), 'preset': 'paper'}
+    """
+    out: dict[str, Any] = {}
+    depth, start, parts = 0, 0, []
+    for i, ch in enumerate(text):
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    for part in (x.strip() for x in parts):
+        if not part:
+            continue
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip().isidentifier():
+            raise ValueError(f"expected key=value in the options, got {part!r}")
+        out[key.strip()] = _literal(value.strip())
+    return out
+
+
+def lookup(name: str) -> BenchOptimizer:
+    """The entry named ``name``: a registered one, or ``base[k=v,...]`` derived from one.
+
+    Example::
+
+        >>> e = lookup("adam-tlr[update_every=32, preset=paper]")
+        >>> e.name, e.family
+        ("adam-tlr[preset='paper',update_every=32]", 'lrfree')
+    """
+    if name in BENCH_OPTIMIZERS:
+        return BENCH_OPTIMIZERS[name]
+    m = _OPTIONS.match(name)
+    if m is None or m.group(1) not in BENCH_OPTIMIZERS:
+        base = m.group(1) if m else name
+        raise ValueError(f"Unknown optimizer {base!r}; known: {sorted(BENCH_OPTIMIZERS)}")
+    base = BENCH_OPTIMIZERS[m.group(1)]
+    options = parse_options(m.group(2))
+    canon = f"{base.name}[" + ",".join(f"{k}={v!r}" for k, v in sorted(options.items())) + "]"
+    build = base.build
+
+    def derived(model: nn.Module, lr: float | None, **kw: Any) -> torch.optim.Optimizer:
+        return build(model, lr, **kw, options=options)
+
+    return BenchOptimizer(
+        canon,
+        derived,
+        base.family,
+        base.default_lr,
+        base.grid,
+        base.requires,
+        base.step,
+        note=f"{base.note} with {options}",
+    )
+
+
 def available() -> list[str]:
     return [n for n, e in BENCH_OPTIMIZERS.items() if e.available()]
 
 
+def split_spec(spec: str) -> tuple[str, str]:
+    """``"sgd-lw[beta_t=0.0]@grid"`` -> ``("sgd-lw[beta_t=0.0]", "grid")``."""
+    if spec.endswith("]"):
+        return spec, ""
+    head, at, suffix = spec.rpartition("@")
+    return (head, suffix) if at else (spec, "")
+
+
+def split_specs(text: str) -> list[str]:
+    """Split a comma-separated list of specs; commas inside brackets belong to a spec.
+
+    Example::
+
+        >>> split_specs("adamw@grid, sgd-lw[update_every=1,beta_t=0.0]")
+        ['adamw@grid', 'sgd-lw[update_every=1,beta_t=0.0]']
+    """
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    out.append(cur.strip())
+    return [x for x in out if x]
+
+
 def resolve(spec: str) -> list[tuple[BenchOptimizer, float | None, bool]]:
     """``"adamw@grid"`` -> one (entry, lr, is_grid) per grid rate; ``"adamw"`` -> default."""
-    name, _, suffix = spec.partition("@")
-    if name not in BENCH_OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer {name!r}; known: {sorted(BENCH_OPTIMIZERS)}")
-    entry = BENCH_OPTIMIZERS[name]
+    name, suffix = split_spec(spec)
+    entry = lookup(name)
     if suffix == "grid":
         if not entry.grid:
             raise ValueError(f"{name!r} has no learning-rate grid")

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 import lrfree
 
 from .data import Split
-from .optimizers import BENCH_OPTIMIZERS, BenchOptimizer, resolve
+from .optimizers import BENCH_OPTIMIZERS, BenchOptimizer, lookup, resolve
 from .tasks import TASKS, BenchConfig, Task, TaskSize, get_task
 
 __all__ = ["Run", "default_jobs", "environment", "plan", "run_one", "run_suite", "subset_split"]
@@ -457,13 +457,13 @@ def _ref(run: Run) -> tuple:
 
 def _unref(ref: tuple) -> Run:
     task, spec, entry, *rest = ref
-    if task not in TASKS or entry not in BENCH_OPTIMIZERS:
+    if task not in TASKS or (entry not in BENCH_OPTIMIZERS and "[" not in entry):
         raise ValueError(
             f"task {task!r} / optimizer {entry!r} is not registered in a fresh interpreter; "
             "parallel runs (jobs > 1) rebuild runs from lrfree.bench's registries: register "
             "it at import time of lrfree.bench or run with jobs=1"
         )
-    return Run(TASKS[task], spec, BENCH_OPTIMIZERS[entry], *rest)
+    return Run(TASKS[task], spec, lookup(entry), *rest)
 
 
 def _exit_with_parent() -> None:

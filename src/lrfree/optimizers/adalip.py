@@ -52,12 +52,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..directions.sgd import sgd_direction
-from ..optimizer import Composed
+from ..presets import Named
 
 __all__ = ["AdaLip", "AdaLipU", "AdamLip", "AdamLipU", "RMSLip", "RMSLipU"]
 
 
-class AdaLip(Composed):
+class AdaLip(Named):
     """SGD (torch.optim.SGD; ``momentum > 0``: heavy ball) with AdaLip rates (Algorithm 2).
 
     Args:
@@ -82,6 +82,7 @@ class AdaLip(Composed):
         momentum: float = 0.0,
         weight_decay: float = 0.0,
         *,
+        preset: str = "default",
         gamma: float = 0.8,
         c: float = 1e-8,
         schedule: str = "constant",
@@ -104,7 +105,7 @@ class AdaLip(Composed):
         )
 
 
-class RMSLip(Composed):
+class RMSLip(Named):
     """RMSprop (torch.optim.RMSprop) with AdaLip rates (Algorithm 3).
 
     ``alpha`` is torch's smoothing constant; ``eps``, ``weight_decay``, ``momentum``,
@@ -123,6 +124,7 @@ class RMSLip(Composed):
         momentum: float = 0.0,
         centered: bool = False,
         *,
+        preset: str = "default",
         gamma: float = 0.8,
         c: float = 1e-8,
         schedule: str = "constant",
@@ -147,7 +149,7 @@ class RMSLip(Composed):
         )
 
 
-class AdamLip(Composed):
+class AdamLip(Named):
     """Adam (torch.optim.Adam; ``decoupled_weight_decay=True``: AdamW) with AdaLip rates
     (Algorithm 4). ``betas``, ``eps``, ``weight_decay``, ``amsgrad`` are torch's."""
 
@@ -162,6 +164,7 @@ class AdamLip(Composed):
         weight_decay: float = 0.0,
         amsgrad: bool = False,
         *,
+        preset: str = "default",
         decoupled_weight_decay: bool = False,
         gamma: float = 0.8,
         c: float = 1e-8,

@@ -45,13 +45,13 @@ from typing import Any
 from torch import Tensor
 
 from ..hyper import real
-from ..optimizer import Composed
+from ..presets import Named
 from ..rules.adler import backward as _backward
 
 __all__ = ["ADLER"]
 
 
-class ADLER(Composed):
+class ADLER(Named):
     """ADLER (``variant="ggn"``) and its GN comparator (``variant="gn"``) on plain SGD.
 
     Args:
@@ -79,6 +79,7 @@ class ADLER(Composed):
         params: Iterable[Any],
         lr: float = 1.0,
         *,
+        preset: str = "default",
         beta: float = 0.99,
         eps: float = 1e-10,
         variant: str = "ggn",

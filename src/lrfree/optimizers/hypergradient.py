@@ -68,7 +68,7 @@ from torch import Tensor
 
 from ..blocks import GRANULARITIES
 from ..directions.sgd import sgd_direction
-from ..optimizer import Composed
+from ..presets import Named
 from ..rules.hypergradient import default_gammas
 
 __all__ = ["SGDCAMHD", "SGDHD", "SGDNCAMHD", "SGDNHD", "AdamCAMHD", "AdamHD"]
@@ -76,7 +76,7 @@ __all__ = ["SGDCAMHD", "SGDHD", "SGDNCAMHD", "SGDNHD", "AdamCAMHD", "AdamHD"]
 _LEVELS = ("layer", "global")
 
 
-class _CAMReadout(Composed):
+class _CAMReadout(Named):
     def gammas(self, group_index: int = 0) -> Tensor:
         """The current combination weights of a group (one per level, finest first; a copy)."""
         params = self.param_groups[group_index]["params"]
@@ -87,7 +87,7 @@ class _CAMReadout(Composed):
         return g.detach().clone()
 
 
-class SGDHD(Composed):
+class SGDHD(Named):
     """SGD (torch.optim.SGD's arguments) with a hypergradient-learned step size (SGD-HD).
 
     ``momentum=0``: ``d = g``; ``momentum>0``: ``d = m`` (torch's buffer, with
@@ -114,6 +114,7 @@ class SGDHD(Composed):
         weight_decay: float = 0.0,
         nesterov: bool = False,
         *,
+        preset: str = "default",
         maximize: bool = False,
         hypergrad_lr: float = 1e-3,
         blocks: str = "global",
@@ -149,6 +150,7 @@ class SGDNHD(SGDHD):
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         *,
+        preset: str = "default",
         maximize: bool = False,
         hypergrad_lr: float = 1e-3,
         blocks: str = "global",
@@ -169,7 +171,7 @@ class SGDNHD(SGDHD):
         )
 
 
-class AdamHD(Composed):
+class AdamHD(Named):
     """Adam (torch.optim.Adam's arguments) with a hypergradient-learned step size (Adam-HD).
 
     The hypergradient uses the previous bias-corrected Adam direction
@@ -193,6 +195,7 @@ class AdamHD(Composed):
         weight_decay: float = 0.0,
         amsgrad: bool = False,
         *,
+        preset: str = "default",
         maximize: bool = False,
         decoupled_weight_decay: bool = False,
         hypergrad_lr: float = 1e-8,
@@ -245,6 +248,7 @@ class SGDCAMHD(_CAMReadout):
         weight_decay: float = 0.0,
         nesterov: bool = False,
         *,
+        preset: str = "default",
         maximize: bool = False,
         hypergrad_lr: float = 1e-3,
         levels: tuple[str, ...] = _LEVELS,
@@ -282,6 +286,7 @@ class SGDNCAMHD(SGDCAMHD):
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         *,
+        preset: str = "default",
         maximize: bool = False,
         hypergrad_lr: float = 1e-3,
         levels: tuple[str, ...] = _LEVELS,
@@ -326,6 +331,7 @@ class AdamCAMHD(_CAMReadout):
         weight_decay: float = 0.0,
         amsgrad: bool = False,
         *,
+        preset: str = "default",
         maximize: bool = False,
         decoupled_weight_decay: bool = False,
         hypergrad_lr: float = 1e-8,

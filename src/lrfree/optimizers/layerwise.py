@@ -46,12 +46,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..directions.sgd import sgd_direction
-from ..optimizer import Composed
+from ..presets import Named
 
 __all__ = ["SGDLW", "AdamWLW"]
 
 
-class SGDLW(Composed):
+class SGDLW(Named):
     """SGD with heavy-ball momentum (``m = momentum * m + g``) and layer-wise step sizes.
 
     ``momentum=0`` gives plain SGD-LW (the setting of the paper's Theorem 1). Weight decay is
@@ -75,6 +75,7 @@ class SGDLW(Composed):
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         *,
+        preset: str = "default",
         beta_t: float = 0.99,
         update_every: int = 20,
         warmup_steps: int = 0,
@@ -101,7 +102,7 @@ class SGDLW(Composed):
         )
 
 
-class AdamWLW(Composed):
+class AdamWLW(Named):
     """AdamW with layer-wise step sizes (Algorithm 3).
 
     ``d = m_hat / (sqrt(v_hat) + eps)``; the decoupled decay is part of the step, so ``rho``
@@ -123,6 +124,7 @@ class AdamWLW(Composed):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         *,
+        preset: str = "default",
         beta_t: float = 0.99,
         update_every: int = 20,
         warmup_steps: int = 0,

@@ -44,12 +44,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..directions.sgd import sgd_direction
-from ..optimizer import Composed
+from ..presets import Named
 
 __all__ = ["SGDTLR", "AdamTLR"]
 
 
-class SGDTLR(Composed):
+class SGDTLR(Named):
     """SGD (``momentum=0``) or heavy-ball SGD (torch's ``momentum``) with a TLR rate.
 
     Args:
@@ -72,6 +72,7 @@ class SGDTLR(Composed):
         momentum: float = 0.0,
         weight_decay: float = 0.0,
         *,
+        preset: str = "default",
         gamma: float = 0.33,
         p: float = 0.2,
         steps_per_epoch: int | None = None,
@@ -98,7 +99,7 @@ class SGDTLR(Composed):
         )
 
 
-class AdamTLR(Composed):
+class AdamTLR(Named):
     """Adam (torch's, L2 ``weight_decay`` in the gradient) with a TLR rate.
 
     ``decoupled_weight_decay=True`` gives AdamW (the decay then enters the window vectors).
@@ -119,6 +120,7 @@ class AdamTLR(Composed):
         weight_decay: float = 0.0,
         amsgrad: bool = False,
         *,
+        preset: str = "default",
         decoupled_weight_decay: bool = False,
         gamma: float = 0.33,
         p: float = 0.2,
