@@ -36,6 +36,7 @@ __all__ = [
     "BENCH_OPTIMIZERS",
     "BenchOptimizer",
     "available",
+    "base_grid",
     "default_optimizers",
     "lookup",
     "resolve",
@@ -237,6 +238,24 @@ register(
         note="dog-optimizer LDoG(lr=1)",
     )
 )
+
+
+# the tuned grid each named optimizer is held to: the grid of its base optimizer
+_SGD_BASED = {"sgd-lw", "sgd-tlr", "adalip", "adalip-u", "adler", "sgd-hd", "sgdn-hd"}
+_SGD_BASED |= {"sgd-camhd", "sgdn-camhd", "sgd-m"}
+
+
+def base_grid(spec: str) -> str:
+    """The grid a spec is compared with: ``"sgd-m@grid"`` for the SGD / momentum / Nesterov
+    based optimizers, ``"adamw@grid"`` for the Adam / AdamW / RMSprop based ones and peers.
+
+    Example::
+
+        >>> base_grid("adalip[momentum=0.9]"), base_grid("adamw-lw")
+        ('sgd-m@grid', 'adamw@grid')
+    """
+    name = split_spec(spec)[0].partition("[")[0]
+    return "sgd-m@grid" if name in _SGD_BASED else "adamw@grid"
 
 
 def default_optimizers(suite: str) -> list[str]:

@@ -22,6 +22,8 @@ from typing import Any
 
 __all__ = [
     "aggregate",
+    "base_gaps",
+    "base_lines",
     "deficits",
     "markdown",
     "plots",
@@ -153,6 +155,7 @@ def markdown(agg: dict[str, Any], meta: dict[str, Any]) -> str:
             )
         lines.append("")
     lines += summary_lines(agg)
+    lines += base_lines(agg)
     lines.append(
         f"Seeds: {meta.get('seeds')}; {_sizes_text(meta)}; "
         f"machine: {meta['env']['processor']}, {meta['env']['cpus']} CPUs, "
@@ -292,6 +295,80 @@ def summary_lines(agg: dict[str, Any]) -> list[str]:
             f"{len(d)} | {statistics.median(d):.2f} | {d[-1]:.2f} | {len(d)} |"
         )
     lines.append("")
+    return lines
+
+
+def base_gaps(agg: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per lrfree spec, per task: how far its mean is below the tuned grid of its *base*
+    (``lrfree.bench.optimizers.base_grid``: SGD-momentum for SGD-based rules, AdamW for
+    Adam / RMSprop-based ones): accuracy points, or percent of the loss; negative = better.
+
+    Example::
+
+        >>> agg = {"t": {"higher_is_better": True, "rows": [
+        ...     {"spec": "sgd-m@grid", "family": "baseline", "acc_mean": 90.0},
+        ...     {"spec": "adalip", "family": "lrfree", "acc_mean": 88.5}]}}
+        >>> base_gaps(agg)
+        {'adalip': {'t': 1.5}}
+    """
+    from .optimizers import base_grid
+
+    out: dict[str, dict[str, float]] = defaultdict(dict)
+    for task, t in agg.items():
+        grids = {r["spec"]: r["acc_mean"] for r in t["rows"] if r["spec"].endswith("@grid")}
+        for r in t["rows"]:
+            if r.get("family") != "lrfree" or base_grid(r["spec"]) not in grids:
+                continue
+            tuned, v = grids[base_grid(r["spec"])], r["acc_mean"]
+            if not math.isfinite(v):
+                out[r["spec"]][task] = math.inf
+            elif t["higher_is_better"]:
+                out[r["spec"]][task] = tuned - v
+            else:
+                out[r["spec"]][task] = 100.0 * (v / tuned - 1.0) if tuned > 0 else math.inf
+    return dict(out)
+
+
+def base_lines(agg: dict[str, Any], within: float = 3.0) -> list[str]:
+    """Markdown lines: per lrfree spec, on how many tasks its mean is within ``within``
+    points (loss tasks: percent) of its base's tuned grid, its worst gap, and its collapsed
+    runs (records' ``collapsed``: chance level, divergence, constant predictor)."""
+    from .optimizers import base_grid
+
+    gaps = base_gaps(agg)
+    if not gaps:
+        return []
+    runs: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    pairs: dict[str, int] = defaultdict(int)
+    for t in agg.values():
+        for r in t["rows"]:
+            if r["spec"] in gaps:
+                bad = [bool(c.get("collapsed", c.get("diverged"))) for c in r["curves"]]
+                runs[r["spec"]][0] += sum(bad)
+                runs[r["spec"]][1] += len(bad)
+                pairs[r["spec"]] += any(bad)
+    lines = [
+        "### Against the tuned grid of each optimizer's base\n",
+        f"Within {within:g}: the mean over seeds within {within:g} accuracy points (loss "
+        f"tasks: {within:g}% of the loss) of the best rate of its base's grid (SGD-momentum "
+        "for the SGD / momentum / Nesterov-based rules, AdamW for the Adam / RMSprop-based "
+        "ones). Collapsed: runs at chance level (or the majority class, or the autoencoder's "
+        "constant predictor) or diverged.\n",
+        f"| optimizer | base grid | within {within:g} | worst gap | collapsed runs | "
+        "tasks with a collapsed run |",
+        "|---|---|---|---|---|---|",
+    ]
+    order = sorted(gaps, key=lambda s: (-sum(g <= within for g in gaps[s].values()), s))
+    for spec in order:
+        g = gaps[spec]
+        k = sum(x <= within for x in g.values())
+        bad, n = runs[spec]
+        lines.append(
+            f"| {spec} | {base_grid(spec)} | {k} / {len(g)} | {max(g.values()):.2f} | "
+            f"{bad} / {n} | {pairs[spec]} |"
+        )
+    n_pairs = sum(len(g) for g in gaps.values())
+    lines.append(f"\nCollapsed (optimizer, task) pairs: {sum(pairs.values())} of {n_pairs}.\n")
     return lines
 
 

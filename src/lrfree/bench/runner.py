@@ -317,6 +317,7 @@ def _train(
     if tb is not None:
         tb.close()  # closes the event file tb_epoch shares
     last = per_epoch[-1]
+    final = last["metric"] if not diverged else _WORST[task.metric]
     return {
         "key": run.key,
         "task": task.name,
@@ -337,7 +338,8 @@ def _train(
         "diverged": diverged,
         "metric_name": task.metric,
         "higher_is_better": task.metric == "accuracy",
-        "final_metric": last["metric"] if not diverged else _WORST[task.metric],
+        "final_metric": final,
+        "collapsed": collapsed(task, final, diverged),
         "final_test_acc": last["test_acc"] if not diverged else 0.0,
         "final_train_loss": last["train_loss"],
         "seconds": elapsed,
@@ -446,6 +448,26 @@ class _Progress:
 # OpenMP pool is running is unsafe), so a run travels as names and is rebuilt there from
 # the task and optimizer registries; each worker loads a task's data once.
 _WORKER: dict[str, Any] = {}
+
+
+def collapsed(task: Task, final_metric: float, diverged: bool) -> bool:
+    """A diverged run, or a final metric at the task's ``collapse`` level (chance accuracy,
+    the majority class, the autoencoder's constant predictor).
+
+    Example::
+
+        >>> from lrfree.bench.tasks import get_task
+        >>> t = get_task("mnist1d-mlp")
+        >>> collapsed(t, 10.2, False), collapsed(t, 60.0, False), collapsed(t, 60.0, True)
+        (True, False, True)
+    """
+    if diverged or not math.isfinite(final_metric):
+        return True
+    if task.collapse is None:
+        return False
+    if task.metric == "accuracy":
+        return final_metric <= task.collapse
+    return final_metric >= task.collapse
 
 
 def _ref(run: Run) -> tuple:

@@ -38,6 +38,9 @@ class Task:
     metric: str = "accuracy"  # or "test_loss" (lower is better)
     tags: tuple[str, ...] = field(default_factory=tuple)
     train_subset: int | None = None  # default subset, so the full suite fits 90 min on 2 cores
+    # a run whose final metric is at or below this accuracy (above this loss) has collapsed:
+    # chance level, the majority class, or the autoencoder's constant predictor
+    collapse: float | None = None
 
 
 @dataclass(frozen=True)
@@ -281,6 +284,7 @@ TASKS: dict[str, Task] = {
             mnist1d_mlp,
             30,
             128,
+            collapse=15.0,
             tags=("quick",),
         ),
         Task(
@@ -290,6 +294,7 @@ TASKS: dict[str, Task] = {
             Mnist1dCNN,
             30,
             128,
+            collapse=15.0,
             tags=("quick",),
         ),
         Task(
@@ -299,6 +304,7 @@ TASKS: dict[str, Task] = {
             fmnist_mlp,
             10,
             128,
+            collapse=15.0,
             tags=("full",),
         ),
         Task(
@@ -308,6 +314,7 @@ TASKS: dict[str, Task] = {
             fmnist_2c2d,
             5,
             128,
+            collapse=15.0,
             tags=("full",),
             train_subset=10000,
         ),
@@ -321,6 +328,7 @@ TASKS: dict[str, Task] = {
             128,
             loss="bce_logits",
             metric="test_loss",
+            collapse=0.68,
             tags=("full",),
             train_subset=20000,
         ),
@@ -331,6 +339,7 @@ TASKS: dict[str, Task] = {
             tlr_mlp,
             5,
             128,
+            collapse=15.0,
             tags=("full",),
         ),
         Task(
@@ -340,6 +349,7 @@ TASKS: dict[str, Task] = {
             adalip_cnn,
             3,
             128,
+            collapse=15.0,
             tags=("full",),
             train_subset=10000,
         ),
@@ -350,6 +360,7 @@ TASKS: dict[str, Task] = {
             lenet5,
             5,
             128,
+            collapse=15.0,
             tags=("full",),
             train_subset=20000,
         ),
@@ -360,6 +371,7 @@ TASKS: dict[str, Task] = {
             residual_cnn,
             3,
             128,
+            collapse=15.0,
             tags=("full",),
             train_subset=10000,
         ),
@@ -371,6 +383,7 @@ TASKS: dict[str, Task] = {
             200,
             0,
             loss="nll",
+            collapse=35.0,
             tags=("full",),
         ),
         Task(
@@ -381,6 +394,7 @@ TASKS: dict[str, Task] = {
             200,
             0,
             loss="nll",
+            collapse=26.0,
             tags=("full",),
         ),
     ]

@@ -49,7 +49,7 @@ The other directions and the -U variants (Appendix C) take the same keywords::
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 from ..directions.sgd import sgd_direction
 from ..presets import Named
@@ -72,6 +72,10 @@ class AdaLip(Named):
         schedule: ``"constant"`` or ``"sqrt"``. c_schedule: ``"constant"`` or
             ``"theoretical"``. blocks: ``"tensor"``, ``"layer"``, ``"global"``, ...
     """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {"momentum": 0.0, "gamma": 0.8, "c": 1e-8, "schedule": "constant"}
+    }
 
     _rule = "lipschitz"
 
@@ -111,6 +115,10 @@ class RMSLip(Named):
     ``alpha`` is torch's smoothing constant; ``eps``, ``weight_decay``, ``momentum``,
     ``centered`` are torch's. AdaLip's arguments as ``AdaLip``.
     """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {"momentum": 0.0, "gamma": 0.8, "c": 1e-8, "schedule": "constant"}
+    }
 
     _rule = "lipschitz"
 
@@ -152,6 +160,10 @@ class RMSLip(Named):
 class AdamLip(Named):
     """Adam (torch.optim.Adam; ``decoupled_weight_decay=True``: AdamW) with AdaLip rates
     (Algorithm 4). ``betas``, ``eps``, ``weight_decay``, ``amsgrad`` are torch's."""
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {"betas": (0.9, 0.999), "gamma": 0.8, "c": 1e-8, "schedule": "constant"}
+    }
 
     _rule = "lipschitz"
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -73,6 +73,16 @@ class ADLER(Named):
         **kwargs: further options of the ``sgd`` direction or the ``adler`` rule
             (``weight_decay``, ``foreach``).
     """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {
+            "beta": 0.99,
+            "eps": 1e-10,
+            "variant": "ggn",
+            "update_every": 1,
+            "trust": math.inf,
+        }
+    }
 
     def __init__(
         self,

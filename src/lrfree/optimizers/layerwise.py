@@ -43,7 +43,7 @@ Closure mode (no graph: finite differences of gradients on curvature steps)::
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 from ..directions.sgd import sgd_direction
 from ..presets import Named
@@ -65,8 +65,21 @@ class SGDLW(Named):
         beta_t: EMA factor of the rates. update_every: ``T``. warmup_steps / warmup_lr: steps
             taken at a fixed rate while the estimates warm up. curvature: ``"hessian"`` or
             ``"ggn"``. blocks: ``"layer"``, ``"tensor"`` or ``"global"``.
-        **kwargs: further ``layerwise`` rule options (``bias_correction``, ``fd_scheme``).
+        bias_correction: divide the EMA by ``1 - beta_t^n``. raw_cap: applied rate at most the
+            latest estimate (docs/layerwise.md, "Safeguards").
+        **kwargs: further ``layerwise`` rule options (``fd_scheme``).
     """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {  # Alg. 2 and Sec. 5 (warm-up: pass warmup_steps = 10 epochs of steps)
+            "momentum": 0.9,
+            "beta_t": 0.99,
+            "update_every": 20,
+            "bias_correction": False,
+            "raw_cap": False,
+            "curvature": "hessian",
+        }
+    }
 
     def __init__(
         self,
@@ -82,6 +95,8 @@ class SGDLW(Named):
         warmup_lr: float = 1e-3,
         curvature: str = "hessian",
         blocks: str = "layer",
+        bias_correction: bool = False,
+        raw_cap: bool = False,
         **kwargs: Any,
     ) -> None:
         direction, extra = sgd_direction(momentum, owner=type(self).__name__)
@@ -97,6 +112,8 @@ class SGDLW(Named):
             warmup_steps=warmup_steps,
             warmup_lr=warmup_lr,
             curvature=curvature,
+            bias_correction=bias_correction,
+            raw_cap=raw_cap,
             **extra,
             **kwargs,
         )
@@ -112,9 +129,21 @@ class AdamWLW(Named):
         params: ``model.named_parameters()`` (layer blocks need the names) or param groups.
         lr: multiplies the computed rate (1: the paper's step).
         betas, eps: Adam's. weight_decay: decoupled decay ``gamma``.
-        beta_t, update_every, warmup_steps, warmup_lr, curvature, blocks: as ``SGDLW``.
-        **kwargs: further ``layerwise`` rule options (``bias_correction``, ``fd_scheme``).
+        beta_t, update_every, warmup_steps, warmup_lr, curvature, blocks, bias_correction,
+            raw_cap: as ``SGDLW``.
+        **kwargs: further ``layerwise`` rule options (``fd_scheme``).
     """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {  # Alg. 3 and Sec. 5 (warm-up: pass warmup_steps = 10 epochs of steps)
+            "betas": (0.9, 0.999),
+            "beta_t": 0.99,
+            "update_every": 20,
+            "bias_correction": False,
+            "raw_cap": False,
+            "curvature": "hessian",
+        }
+    }
 
     def __init__(
         self,
@@ -131,6 +160,8 @@ class AdamWLW(Named):
         warmup_lr: float = 1e-3,
         curvature: str = "hessian",
         blocks: str = "layer",
+        bias_correction: bool = False,
+        raw_cap: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -147,5 +178,7 @@ class AdamWLW(Named):
             warmup_steps=warmup_steps,
             warmup_lr=warmup_lr,
             curvature=curvature,
+            bias_correction=bias_correction,
+            raw_cap=raw_cap,
             **kwargs,
         )

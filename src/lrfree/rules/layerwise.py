@@ -26,6 +26,12 @@ estimate with ``rho <= 0`` (not a descent direction), ``delta^2 <= 0`` (negative
 along ``d_l``, Hessian mode) or any non-finite quantity is discarded: the EMA and the rate
 keep their previous values. The applied rate is always finite and ``>= 0``.
 
+``raw_cap=True`` (a safeguard, off in the paper): on every accepted estimate the applied rate
+is ``min(EMA rate, t_raw_l)``, the latest estimate at the current point. Lemma 1's model
+decrease needs ``t < 1 / delta`` at the current point; the EMA may still carry the estimates
+from the initial point, where a layer's curvature along ``d`` is near zero and ``t_raw`` is
+30-400x the later values (docs/layerwise.md, "Safeguards").
+
 How the curvature arrives (decided per curvature step):
 
 * graph mode: the gradients carry a graph (``loss.backward(create_graph=opt.curvature_due())``)
@@ -80,6 +86,7 @@ class Layerwise(Rule):
         "curvature": Hyper("hessian", choice(("hessian", "ggn")), "Hessian or Gauss-Newton"),
         "bias_correction": Hyper(False, boolean(), "divide the EMA by 1 - beta_t^n"),
         "fd_scheme": Hyper("central", choice(("central", "forward")), "closure-mode differences"),
+        "raw_cap": Hyper(False, boolean(), "applied rate <= the latest accepted raw estimate"),
     }
 
     # ----------------------------------------------------------------- checks
@@ -122,8 +129,22 @@ class Layerwise(Rule):
         warm = self._step_count(ctx.optimizer, group) <= group["warmup_steps"]
         for s in part.sets:
             alpha = self._alpha(ctx, s, beta)  # finite and >= 0 by construction (_estimate)
-            out.append(torch.full_like(alpha, group["warmup_lr"]) if warm else alpha)
+            st = ctx.block_state(s)
+            if warm:  # what effective_lr() reports: the rate applied, not the EMA
+                applied = st.get(self.key("applied"))
+                if applied is None:
+                    applied = st[self.key("applied")] = torch.empty_like(alpha)
+                out.append(applied.fill_(group["warmup_lr"]))
+            else:
+                st.pop(self.key("applied"), None)
+                out.append(alpha)
         return out
+
+    def alpha(self, block_state: dict[str, Any]) -> Tensor | None:
+        """The multiplier applied at the last step: ``warmup_lr`` during warm-up, else the
+        (EMA) rate."""
+        applied = block_state.get(self.key("applied"))
+        return applied if applied is not None else block_state.get(self.key("alpha"))
 
     def _alpha(self, ctx: StepContext, s: Any, beta: float) -> Tensor:
         st = ctx.block_state(s)
@@ -201,6 +222,8 @@ class Layerwise(Rule):
                 )
             else:
                 est = ema
+            if group["raw_cap"]:  # Lemma 1's domain t < 1 / delta at the current point
+                est = torch.where(ok, torch.minimum(est, raw), est)
             # the applied rate is never non-finite or negative (e.g. an EMA overflow)
             alpha.copy_(torch.where(torch.isfinite(est) & (est >= 0), est, alpha))
 
