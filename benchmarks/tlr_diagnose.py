@@ -28,6 +28,7 @@ import torch.nn.functional as F
 import lrfree
 from lrfree.bench.data import load_fashion_mnist, load_mnist1d
 from lrfree.bench.tasks import Mnist1dCNN, mnist1d_mlp
+from lrfree.rules.tlr import window_length
 
 
 def tlr_mlp() -> torch.nn.Module:
@@ -86,7 +87,7 @@ def main() -> None:
             model.parameters(), lr=lr, weight_decay=args.weight_decay, gamma=args.gamma,
             max_factor=args.max_factor, **window,
         )  # fmt: skip
-    k_len = args.update_every or max(1, round(args.p * spe))
+    k_len = window_length(opt.param_groups[0])
     first = next(iter(model.parameters()))
     print(
         f"task={args.task} opt={args.optimizer} lr0={lr:g} momentum={args.momentum} "

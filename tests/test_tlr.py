@@ -1,8 +1,10 @@
 """TLR (rule "tlr") and its windowed first-order comparators (rule "hypergradient-window"):
-closed forms on quadratics, the guards, window bookkeeping and a fuzz of the positivity."""
+closed forms on quadratics, the guards, window bookkeeping, a fuzz of the positivity, and the
+safeguards (``window_floor``, ``newton_base``, ``max_alpha``; off = the paper's trajectory)."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -219,12 +221,13 @@ def test_zero_windows_keep_the_rate():
     ),
     st.floats(0.01, 1.0),
     st.integers(1, 3),
-    st.sampled_from(["tlr", "additive", "multiplicative"]),
+    st.sampled_from(["tlr", "tlr-window", "additive", "multiplicative"]),
 )
 def test_rate_stays_positive_and_finite_under_any_gradients(grads, gamma, k, rule):
     x = torch.nn.Parameter(torch.zeros(3))
-    if rule == "tlr":
-        opt = lrfree.SGDTLR([x], lr=0.1, update_every=k, gamma=gamma)
+    if rule.startswith("tlr"):
+        base = "window" if rule == "tlr-window" else "current"
+        opt = lrfree.SGDTLR([x], lr=0.1, update_every=k, gamma=gamma, newton_base=base)
         name = "tlr"
     else:
         opt = lrfree.Composed(
@@ -328,3 +331,286 @@ def test_state_is_public_and_lr_is_never_written():
     assert owner["tlr.count"] == 1 and owner["tlr.windows"] == 2
     assert "tlr.alpha" not in opt.state[model[0].bias]  # the layer's state sits in its owner
     assert set(opt.effective_lr()) == {"0", "2"}
+
+
+# -------------------------------------------------------------------- safeguards
+def _quadratic_rates(newton_base: str, n: int = 10):
+    """Full-batch SGD on 0.5 x^T A x (eigenvalues 0.5 .. 5, stability limit 2 / 5 = 0.4),
+    K = 1, gamma = 1, lr = 0.05: the rate after each step and the line-search rate
+    u^T u / u^T A u of each step's direction u = A x."""
+    a = _spd(6, 0)
+    x = torch.nn.Parameter(torch.randn(6, generator=torch.Generator().manual_seed(1), dtype=D))
+    opt = lrfree.SGDTLR(
+        [x],
+        lr=0.05,
+        update_every=1,
+        gamma=1.0,
+        max_factor=1e9,
+        min_factor=1e-9,
+        newton_base=newton_base,
+    )
+    rates, line_search = [], []
+    for _ in range(n):
+        u = a @ x.detach()
+        line_search.append(float(u @ u / (u @ a @ u)))
+        x.grad = u
+        opt.step()
+        rates.append(opt.effective_lr()["global"])
+    return rates, line_search, opt, x
+
+
+def test_window_base_gives_the_exact_line_search_rate_at_every_update():
+    """The update at the close of window k measures the gradient change produced by the step
+    of window k-1, taken at alpha_{k-1}: multiplying that alpha gives the exact line-search
+    rate along g_{k-1}, every time (here the rate even exceeds the stability limit 0.4 at
+    times, as an exact line search with a one-window lag may)."""
+    rates, line_search, opt, x = _quadratic_rates("window")
+    assert rates[0] == 0.05  # the first window only opens
+    for k in range(1, len(rates)):
+        assert rates[k] == pytest.approx(line_search[k - 1], rel=1e-10), k
+    assert rates[2] == pytest.approx(0.283, abs=5e-4)
+    st = opt.state[x]
+    assert st["tlr.alpha_prev"].dtype == torch.float64 and st["tlr.alpha_prev"].shape == ()
+    assert float(st["tlr.alpha_prev"]) == pytest.approx(rates[-2] / 0.05, rel=1e-12)
+
+
+def test_current_base_is_off_by_the_previous_factor():
+    """The paper's literal rule multiplies the current alpha: exact at the first update only
+    (there the two alphas are equal); the second lands at 1.523 where the exact line-search
+    rate is 0.283 and the stability limit 0.4, off by the first factor 0.2693 / 0.05."""
+    rates, line_search, _, _ = _quadratic_rates("current")
+    assert rates[1] == pytest.approx(line_search[0], rel=1e-10)
+    assert line_search[1] == pytest.approx(0.283, abs=5e-4)
+    assert rates[2] == pytest.approx(1.523, abs=5e-4)
+    assert rates[2] == pytest.approx(line_search[1] * rates[1] / rates[0], rel=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("make", "floor", "expected"),
+    [
+        (lambda x: lrfree.SGDTLR([x], update_every=2), 3.0, 3),  # mu = 0: K >= 3
+        (lambda x: lrfree.SGDTLR([x], update_every=2), 0.0, 2),  # off
+        (lambda x: lrfree.SGDTLR([x], momentum=0.9, update_every=2), 3.0, 30),
+        (lambda x: lrfree.SGDTLR([x], momentum=0.9, update_every=50), 3.0, 50),  # base wins
+        (lambda x: lrfree.SGDTLR([x], momentum=0.8, steps_per_epoch=10), 1.0, 5),
+        (lambda x: lrfree.AdamTLR([x], update_every=6), 3.0, 30),  # 3 / 0.1 in floats: 30.0..04
+        (lambda x: lrfree.AdamTLR([x], betas=(0.95, 0.999), update_every=6), 3.0, 60),
+        (lambda x: lrfree.AdamTLR([x], update_every=6, decoupled_weight_decay=True), 2.5, 25),
+        (lambda x: _composed_window("rmsprop", x, momentum=0.5), 3.0, 6),
+        (lambda x: _composed_window("rmsprop", x), 3.0, 3),  # RMSprop without momentum: mu = 0
+        (lambda x: _composed_window("nesterov", x, momentum=0.8), 3.0, 15),
+        (lambda x: _composed_window("adam", x, rule="hypergradient-window"), 3.0, 30),
+    ],
+)
+def test_window_floor_sets_k_from_the_directions_memory(make, floor, expected):
+    x = torch.nn.Parameter(torch.zeros(2))
+    opt = make(x)
+    opt.param_groups[0]["window_floor"] = floor
+    assert window_length(opt.param_groups[0]) == expected
+    rule = opt.param_groups[0]["rule"]
+    for step in range(1, 2 * expected + 1):
+        _set_grads_and_step(opt, [x], [torch.ones(2)])
+        assert opt.state[x][f"{rule}.windows"] == step // expected, step
+
+
+def _composed_window(direction, x, rule="tlr", **kw):
+    return lrfree.Composed(
+        [x], direction=direction, rule=rule, blocks="global", update_every=2, **kw
+    )
+
+
+def test_window_floor_is_a_constructor_argument():
+    x = torch.nn.Parameter(torch.zeros(2))
+    opt = lrfree.AdamTLR([x], steps_per_epoch=30, window_floor=3.0)  # K_base = 6
+    assert opt.param_groups[0]["window_floor"] == 3.0
+    assert window_length(opt.param_groups[0]) == 30
+
+
+def test_max_alpha_caps_the_multiplier():
+    x = torch.nn.Parameter(torch.randn(4, dtype=D))
+    eye = torch.eye(4, dtype=D)
+    opt = lrfree.SGDTLR([x], lr=1e-6, update_every=1, gamma=1.0, max_alpha=7.5)
+    _quadratic_steps(opt, [x], [eye], 2)  # factor clamped to 100, then capped
+    assert float(_alpha(opt, x)) == 7.5
+    assert float(opt.state[x]["tlr.factor"]) == 100.0  # the factor is recorded uncapped
+    for _ in range(4):
+        _quadratic_steps(opt, [x], [eye], 1)
+        assert float(_alpha(opt, x)) <= 7.5
+        assert opt.effective_lr()["global"] <= 1e-6 * 7.5
+    uncapped = lrfree.SGDTLR([x], lr=1e-6, update_every=1, gamma=1.0)
+    _quadratic_steps(uncapped, [x], [eye], 2)
+    assert float(_alpha(uncapped, x)) == 100.0  # the default inf is off
+
+
+def test_max_alpha_below_one_applies_from_the_first_window_close():
+    x = torch.nn.Parameter(torch.randn(3, dtype=D))
+    opt = lrfree.SGDTLR([x], lr=0.1, update_every=2, max_alpha=0.5)
+    _quadratic_steps(opt, [x], [torch.eye(3, dtype=D)], 1)
+    assert float(_alpha(opt, x)) == 1.0  # lr is the rate of the first window
+    _quadratic_steps(opt, [x], [torch.eye(3, dtype=D)], 1)
+    assert float(_alpha(opt, x)) == 0.5
+
+
+def test_max_alpha_caps_the_window_comparators_too():
+    x = torch.nn.Parameter(torch.zeros(2, dtype=D))
+    opt = lrfree.Composed(
+        [x],
+        direction="sgd",
+        rule="hypergradient-window",
+        blocks="global",
+        lr=0.1,
+        update_every=1,
+        eta=0.5,
+        form="multiplicative",
+        max_alpha=1.2,
+    )
+    for _ in range(4):  # cos = 1: x1.5 per window without the cap
+        _set_grads_and_step(opt, [x], [torch.ones(2, dtype=D)])
+    assert float(_alpha(opt, x, "hypergradient-window")) == 1.2
+
+
+@pytest.mark.parametrize("cls", [lrfree.SGDTLR, lrfree.AdamTLR])
+@pytest.mark.parametrize(
+    ("kw", "exc", "match"),
+    [
+        (
+            {"max_alpha": 0.0},
+            ValueError,
+            r"^Invalid max_alpha: 0\.0 \(expected 0 < max_alpha\) \[direction '\w+', rule 'tlr'\]$",
+        ),
+        (
+            {"max_alpha": -2.0},
+            ValueError,
+            r"^Invalid max_alpha: -2\.0 \(expected 0 < max_alpha\) \[",
+        ),
+        ({"max_alpha": None}, TypeError, r"^Invalid max_alpha: None \(expected a real number\)"),
+        (
+            {"window_floor": -0.5},
+            ValueError,
+            r"^Invalid window_floor: -0\.5 \(expected 0 <= window_floor\) "
+            r"\[direction '\w+', rule 'tlr'\]$",
+        ),
+        (
+            {"window_floor": float("nan")},
+            ValueError,
+            r"^Invalid window_floor: nan \(expected a finite number, 0 <= window_floor\)",
+        ),
+        (
+            {"window_floor": "3"},
+            TypeError,
+            r"^Invalid window_floor: '3' \(expected a real number\)",
+        ),
+        (
+            {"newton_base": "previous"},
+            ValueError,
+            r"^Invalid newton_base: 'previous' \(expected one of \['current', 'window'\]\) "
+            r"\[direction '\w+', rule 'tlr'\]$",
+        ),
+        (
+            {"newton_base": 1},
+            TypeError,
+            r"^Invalid newton_base: 1 \(expected one of \['current', 'window'\]\)",
+        ),
+    ],
+)
+def test_safeguard_errors(cls, kw, exc, match):
+    x = torch.nn.Parameter(torch.zeros(2))
+    with pytest.raises(exc, match=match):
+        cls([x], update_every=2, **kw)
+
+
+def test_max_alpha_accepts_inf_and_the_defaults_are_the_papers():
+    x = torch.nn.Parameter(torch.zeros(2))
+    for cls in (lrfree.SGDTLR, lrfree.AdamTLR):
+        group = cls([x], update_every=2, max_alpha=math.inf).param_groups[0]
+        assert group["max_alpha"] == math.inf
+        group = cls([x], update_every=2).param_groups[0]
+        assert (group["window_floor"], group["newton_base"], group["max_alpha"]) == (
+            0.0,
+            "current",
+            math.inf,
+        )
+
+
+def _golden_run(kind: str, **kw):
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(8, 8, generator=g, dtype=D)
+    a = a @ a.T / 8 + 0.1 * torch.eye(8, dtype=D)
+    x = torch.nn.Parameter(torch.randn(8, generator=g, dtype=D))
+    if kind == "sgd":
+        opt = lrfree.SGDTLR([x], lr=0.05, momentum=0.9, update_every=3, **kw)
+    else:
+        opt = lrfree.AdamTLR([x], lr=0.01, steps_per_epoch=10, p=0.2, **kw)
+    rates = []
+    for _ in range(30):
+        x.grad = a @ x.detach() + 0.3 * torch.randn(8, generator=g, dtype=D)
+        opt.step()
+        rates.append(opt.effective_lr()["global"])
+    return rates, float(x.detach().sum()), opt, x
+
+
+@pytest.mark.parametrize(
+    ("kind", "rate", "total"),
+    [  # recorded before the safeguards existed (commit a72a6d2)
+        ("sgd", 0.8465147873095428, -2.328480209480958),
+        ("adam", 6.520100319467622, -0.7572890244762704),
+    ],
+)
+def test_safeguards_off_reproduce_the_paper_trajectory(kind, rate, total):
+    rates, s, opt, x = _golden_run(kind)
+    assert len(set(rates)) > 5  # the rate moved
+    assert rates[-1] == pytest.approx(rate, rel=1e-12)
+    assert s == pytest.approx(total, rel=1e-12)
+    assert "tlr.alpha_prev" not in opt.state[x]
+    off = _golden_run(kind, window_floor=0.0, newton_base="current", max_alpha=math.inf)
+    assert off[0] == rates and off[1] == s  # bit for bit
+
+
+def test_window_base_state_round_trips():
+    _, _, opt, x = _golden_run("sgd", newton_base="window", window_floor=0.2, max_alpha=20.0)
+    x2 = torch.nn.Parameter(x.detach().clone())
+    opt2 = lrfree.SGDTLR([x2], lr=0.05, momentum=0.9, update_every=3, newton_base="window")
+    opt2.load_state_dict(copy.deepcopy(opt.state_dict()))  # torch shares same-dtype buffers
+    assert opt2.param_groups[0]["window_floor"] == 0.2 and opt2.param_groups[0]["max_alpha"] == 20
+    assert opt2.state[x2]["tlr.alpha_prev"].dtype == torch.float64
+    torch.testing.assert_close(opt2.state[x2]["tlr.alpha_prev"], opt.state[x]["tlr.alpha_prev"])
+    g = torch.Generator().manual_seed(5)
+    for _ in range(7):
+        grad = torch.randn(8, generator=g, dtype=D)
+        for p, o in ((x, opt), (x2, opt2)):
+            p.grad = grad.clone()
+            o.step()
+    assert torch.equal(x.detach(), x2.detach())
+    assert torch.equal(opt.state[x]["tlr.alpha_prev"], opt2.state[x2]["tlr.alpha_prev"])
+
+
+def test_adam_safeguards_train_where_the_paper_settings_blow_up():
+    """Mini-batch AdamTLR at lr 1e-3 with p = 0.2 of a 30-step epoch (K = 6, five times
+    shorter than Adam's memory of 10 steps): the paper's settings compound the rate to ~3000
+    and the loss to ~1e9; window_floor = 3 (K = 30) with newton_base = "window" trains
+    (full-batch loss ~0.02, 99.8%; seeds 0-2)."""
+
+    def run(**kw):
+        g = torch.Generator().manual_seed(0)
+        n, d, c, bs = 960, 20, 10, 32
+        centers = torch.randn(c, d, generator=g)
+        y = torch.randint(0, c, (n,), generator=g)
+        x = centers[y] + torch.randn(n, d, generator=g)
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(d, 64), torch.nn.ReLU(), torch.nn.Linear(64, c))
+        opt = lrfree.AdamTLR(model.parameters(), lr=1e-3, steps_per_epoch=n // bs, **kw)
+        for _ in range(10):
+            perm = torch.randperm(n, generator=g)
+            for i in range(0, n, bs):
+                idx = perm[i : i + bs]
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+                opt.step()
+        with torch.no_grad():
+            loss = float(torch.nn.functional.cross_entropy(model(x), y))
+        return loss, opt.effective_lr()["global"]
+
+    loss, rate = run()
+    assert loss > 100 and rate > 10  # measured: 5e8 and 3009
+    loss, rate = run(window_floor=3.0, newton_base="window")
+    assert loss < 0.1 and rate < 0.1  # measured: 0.023 and 0.0145

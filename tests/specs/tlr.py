@@ -38,6 +38,24 @@ _WINDOW_ERRORS = [
         ValueError,
         r"Invalid max_factor: 0\.999",
     ),
+    ErrorCase(
+        {"window_floor": -1.0},
+        ValueError,
+        r"Invalid window_floor: -1\.0 \(expected 0 <= window_floor\) \[direction '\w+', rule",
+    ),
+    ErrorCase(
+        {"window_floor": float("inf")},
+        ValueError,
+        r"Invalid window_floor: inf \(expected a finite number, 0 <= window_floor\)",
+    ),
+    ErrorCase(
+        {"max_alpha": 0.0},
+        ValueError,
+        r"Invalid max_alpha: 0\.0 \(expected 0 < max_alpha\) \[direction '\w+', rule",
+    ),
+    ErrorCase(
+        {"max_alpha": "10"}, TypeError, r"Invalid max_alpha: '10' \(expected a real number\)"
+    ),
 ]
 _TLR_ERRORS = [
     *_WINDOW_ERRORS,
@@ -47,6 +65,12 @@ _TLR_ERRORS = [
         r"Invalid gamma: 1\.5 \(expected 0 < gamma <= 1\) \[direction '\w+', rule 'tlr'\]",
     ),
     ErrorCase({"gamma": "0.3"}, TypeError, r"Invalid gamma: '0\.3' \(expected a real number\)"),
+    ErrorCase(
+        {"newton_base": "previous"},
+        ValueError,
+        r"Invalid newton_base: 'previous' \(expected one of \['current', 'window'\]\) "
+        r"\[direction '\w+', rule 'tlr'\]",
+    ),
     ErrorCase({"lr": -1.0}, ValueError, r"Invalid lr: -1\.0 \(expected 0 <= lr\)"),
     ErrorCase({"weight_decay": float("nan")}, ValueError, r"Invalid weight_decay: nan"),
 ]
@@ -60,6 +84,9 @@ _HW_ERRORS = [
         r"\[direction '\w+', rule 'hypergradient-window'\]",
     ),
     ErrorCase({"bogus": 1}, TypeError, r"Unknown hyperparameter\(s\) \['bogus'\]"),
+    ErrorCase(  # the Newton base is TLR's only
+        {"newton_base": "window"}, TypeError, r"Unknown hyperparameter\(s\) \['newton_base'\]"
+    ),
 ]
 
 
@@ -118,6 +145,40 @@ SPECS = [
             ErrorCase({"steps_per_epoch": 0}, ValueError, r"Invalid steps_per_epoch: 0"),
         ],
     ),
+    OptimSpec(  # the safeguards on: K = max(2, ceil(1.5 / (1 - 0.5))) = 3, the cap binds
+        name="sgdtlr-safeguards",
+        factory=lrfree.SGDTLR,
+        kwargs=dict(
+            lr=0.1,
+            momentum=0.5,
+            update_every=2,
+            window_floor=1.5,
+            newton_base="window",
+            max_alpha=3.0,
+        ),
+        errors=_TLR_ERRORS,
+    ),
+    OptimSpec(  # K = max(round(0.2 * 5), ceil(1 / (1 - 0.5))) = 2, per-tensor alpha_prev
+        name="adamtlr-safeguards-tensor",
+        steps=20,
+        factory=lrfree.AdamTLR,
+        kwargs=dict(
+            lr=0.01,
+            betas=(0.5, 0.999),
+            steps_per_epoch=5,
+            window_floor=1.0,
+            newton_base="window",
+            max_alpha=50.0,
+            blocks="tensor",
+        ),
+        errors=[
+            ErrorCase(
+                {"newton_base": None},
+                TypeError,
+                r"Invalid newton_base: None \(expected one of \['current', 'window'\]\)",
+            ),
+        ],
+    ),
     OptimSpec(
         name="composed-tlr-rmsprop",
         steps=20,  # full-batch separable data: the rate grows until it overshoots (docs)
@@ -134,7 +195,7 @@ SPECS = [
     OptimSpec(
         name="composed-hypergradient-window-multiplicative-adamw",
         factory=_composed("adamw", "hypergradient-window"),
-        kwargs=dict(lr=0.01, update_every=2, eta=0.5, form="multiplicative"),
+        kwargs=dict(lr=0.01, update_every=2, eta=0.5, form="multiplicative", max_alpha=1.5),
         errors=_HW_ERRORS,
     ),
 ]

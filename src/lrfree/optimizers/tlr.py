@@ -12,6 +12,9 @@ last ``K`` steps divided by the rate used: it contains momentum, weight decay, A
 scaling). ``K = max(1, round(p * steps_per_epoch))`` or ``update_every``; exactly one of
 ``steps_per_epoch`` and ``update_every`` must be given. ``lr`` is the paper's initial rate
 ``alpha_0``; the effective rate is ``lr * alpha`` (``effective_lr()``).
+Safeguards, all off by default (the paper's rule): ``window_floor`` (windows at least
+``window_floor`` times the direction's memory), ``newton_base="window"`` (the factor multiplies
+the multiplier whose steps it measured) and ``max_alpha`` (a cap on the multiplier).
 See ``lrfree.rules.tlr`` and docs/tlr.md.
 
 Paper: G. Retsinas, G. Sfikas, P. Filntisis, P. Maragos, "Newton-based Trainable Learning
@@ -40,8 +43,9 @@ Adam with one TLR rate per layer, the window given directly in steps::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 from ..directions.sgd import sgd_direction
 from ..presets import Named
@@ -63,7 +67,26 @@ class SGDTLR(Named):
             ``K`` well above ``1 / (1 - momentum)`` (see ``AdamTLR``).
         blocks: ``"global"`` (the paper), ``"layer"`` or ``"tensor"`` (a rate per block).
         max_factor, min_factor: clamp of one update's factor.
+        window_floor: safeguard, ``K >= ceil(window_floor / (1 - momentum))`` (``0``: off, the
+            paper; ``3`` keeps windows ~3x longer than the momentum's memory).
+        newton_base: ``"current"`` (the paper: the factor multiplies the current multiplier)
+            or ``"window"`` (it multiplies the multiplier of the window whose steps produced
+            the measured gradient change: the exact line search on a quadratic for ``K = 1``).
+        max_alpha: safeguard, cap on the multiplier: ``lr * alpha <= lr * max_alpha``
+            (``inf``: off, the paper).
     """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {  # Sec. 2-3 (gamma, p, the factor clamp); plain SGD; safeguards off
+            "momentum": 0.0,
+            "gamma": 0.33,
+            "p": 0.2,
+            "max_factor": 100.0,
+            "window_floor": 0.0,
+            "newton_base": "current",
+            "max_alpha": float("inf"),
+        }
+    }
 
     def __init__(
         self,
@@ -80,6 +103,9 @@ class SGDTLR(Named):
         blocks: str = "global",
         max_factor: float = 100.0,
         min_factor: float = 0.01,
+        window_floor: float = 0.0,
+        newton_base: str = "current",
+        max_alpha: float = math.inf,
     ) -> None:
         direction, extra = sgd_direction(momentum, owner=type(self).__name__)
         super().__init__(
@@ -95,6 +121,9 @@ class SGDTLR(Named):
             update_every=update_every,
             max_factor=max_factor,
             min_factor=min_factor,
+            window_floor=window_floor,
+            newton_base=newton_base,
+            max_alpha=max_alpha,
             **extra,
         )
 
@@ -107,9 +136,22 @@ class AdamTLR(Named):
 
     Choose ``K`` much longer than Adam's memory ``1 / (1 - beta1)`` (e.g. ``K >= 30`` for
     ``beta1 = 0.9``): consecutive windows share that memory, which raises every factor even on
-    pure noise (x1.66 per window at ``K = 6``; docs/tlr.md). On short epochs ``p = 0.2`` gives
-    such a ``K``; pass ``update_every`` instead.
+    pure noise (x1.66 per window at ``K = 6``; docs/tlr.md). On short epochs ``p = 0.2`` does
+    not give such a ``K``; ``window_floor=3`` enforces ``K >= ceil(3 / (1 - beta1))``
+    (``window_floor`` uses ``beta1`` as the memory; off by default, as the paper).
     """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {  # Sec. 2-3 (gamma, p, the factor clamp); safeguards off
+            "betas": (0.9, 0.999),
+            "gamma": 0.33,
+            "p": 0.2,
+            "max_factor": 100.0,
+            "window_floor": 0.0,
+            "newton_base": "current",
+            "max_alpha": float("inf"),
+        }
+    }
 
     def __init__(
         self,
@@ -129,6 +171,9 @@ class AdamTLR(Named):
         blocks: str = "global",
         max_factor: float = 100.0,
         min_factor: float = 0.01,
+        window_floor: float = 0.0,
+        newton_base: str = "current",
+        max_alpha: float = math.inf,
     ) -> None:
         super().__init__(
             params,
@@ -146,4 +191,7 @@ class AdamTLR(Named):
             update_every=update_every,
             max_factor=max_factor,
             min_factor=min_factor,
+            window_floor=window_floor,
+            newton_base=newton_base,
+            max_alpha=max_alpha,
         )

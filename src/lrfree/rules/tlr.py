@@ -1,7 +1,8 @@
 """Newton trainable learning rate (TLR; Retsinas et al.) and its first-order comparators.
 
-Windows. Every ``K`` steps (``K = update_every``, or ``max(1, round(p * steps_per_epoch))``)
-the rule closes a *window* ``k`` and forms its "gradient"::
+Windows. Every ``K`` steps (``K = update_every``, or ``max(1, round(p * steps_per_epoch))``,
+raised by ``window_floor`` below; ``window_length(group)``) the rule closes a *window* ``k``
+and forms its "gradient"::
 
     g_k = sum over the window's steps of  u_t,       u_t = d_t (+ weight_decay * p_t, AdamW)
 
@@ -21,8 +22,33 @@ playing ``grad L(w_hat)``::
     alpha_b <- alpha_b * clamp(factor, min_factor, max_factor)     if den > 0 and finite
     alpha_b <- alpha_b                                             otherwise
 
-For ``0.5 x^T A x`` with one full-batch SGD step per window and ``gamma = 1`` the new rate
-``lr * alpha`` is exactly the line-search rate ``u^T u / u^T A u`` along the window direction.
+Which multiplier the factor multiplies (``newton_base``). The gradient change
+``g_{k-1} - g_k`` the denominator measures was produced mostly by the steps of window ``k-1``
+(for ``K = 1`` only by them), taken with the multiplier ``alpha_{k-1}`` that was in force then;
+Eq. 8 is a Newton step on *that* rate. ``"current"`` (the paper's literal rule and the authors'
+code, the default) multiplies the current ``alpha_k`` instead; ``"window"`` multiplies
+``alpha_{k-1}`` (state ``"tlr.alpha_prev"``)::
+
+    "current":  alpha_b <- alpha_k     * factor
+    "window":   alpha_b <- alpha_{k-1} * factor
+
+For ``0.5 x^T A x`` with one full-batch SGD step per window (``K = 1``) and ``gamma = 1``,
+``"window"`` gives exactly the line-search rate ``u^T u / u^T A u`` along the older window's
+direction ``u = g_{k-1}`` at *every* update. ``"current"`` gives it at the first update only
+(there ``alpha_k = alpha_{k-1}``); later it is off by ``alpha_k / alpha_{k-1}``, the previous
+factor, so the factors compound (tests/test_tlr.py: 1.523 against the exact 0.283).
+
+Safeguards (hyperparameters; the defaults are the paper's, i.e. off; ``window_floor`` and
+``max_alpha`` apply to both rules of this module):
+
+* ``window_floor`` (``c >= 0``, 0 = off): ``K = max(K_base, ceil(c / (1 - mu)))`` with ``mu``
+  the direction's memory (Adam's ``beta1``, the heavy-ball / Nesterov / RMSprop ``momentum``,
+  0 for plain SGD). Windows as short as the direction's memory correlate through it, which
+  raises every factor even on pure noise (``window_length`` gives the effective ``K``).
+* ``newton_base``: ``"current"`` (the paper) or ``"window"`` (above). TLR only.
+* ``max_alpha`` (``> 0``, ``inf`` = off): ``alpha <- min(alpha, max_alpha)`` at every window
+  close, after the factor: from the first close on the effective rate is at most
+  ``lr * max_alpha``.
 
 Guards (the paper's, plus a floor): a non-positive denominator keeps the rate (the paper:
 "keeping the learning rate unchanged when the denominator is negative"; the authors' code
@@ -41,13 +67,16 @@ with the same clamp of the factor ``new / old`` (so the additive form cannot rea
 negative rate either) and the same non-finite guard; a group with ``lr == 0`` does not adapt.
 
 State (the public contract): per block ``"<rule>.alpha"`` (the multiplier), ``"<rule>.factor"``
-(the last factor applied, 1 if none), ``"<rule>.count"`` (int, steps in the open window),
-``"<rule>.windows"`` (int, windows closed); per parameter ``"<rule>.acc"`` (open window) and
+(the last clamped factor, applied to the base multiplier, 1 if none), ``"<rule>.count"`` (int,
+steps in the open window), ``"<rule>.windows"`` (int, windows closed), with
+``newton_base="window"`` ``"tlr.alpha_prev"`` (the multiplier in force during the last closed
+window; created at the first window close); per parameter ``"<rule>.acc"`` (open window) and
 ``"<rule>.prev"`` (last closed window), at least float32.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -58,7 +87,7 @@ from ..directions import DIRECTIONS
 from ..hyper import Hyper, choice, integer, real
 from .base import Rule, StepContext
 
-__all__ = ["TLR", "HypergradientWindow", "window_length"]
+__all__ = ["TLR", "HypergradientWindow", "base_window_length", "direction_memory", "window_length"]
 
 _WINDOW: dict[str, Hyper] = {
     "p": Hyper(0.2, real(0.0, lo_open=True), "fraction of an epoch per window"),
@@ -66,19 +95,54 @@ _WINDOW: dict[str, Hyper] = {
     "update_every": Hyper(None, integer(1, optional=True), "K directly (instead of p)"),
     "max_factor": Hyper(100.0, real(1.0), "largest factor of one rate update"),
     "min_factor": Hyper(0.01, real(0.0, 1.0, lo_open=True), "smallest factor (keeps rate > 0)"),
+    "window_floor": Hyper(
+        0.0, real(0.0), "K >= ceil(window_floor / (1 - mu)), mu the direction's memory (0: off)"
+    ),
+    "max_alpha": Hyper(
+        math.inf, real(0.0, lo_open=True, allow_inf=True), "cap on the multiplier (inf: off)"
+    ),
 }
 
 
-def window_length(group: dict[str, Any]) -> int:
-    """``K``: ``update_every``, or ``max(1, round(p * steps_per_epoch))``."""
+def base_window_length(group: dict[str, Any]) -> int:
+    """``K_base``: ``update_every``, or ``max(1, round(p * steps_per_epoch))``."""
     if group["update_every"] is not None:
         return int(group["update_every"])
     return max(1, round(group["p"] * group["steps_per_epoch"]))
 
 
+def direction_memory(group: dict[str, Any]) -> float:
+    """``mu``: the memory of the group's direction, ``1 / (1 - mu)`` steps. Adam's ``beta1``,
+    the ``momentum`` of heavy-ball, Nesterov and RMSprop, 0 for a direction with neither."""
+    spec = DIRECTIONS[group["direction"]].hyper
+    if "betas" in spec:
+        return float(group["betas"][0])
+    if "momentum" in spec:
+        return float(group["momentum"])
+    return 0.0
+
+
+def window_length(group: dict[str, Any]) -> int:
+    """The effective ``K``: ``max(K_base, ceil(window_floor / (1 - mu)))`` (``K_base`` from
+    ``base_window_length``, ``mu`` from ``direction_memory``; a floor of 0 is off).
+
+    >>> window_length({"direction": "adam", "betas": (0.9, 0.999), "update_every": 6,
+    ...                "p": 0.2, "steps_per_epoch": None, "window_floor": 3.0})
+    30
+    """
+    k = base_window_length(group)
+    floor = group.get("window_floor", 0.0)
+    if floor > 0:
+        v = floor / (1.0 - direction_memory(group))
+        k = max(k, math.ceil(v * (1 - 1e-12)))  # 3 / (1 - 0.9) = 30.000000000000004 -> 30
+    return k
+
+
 class _Windowed(Rule):
-    """Shared machinery: accumulate ``u_t`` over windows of ``K`` steps; on closing a window,
-    multiply the block's alpha by the clamped ``factor`` the subclass computes."""
+    """Shared machinery: accumulate ``u_t`` over windows of ``K`` steps (``window_length``); on
+    closing a window, multiply the block's base alpha (``newton_base``: the current one, or the
+    one in force during the previous window) by the clamped ``factor`` the subclass computes,
+    then cap it at ``max_alpha``."""
 
     def check(self, group: dict[str, Any], owner: str) -> None:
         spe, every = group["steps_per_epoch"], group["update_every"]
@@ -98,7 +162,7 @@ class _Windowed(Rule):
         self, num: Tensor, sq_prev: Tensor, sq_acc: Tensor, alpha: Tensor, ctx: StepContext
     ) -> Tensor:
         """The factor of one block from ``num = <g_{k-1}, g_k>``, ``||g_{k-1}||^2``,
-        ``||g_k||^2`` and the current multiplier; NaN means "keep the rate"."""
+        ``||g_k||^2`` and the multiplier it will multiply; NaN means "keep the rate"."""
         raise NotImplementedError
 
     def _param_state(self, ctx: StepContext, i: int, name: str) -> Tensor:
@@ -156,17 +220,32 @@ class _Windowed(Rule):
             num, sq_prev, sq_acc = part.inner_many(  # one packed all-reduce under FSDP2
                 [(prevs, accs), (prevs, prevs), (accs, accs)], foreach=ctx.foreach
             )
+        by_window = "newton_base" in self.hyper and ctx.group["newton_base"] == "window"
+        max_alpha = ctx.group.get("max_alpha", math.inf)
+        prev_key = self.key("alpha_prev")
         for b, s in enumerate(due):
             st = ctx.block_state(s)
+            alpha = st[self.key("alpha")]  # the multiplier of the window now closing
+            base = alpha
+            if by_window:  # the multiplier of the previous window; created at the first close
+                if prev_key not in st:  # (or after a switch from "current": the paper's base)
+                    st[prev_key] = alpha.clone()
+                base = st[prev_key]
             if opened[b]:
-                alpha = st[self.key("alpha")]
-                f = self.factor(num[b], sq_prev[b], sq_acc[b], alpha, ctx)
+                f = self.factor(num[b], sq_prev[b], sq_acc[b], base, ctx)
                 ok = torch.isfinite(f)
                 f = torch.where(ok, f, torch.ones_like(f))
                 f = f.clamp(ctx.group["min_factor"], ctx.group["max_factor"])
                 f = torch.where(ok, f, torch.ones_like(f))
-                self.accept(ctx, s, alpha, alpha * f, ok)  # NaN factor / overflow: kept
+                new = base * f
+                if by_window:
+                    base.copy_(alpha)  # the next close's base (new is computed already)
+                self.accept(ctx, s, alpha, new, ok)  # NaN factor / overflow: kept
                 st[self.key("factor")].copy_(f)
+            elif by_window:
+                base.copy_(alpha)
+            if max_alpha < math.inf:
+                alpha.clamp_(max=max_alpha)
             for i in s.members:
                 prev, acc = prevs[i], accs[i]
                 assert prev is not None and acc is not None
@@ -182,6 +261,11 @@ class TLR(_Windowed):
     name = "tlr"
     hyper: ClassVar[dict[str, Hyper]] = {
         "gamma": Hyper(0.33, real(0.0, 1.0, lo_open=True), "Newton damping (0, 1]"),
+        "newton_base": Hyper(
+            "current",
+            choice(("current", "window")),
+            "multiplier the factor multiplies: the current one (paper) or the previous window's",
+        ),
         **_WINDOW,
     }
 
