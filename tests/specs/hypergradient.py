@@ -1,6 +1,8 @@
 """Hypergradient descent (HD) and CAM-HD: the six named optimizers and the rules over other
 directions. ``hypergrad_lr`` (paper units) is large enough that the rates move within the few
-steps the generic tests run."""
+steps the generic tests run. The ``form="multiplicative"`` specs (``hypergrad_lr`` unit-free
+there) include the two ``Composed`` ones, which are the first of their (class, rule) and so
+the ones the FSDP2 tests run (tests/test_distributed.py ``_fsdp_names``)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,17 @@ _COMMON_ERRORS = [
         {"decay_rate": -0.1}, ValueError, r"Invalid decay_rate: -0\.1 \(expected 0 <= decay_rate\)"
     ),
     ErrorCase({"alpha_inf": float("nan")}, ValueError, r"Invalid alpha_inf: nan"),
+    ErrorCase(
+        {"form": "mult"},
+        ValueError,
+        r"Invalid form: 'mult' \(expected one of \['additive', 'multiplicative'\]\) "
+        r"\[direction '\w+', rule '(hypergradient|cam-hd)'\]",
+    ),
+    ErrorCase(
+        {"form": None},
+        TypeError,
+        r"Invalid form: None \(expected one of \['additive', 'multiplicative'\]\)",
+    ),
     ErrorCase({"lr": -1.0}, ValueError, r"Invalid lr: -1\.0 \(expected 0 <= lr\)"),
     ErrorCase({"weight_decay": float("nan")}, ValueError, r"Invalid weight_decay: nan"),
 ]
@@ -96,6 +109,12 @@ SPECS = [
         errors=_HD_ERRORS,
     ),
     OptimSpec(
+        name="sgdhd-multiplicative",
+        factory=lrfree.SGDHD,
+        kwargs=dict(lr=0.05, hypergrad_lr=0.1, weight_decay=1e-3, form="multiplicative"),
+        errors=_HD_ERRORS,
+    ),
+    OptimSpec(
         name="sgdnhd",
         factory=lrfree.SGDNHD,
         kwargs=dict(lr=0.05, hypergrad_lr=1e-3, weight_decay=1e-3),
@@ -156,6 +175,19 @@ SPECS = [
         errors=[*_CAM_ERRORS, ErrorCase({"eps": -1.0}, ValueError, r"Invalid eps: -1\.0")],
     ),
     OptimSpec(
+        name="adamcamhd-multiplicative-3level",
+        factory=lrfree.AdamCAMHD,
+        kwargs=dict(
+            lr=0.01,
+            hypergrad_lr=0.1,
+            levels=("element", "layer", "global"),
+            delta=0.5,
+            weight_decay=1e-3,
+            form="multiplicative",
+        ),
+        errors=_CAM_ERRORS[:-2],
+    ),
+    OptimSpec(
         name="adamcamhd-3level-decay",
         factory=lrfree.AdamCAMHD,
         kwargs=dict(
@@ -174,7 +206,13 @@ SPECS = [
         factory=lambda params, **kw: lrfree.Composed(
             params, direction="rmsprop", rule="hypergradient", **kw
         ),
-        kwargs=dict(lr=0.005, hypergrad_lr=1e-6, blocks="tensor", weight_decay=1e-3),
+        kwargs=dict(
+            lr=0.005,
+            hypergrad_lr=0.1,
+            blocks="tensor",
+            weight_decay=1e-3,
+            form="multiplicative",
+        ),
         errors=[
             *_COMMON_ERRORS,
             ErrorCase({"bogus": 1}, TypeError, r"Unknown hyperparameter\(s\) \['bogus'\]"),
@@ -185,7 +223,7 @@ SPECS = [
         factory=lambda params, **kw: lrfree.Composed(
             params, direction="adamw", rule="cam-hd", **kw
         ),
-        kwargs=dict(lr=0.01, hypergrad_lr=1e-4, delta=0.5),
+        kwargs=dict(lr=0.01, hypergrad_lr=0.1, delta=0.5, form="multiplicative"),
         errors=_COMPOSED_CAM_ERRORS,
     ),
 ]

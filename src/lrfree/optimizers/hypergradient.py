@@ -13,6 +13,15 @@ bias-corrected Adam direction; plus ``weight_decay * p`` for decoupled decay).
 ``hypergrad_lr * g.u`` per step, as in Baydin's code); ``group["lr"]`` is never written, so
 schedulers keep working, and the rate is kept ``>= 0`` (Baydin's code lets it go negative).
 
+``form="multiplicative"`` (all six classes; default ``"additive"``, the paper's) replaces the
+additive step, which is in absolute rate units and so not scale-free, by a normalised one::
+
+    alpha_b <- alpha_b * clamp(1 + hypergrad_lr * cos(g_t, s_{t-1})_b, 1/2, 2)
+
+where ``hypergrad_lr`` is unit-free (the largest relative change of the rate per step): the
+trajectory of the rate does not depend on the scale of the loss, and it moves geometrically
+from any ``lr``.
+
 CAM-HD (``SGDCAMHD``, ``SGDNCAMHD``, ``AdamCAMHD``; rule ``"cam-hd"``): one rate per block at
 each of ``levels`` (finest first), each descending its own hypergradient (the element-wise
 ``-g * s`` summed over its blocks, Eq. 8) at rate ``hypergrad_lr * K_j`` (``K_j``: the number
@@ -61,7 +70,7 @@ Every class is a drop-in for its torch base (the same closure / backward loop)::
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -97,13 +106,30 @@ class SGDHD(Named):
     Args:
         params: ``model.named_parameters()`` (layer / filter blocks need names) or groups.
         lr, momentum, dampening, weight_decay, nesterov, maximize: torch.optim.SGD's.
-        hypergrad_lr: beta in the paper's absolute units (1e-3: Baydin et al.'s and the CAM-HD
-            paper's SGD setting; Baydin's code defaults to 1e-6).
+        hypergrad_lr: beta. Additive form: in the paper's absolute units (1e-3: Baydin et
+            al.'s and the CAM-HD paper's SGD setting; Baydin's code defaults to 1e-6).
+            Multiplicative form: unit-free, the largest relative change of the rate per step
+            (the default 1e-3 is an additive-form value and barely moves the rate there; 0.01
+            to 0.1 move it by up to 1-10% per step; no default chosen yet).
+        form: ``"additive"`` (the paper's: ``alpha_abs <- alpha_abs + beta g.u``, absolute
+            units, not scale-free) or ``"multiplicative"`` (scale-free:
+            ``alpha <- alpha * clamp(1 + beta cos(g, u), 1/2, 2)`` per block, the rate moves
+            geometrically from any ``lr``).
         blocks: which parameters share a rate (``"global"``, the paper's HD; or ``"layer"``,
             ``"tensor"``, ``"filter"``, ``"element"``).
         decay_rate, alpha_inf: the decay ``kappa = tau alpha + (1 - tau) alpha_inf``,
             ``tau = exp(-decay_rate * t)`` (0: off).
     """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {  # Baydin et al.'s run.sh: alpha_0 1e-3, beta 1e-3; the additive form
+            "lr": 1e-3,
+            "momentum": 0.0,
+            "hypergrad_lr": 1e-3,
+            "form": "additive",
+            "decay_rate": 0.0,
+        }
+    }
 
     def __init__(
         self,
@@ -117,6 +143,7 @@ class SGDHD(Named):
         preset: str = "default",
         maximize: bool = False,
         hypergrad_lr: float = 1e-3,
+        form: str = "additive",
         blocks: str = "global",
         decay_rate: float = 0.0,
         alpha_inf: float = 1.0,
@@ -131,6 +158,7 @@ class SGDHD(Named):
             weight_decay=weight_decay,
             maximize=maximize,
             hypergrad_lr=hypergrad_lr,
+            form=form,
             decay_rate=decay_rate,
             alpha_inf=alpha_inf,
             **extra,
@@ -143,6 +171,16 @@ class SGDNHD(SGDHD):
     ``d = g + momentum * m``; otherwise as ``SGDHD`` (``0 < momentum < 1``).
     """
 
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {  # Baydin et al.'s run.sh: alpha_0 1e-3, beta 1e-3; the additive form
+            "lr": 1e-3,
+            "momentum": 0.9,
+            "hypergrad_lr": 1e-3,
+            "form": "additive",
+            "decay_rate": 0.0,
+        }
+    }
+
     def __init__(
         self,
         params: Iterable[Any],
@@ -153,6 +191,7 @@ class SGDNHD(SGDHD):
         preset: str = "default",
         maximize: bool = False,
         hypergrad_lr: float = 1e-3,
+        form: str = "additive",
         blocks: str = "global",
         decay_rate: float = 0.0,
         alpha_inf: float = 1.0,
@@ -165,6 +204,7 @@ class SGDNHD(SGDHD):
             nesterov=True,
             maximize=maximize,
             hypergrad_lr=hypergrad_lr,
+            form=form,
             blocks=blocks,
             decay_rate=decay_rate,
             alpha_inf=alpha_inf,
@@ -181,10 +221,21 @@ class AdamHD(Named):
     Args:
         params: ``model.named_parameters()`` (layer / filter blocks need names) or groups.
         lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay: torch's Adam.
-        hypergrad_lr: beta in the paper's absolute units (1e-8: Baydin's code default and the
-            CAM-HD paper's LeNet / ResNet setting; the paper's FFNN setting is 1e-7).
-        blocks, decay_rate, alpha_inf: as ``SGDHD``.
+        hypergrad_lr: beta. Additive form: in the paper's absolute units (1e-8: Baydin's code
+            default and the CAM-HD paper's LeNet / ResNet setting; the paper's FFNN setting is
+            1e-7). Multiplicative form: unit-free, as ``SGDHD``'s (1e-8 is then a no-op).
+        form, blocks, decay_rate, alpha_inf: as ``SGDHD``.
     """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {  # Baydin et al.'s code: alpha_0 1e-3, beta 1e-8; the additive form
+            "lr": 1e-3,
+            "betas": (0.9, 0.999),
+            "hypergrad_lr": 1e-8,
+            "form": "additive",
+            "decay_rate": 0.0,
+        }
+    }
 
     def __init__(
         self,
@@ -199,6 +250,7 @@ class AdamHD(Named):
         maximize: bool = False,
         decoupled_weight_decay: bool = False,
         hypergrad_lr: float = 1e-8,
+        form: str = "additive",
         blocks: str = "global",
         decay_rate: float = 0.0,
         alpha_inf: float = 1.0,
@@ -215,6 +267,7 @@ class AdamHD(Named):
             amsgrad=amsgrad,
             maximize=maximize,
             hypergrad_lr=hypergrad_lr,
+            form=form,
             decay_rate=decay_rate,
             alpha_inf=alpha_inf,
         )
@@ -229,8 +282,13 @@ class SGDCAMHD(_CAMReadout):
     Args:
         params: ``model.named_parameters()`` (layer / filter levels need names) or groups.
         lr, momentum, dampening, weight_decay, nesterov, maximize: torch.optim.SGD's.
-        hypergrad_lr: beta in the paper's absolute units (1e-3: the paper's LeNet-5 setting;
-            1e-6 for its ResNets); level ``j`` uses ``beta * K_j``.
+        hypergrad_lr: beta. Additive form: in the paper's absolute units (1e-3: the paper's
+            LeNet-5 setting; 1e-6 for its ResNets); level ``j`` uses ``beta * K_j``.
+            Multiplicative form: unit-free (relative change per step, as ``SGDHD``'s), the same
+            ``beta`` at every level.
+        form: ``"additive"`` (the paper's) or ``"multiplicative"``: every level's rate
+            ``alpha_{j,b} <- alpha_{j,b} * clamp(1 + beta cos(g, u)_b, 1/2, 2)`` over its block
+            while its weight ``gamma_j > 0``; the gamma update is the same in both forms.
         levels: rate levels, finest first: ``("layer", "global")`` (default), ``("filter",
             "global")`` for CNNs, ``("element", "layer", "global")`` (three levels).
         gammas: initial combination weights, one per level, summing to 1 (None: (0.2, 0.8)
@@ -238,6 +296,16 @@ class SGDCAMHD(_CAMReadout):
         delta: learning rate of the weights (0.03, the paper's LeNet-5 setting).
         decay_rate, alpha_inf: as ``SGDHD`` (the paper used ``decay_rate=0.002`` for LeNet-5).
     """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {  # CAM-HD Tab. 1 (LeNet-5): beta 1e-3, delta 0.03; the additive form
+            "lr": 1e-3,
+            "momentum": 0.0,
+            "hypergrad_lr": 1e-3,
+            "delta": 0.03,
+            "form": "additive",
+        }
+    }
 
     def __init__(
         self,
@@ -251,6 +319,7 @@ class SGDCAMHD(_CAMReadout):
         preset: str = "default",
         maximize: bool = False,
         hypergrad_lr: float = 1e-3,
+        form: str = "additive",
         levels: tuple[str, ...] = _LEVELS,
         gammas: tuple[float, ...] | None = None,
         delta: float = 0.03,
@@ -267,6 +336,7 @@ class SGDCAMHD(_CAMReadout):
             weight_decay=weight_decay,
             maximize=maximize,
             hypergrad_lr=hypergrad_lr,
+            form=form,
             levels=levels,
             gammas=gammas,
             delta=delta,
@@ -279,6 +349,16 @@ class SGDCAMHD(_CAMReadout):
 class SGDNCAMHD(SGDCAMHD):
     """SGD with Nesterov momentum and CAM-HD step sizes (SGDN-CAM-HD); as ``SGDCAMHD``."""
 
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {  # CAM-HD Tab. 1 (LeNet-5 values): beta 1e-3, delta 0.03; additive
+            "lr": 1e-3,
+            "momentum": 0.9,
+            "hypergrad_lr": 1e-3,
+            "delta": 0.03,
+            "form": "additive",
+        }
+    }
+
     def __init__(
         self,
         params: Iterable[Any],
@@ -289,6 +369,7 @@ class SGDNCAMHD(SGDCAMHD):
         preset: str = "default",
         maximize: bool = False,
         hypergrad_lr: float = 1e-3,
+        form: str = "additive",
         levels: tuple[str, ...] = _LEVELS,
         gammas: tuple[float, ...] | None = None,
         delta: float = 0.03,
@@ -303,6 +384,7 @@ class SGDNCAMHD(SGDCAMHD):
             nesterov=True,
             maximize=maximize,
             hypergrad_lr=hypergrad_lr,
+            form=form,
             levels=levels,
             gammas=gammas,
             delta=delta,
@@ -317,10 +399,21 @@ class AdamCAMHD(_CAMReadout):
     Args:
         params: ``model.named_parameters()`` (layer / filter levels need names) or groups.
         lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay: torch's Adam.
-        hypergrad_lr: beta in the paper's absolute units (1e-8: the paper's LeNet-5 / ResNet
-            setting; 1e-7 for its FFNNs); level ``j`` uses ``beta * K_j``.
-        levels, gammas, delta, decay_rate, alpha_inf: as ``SGDCAMHD``.
+        hypergrad_lr: beta. Additive form: in the paper's absolute units (1e-8: the paper's
+            LeNet-5 / ResNet setting; 1e-7 for its FFNNs); level ``j`` uses ``beta * K_j``.
+            Multiplicative form: unit-free, as ``SGDCAMHD``'s (1e-8 is then a no-op).
+        form, levels, gammas, delta, decay_rate, alpha_inf: as ``SGDCAMHD``.
     """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {  # CAM-HD Tab. 1 (LeNet-5): Adam 1e-3, beta 1e-8, delta 0.03; additive
+            "lr": 1e-3,
+            "betas": (0.9, 0.999),
+            "hypergrad_lr": 1e-8,
+            "delta": 0.03,
+            "form": "additive",
+        }
+    }
 
     def __init__(
         self,
@@ -335,6 +428,7 @@ class AdamCAMHD(_CAMReadout):
         maximize: bool = False,
         decoupled_weight_decay: bool = False,
         hypergrad_lr: float = 1e-8,
+        form: str = "additive",
         levels: tuple[str, ...] = _LEVELS,
         gammas: tuple[float, ...] | None = None,
         delta: float = 0.03,
@@ -353,6 +447,7 @@ class AdamCAMHD(_CAMReadout):
             amsgrad=amsgrad,
             maximize=maximize,
             hypergrad_lr=hypergrad_lr,
+            form=form,
             levels=levels,
             gammas=gammas,
             delta=delta,

@@ -30,6 +30,31 @@ Guards (no host sync): the rate is projected onto ``[0, inf)`` after each hyperg
 (Baydin's code lets it go negative, which turns the step into gradient *ascent*); a block
 whose hypergradient is not finite (NaN / inf gradients) keeps its rate.
 
+Multiplicative form (``form="multiplicative"``; ``"additive"``, the default, is the paper's
+rule above). The additive step is in absolute rate units, so it is not scale-free: multiplying
+the loss by ``c`` multiplies ``<g, s>``, the rate's step, by ``c`` (Adam) or ``c^2`` (SGD at
+the same ``lr``), and no single ``hypergrad_lr`` suits rates and losses of different sizes
+(measured: from ``lr = 1e-3`` with ``hypergrad_lr = 1e-3`` SGD-HD's rate moved ~5e-5 per
+step; Adam-HD's ``1e-8`` left it at 0.999e-3 after 960 steps). The multiplicative form
+normalises the same inner product::
+
+    cos_b   = <g, s>_b / (||g||_b ||s||_b)        (= -dL/dalpha_b / (||g||_b ||s||_b))
+    alpha_b <- alpha_b * clamp(1 + hypergrad_lr * cos_b, MULT_FACTOR_MIN, MULT_FACTOR_MAX)
+
+so ``hypergrad_lr`` is unit-free: the largest relative change of the rate in one step (per
+unit cosine). The cosine does not change when the loss, the gradient or ``lr`` is rescaled
+(``s`` is proportional to ``lr``), so the rate moves geometrically from any ``lr``. (The
+precedent: TLR's ``"hypergradient-window"`` rule, ``alpha (1 + eta cos(g_k, g_{k-1}))``.)
+
+Guards of the multiplicative form: the factor is clamped to ``[MULT_FACTOR_MIN,
+MULT_FACTOR_MAX] = [1/2, 2]`` (it binds only for ``hypergrad_lr > 1/2``, where ``1 +
+hypergrad_lr * cos`` could reach 0 or below); a cosine that is not finite (the first step,
+where ``s = 0``; a block whose gradient is 0; NaN / inf gradients) keeps the rate; the cosine
+is clamped to ``[-1, 1]`` (rounding; a squared norm that underflows). The rate stays positive;
+a rate at exactly 0 (e.g. left by the additive form) stays 0. A group with ``lr == 0`` does not
+adapt (its ``s`` is 0). The norms ride in the same packed reduction as the inner product (no
+collective under DDP; one packed all-reduce per step under FSDP2, as in the additive form).
+
 Decay (CAM-HD paper, Section 2.4; ``decay_rate = r > 0``): the applied multiplier is
 ``kappa_t = tau(t) alpha_t + (1 - tau(t)) alpha_inf`` with ``tau(t) = exp(-r t)`` (``t``: the
 group's step count, from 1), so it tends to ``alpha_inf`` (a multiplier: the effective rate
@@ -58,6 +83,19 @@ which puts every level's step on the scale of the global HD step. ``dL/dgamma`` 
 (``h`` in multiplier units times the multiplier), so ``delta`` needs no conversion. A gamma
 update that would give a non-finite or zero sum is skipped.
 
+CAM-HD with ``form="multiplicative"``: the derivative of the parameters with respect to
+``alpha_{j,b}`` is ``-gamma_j s`` on the block (``dL/dalpha_{j,b} = gamma_j h_{j,b}``), so the
+normalised hypergradient of a level's rate is the cosine of ``g`` and ``gamma_j s`` over the
+block: ``cos(g, s)_b`` when ``gamma_j > 0`` (the positive weight cancels) and 0 when
+``gamma_j = 0`` (the rate has no effect, its exact hypergradient is 0: it does not move)::
+
+    alpha_{j,b} <- alpha_{j,b} * clamp(1 + hypergrad_lr * cos_{j,b}, 1/2, 2)     (gamma_j > 0)
+
+with the same guards as HD. No ``K_j``: a cosine lies in ``[-1, 1]`` at every level, so the
+levels' rates already move on one (relative) scale. At ``element`` level the cosine of one
+scalar pair is ``sign(g_p s_p)`` (kept where either is 0). The gamma update is the same in
+both forms (it is unit-free already) and uses the rates before their update, as above.
+
 The optimizer's ``blocks`` must be the finest level: ``rates`` returns the applied
 ``kappa`` per finest block (the levels' values broadcast and combined there).
 
@@ -81,10 +119,24 @@ from torch import Tensor
 
 from ..blocks import GRANULARITIES, Partition, acc_dtype, inner_each
 from ..directions import DIRECTIONS
-from ..hyper import Hyper, real
+from ..hyper import Hyper, choice, real
 from .base import Rule, StepContext
 
-__all__ = ["CAMHD", "Hypergradient", "default_gammas"]
+__all__ = [
+    "CAMHD",
+    "FORMS",
+    "MULT_FACTOR_MAX",
+    "MULT_FACTOR_MIN",
+    "Hypergradient",
+    "default_gammas",
+]
+
+FORMS = ("additive", "multiplicative")
+"""The forms of the hypergradient step (``form``): ``"additive"`` (the paper's, absolute rate
+units) and ``"multiplicative"`` (scale-free, on the cosine; see the module docstring)."""
+
+MULT_FACTOR_MIN, MULT_FACTOR_MAX = 0.5, 2.0
+"""The multiplicative form's guard: the factor of one step is clamped to this range."""
 
 # finest (0) to coarsest: a level may only be followed by a strictly coarser one;
 # "filter" and "tensor" do not nest in each other, so they share a rank.
@@ -140,7 +192,13 @@ def _gammas(name: str, value: Any, owner: str) -> tuple[float, ...] | None:
 
 _COMMON: dict[str, Hyper] = {
     "hypergrad_lr": Hyper(
-        1e-8, real(0.0), "beta, in the paper's absolute units (converted: beta / lr^2)"
+        1e-8,
+        real(0.0),
+        "beta: additive form in the paper's absolute units (converted: beta / lr^2); "
+        "multiplicative form unit-free (largest relative rate change per step)",
+    ),
+    "form": Hyper(
+        "additive", choice(FORMS), "hypergradient step: additive (paper) or multiplicative"
     ),
     "decay_rate": Hyper(0.0, real(0.0), "r of tau(t) = exp(-r t); 0: no decay"),
     "alpha_inf": Hyper(1.0, real(0.0), "multiplier the applied rate decays to (decay_rate > 0)"),
@@ -269,8 +327,38 @@ class _HDBase(Rule):
     def _descend(rate: Tensor, step: Tensor) -> None:
         """``rate <- max(0, rate - step)`` where ``rate - step`` is finite; else unchanged
         (the check comes before the clamp, which would turn ``-inf`` into an accepted 0)."""
-        new = rate - step
-        rate.copy_(torch.where(torch.isfinite(new), new.clamp_min(0), rate))
+        rate.copy_(_descended(rate, step))
+
+    @staticmethod
+    def _multiplicative(group: dict[str, Any]) -> bool:
+        return group["form"] == "multiplicative"
+
+    @staticmethod
+    def _factor_rate(group: dict[str, Any]) -> float:
+        """The multiplicative form's ``hypergrad_lr`` (unit-free, no conversion); 0 for a group
+        with ``lr == 0``, which does not adapt (as in the additive form)."""
+        return group["hypergrad_lr"] if group["lr"] > 0 else 0.0
+
+
+def _descended(rate: Tensor, step: Tensor) -> Tensor:
+    """The additive step: ``max(0, rate - step)`` where ``rate - step`` is finite, else
+    ``rate``."""
+    new = rate - step
+    return torch.where(torch.isfinite(new), new.clamp_min(0), rate)
+
+
+def _cosine(gs: Tensor, gg: Tensor, ss: Tensor) -> Tensor:
+    """``<g, s> / (||g|| ||s||)`` clamped to ``[-1, 1]`` (NaN, i.e. "keep", where a norm is 0
+    or a value is not finite). The norms are multiplied after the square roots, so the product
+    of two large squared norms cannot overflow."""
+    return (gs / (gg.sqrt() * ss.sqrt())).clamp(-1.0, 1.0)
+
+
+def _scaled(rate: Tensor, cos: Tensor, eta: float) -> Tensor:
+    """The multiplicative step: ``rate * clamp(1 + eta * cos, MULT_FACTOR_MIN, MULT_FACTOR_MAX)``
+    where that is finite, else ``rate`` (a NaN cosine keeps the rate)."""
+    new = rate * (1 + eta * cos).clamp(MULT_FACTOR_MIN, MULT_FACTOR_MAX)
+    return torch.where(torch.isfinite(new), new, rate)
 
 
 class Hypergradient(_HDBase):
@@ -282,27 +370,50 @@ class Hypergradient(_HDBase):
     def rates(self, ctx: StepContext) -> list[Tensor]:
         group, part = ctx.group, ctx.partition
         _, tau = self._tick(ctx)
-        beta = self._multiplier_rate(group)
+        mult = self._multiplicative(group)
+        beta = self._factor_rate(group) if mult else self._multiplier_rate(group)
         if ctx.foreach:
-            vec = part.scalar_inner(self._objective_grads_foreach(ctx), self._prevs(ctx))
+            grads, prevs = self._objective_grads_foreach(ctx), self._prevs(ctx)
+            vec = part.scalar_inner(grads, prevs)
+            norms = None
+            if vec is not None and mult and beta != 0:
+                # None where vec is not (FSDP2's first step: no s yet, so no sharded pair in
+                # <g, s>, but g is sharded): the reference path, which packs all three
+                gg, ss = part.scalar_inner(grads, grads), part.scalar_inner(prevs, prevs)
+                vec, norms = (None, None) if gg is None or ss is None else (vec, (gg, ss))
             if vec is not None:
-                return self._rates_vector(ctx, vec, tau, beta)
-        inner = part.inner(self._objective_grads(ctx), self._prevs(ctx))
+                return self._rates_vector(ctx, vec, tau, beta, norms)
+        grads, prevs = self._objective_grads(ctx), self._prevs(ctx)
+        if mult and beta != 0:  # one packed all-reduce under FSDP2, as the additive form's
+            inner, sq_g, sq_s = part.inner_many([(grads, prevs), (grads, grads), (prevs, prevs)])
+        else:
+            inner = part.inner(grads, prevs)
         out = []
-        for s, gs in zip(part.sets, inner):
+        for b, (s, gs) in enumerate(zip(part.sets, inner)):
             rate = self.ensure(ctx, s, "rate", 1.0)
             hyper = self.ensure(ctx, s, "hypergrad", 0.0)
             hyper.copy_(-gs)  # dL/dalpha of the previous step's multiplier
             if beta != 0:
-                self._descend(rate, beta * hyper)
+                if mult:
+                    rate.copy_(_scaled(rate, _cosine(gs, sq_g[b], sq_s[b]), beta))
+                else:
+                    self._descend(rate, beta * hyper)
             applied = self.ensure(ctx, s, "alpha", 1.0)
             applied.copy_(tau * rate + (1 - tau) * group["alpha_inf"])
             out.append(applied)
         self._store_prevs(ctx, tau)
         return out
 
-    def _rates_vector(self, ctx: StepContext, gs: Tensor, tau: float, beta: float) -> list[Tensor]:
-        """The per-block arithmetic of ``rates`` once on stacked vectors (scalar blocks)."""
+    def _rates_vector(
+        self,
+        ctx: StepContext,
+        gs: Tensor,
+        tau: float,
+        beta: float,
+        norms: tuple[Tensor, Tensor] | None = None,
+    ) -> list[Tensor]:
+        """The per-block arithmetic of ``rates`` once on stacked vectors (scalar blocks);
+        ``norms``: the squared norms of ``g`` and ``s`` per block (multiplicative form)."""
         sets = ctx.partition.sets
         rate_l = [self.ensure(ctx, s, "rate", 1.0) for s in sets]
         hyper_l = [self.ensure(ctx, s, "hypergrad", 0.0) for s in sets]
@@ -311,8 +422,10 @@ class Hypergradient(_HDBase):
         torch._foreach_copy_(hyper_l, list(hyper.unbind()))
         rate = torch.stack(rate_l)
         if beta != 0:
-            new = rate - beta * hyper
-            rate = torch.where(torch.isfinite(new), new.clamp_min(0), rate)
+            if norms is not None:
+                rate = _scaled(rate, _cosine(gs, *norms), beta)
+            else:
+                rate = _descended(rate, beta * hyper)
             torch._foreach_copy_(rate_l, list(rate.unbind()))
         applied = tau * rate + (1 - tau) * ctx.group["alpha_inf"]
         torch._foreach_copy_(applied_l, list(applied.unbind()))
@@ -369,7 +482,8 @@ class CAMHD(_HDBase):
         group = ctx.group
         levels = group["levels"]
         _, tau = self._tick(ctx)
-        beta = self._multiplier_rate(group)
+        mult = self._multiplicative(group)
+        beta = self._factor_rate(group) if mult else self._multiplier_rate(group)
         gamma = self._gamma(ctx)
         if ctx.foreach:
             fast = self._rates_foreach(ctx, tau, beta, gamma)
@@ -380,17 +494,28 @@ class CAMHD(_HDBase):
         finest: list[Tensor] = []  # the finest level's rates, one per block of ctx.partition
         per_param: list[list[Tensor | None]] = []  # per level: new rate broadcast per param
         level_parts = self._level_partitions(ctx)
-        # sum_{p in b} g_p s_p = -h_{j,b} for every level: one packed all-reduce under FSDP2
-        hs = inner_each([(part, grads, prevs) for part, _ in level_parts])
+        # sum_{p in b} g_p s_p = -h_{j,b} for every level (and, multiplicative, the squared
+        # norms of g and s per block): one packed all-reduce under FSDP2
+        pairs = [(grads, prevs)]
+        if mult and beta != 0:
+            pairs += [(grads, grads), (prevs, prevs)]
+        flat = inner_each([(part, xs, ys) for part, _ in level_parts for xs, ys in pairs])
+        n = len(pairs)
+        hs = flat[::n]
+        norms = list(zip(flat[1::n], flat[2::n])) if n == 3 else []
         for j, (level, (part, count), h) in enumerate(zip(levels, level_parts, hs)):
             new_rates = []
-            for s, gs in zip(part.sets, h):
+            live = gamma[j] > 0  # multiplicative: a level without weight does not move
+            for k, (s, gs) in enumerate(zip(part.sets, h)):
                 rate = self.ensure(ctx, s, f"alpha.{level}", 1.0)
                 hyper = self.ensure(ctx, s, f"hypergrad.{level}", 0.0)
                 hyper.copy_(-gamma[j].to(gs.dtype) * gs)  # dL/dalpha_{j,b}
                 contrib = (rate * -gs).sum().to(gamma.dtype)  # sum_b alpha_old h  (dL/dgamma_j)
                 gamma_grad[j] += torch.where(torch.isfinite(contrib), contrib, 0.0)
-                if beta != 0:
+                if beta != 0 and mult:
+                    cos = _cosine(gs, norms[j][0][k], norms[j][1][k])
+                    rate.copy_(torch.where(live, _scaled(rate, cos, beta), rate))
+                elif beta != 0:
                     self._descend(rate, (beta * count) * hyper)
                 new_rates.append(rate)
             per_param.append(part.broadcast(new_rates))
@@ -434,6 +559,11 @@ class CAMHD(_HDBase):
         per_tensor = tensors.scalar_inner(grads, prevs)  # one entry per active tensor, in order
         if per_tensor is None or per_tensor.dtype != dtype:
             return None
+        mult = self._multiplicative(group) and beta != 0
+        if mult:  # the squared norms of g and s per tensor (same blocks, dtype, device)
+            sq_g_t, sq_s_t = tensors.scalar_inner(grads, grads), tensors.scalar_inner(prevs, prevs)
+            if sq_g_t is None or sq_s_t is None:  # e.g. FSDP2's first step (see Hypergradient)
+                return None
         idx = [s.members[0] for s in tensors.sets]
         device = per_tensor.device
         cache = self.__dict__.setdefault("_index_cache", {})
@@ -454,9 +584,13 @@ class CAMHD(_HDBase):
             rate = torch.stack(rate_l)
             contrib = (rate * -gs).to(gamma.dtype)
             gamma_grad[j] += torch.where(torch.isfinite(contrib), contrib, 0.0).sum()
-            if beta != 0:
-                new = rate - (beta * count) * hyper
-                rate = torch.where(torch.isfinite(new), new.clamp_min(0), rate)
+            if mult:
+                gg = torch.zeros_like(gs).index_add_(0, index, sq_g_t)
+                ss = torch.zeros_like(gs).index_add_(0, index, sq_s_t)
+                rate = torch.where(gamma[j] > 0, _scaled(rate, _cosine(gs, gg, ss), beta), rate)
+                torch._foreach_copy_(rate_l, list(rate.unbind()))
+            elif beta != 0:
+                rate = _descended(rate, (beta * count) * hyper)
                 torch._foreach_copy_(rate_l, list(rate.unbind()))
             if j == 0:
                 level_rates.append(rate)
