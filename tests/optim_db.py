@@ -3,8 +3,12 @@
 Every optimizer the library exports registers once, in a module of ``tests/specs/`` (one per
 rule, so rules land independently), with a list ``SPECS`` of ``OptimSpec``. The generic tests
 (``test_generic.py``) then check, for each: loss goes down, bit-for-bit resume, weights-only
-save/load, schedulers, group isolation, missing gradients, bf16 rates, deepcopy, and every
-error message listed in ``errors``.
+save/load, schedulers, group isolation, missing gradients, bf16 rates, deepcopy, every
+error message listed in ``errors``, and the edges of the drop-in contract: older torch
+state-dict formats (float ``step``, missing group keys), load pre- and post-hooks, refused
+loads (another algorithm, torch's other optimizers, reordered / renamed / unnamed
+parameters), unknown param-group keys, complex parameters, a sparse gradient in a later
+group, and a NaN / negative / inf / tensor ``lr``.
 """
 
 from __future__ import annotations
@@ -51,6 +55,10 @@ class OptimSpec:
     def build(self, model: torch.nn.Module, **overrides: Any) -> torch.optim.Optimizer:
         params = model.named_parameters() if self.named else model.parameters()
         return self.factory(params, **{**self.kwargs, **overrides})
+
+    def wrap(self, named: list[tuple[str, torch.Tensor]]) -> list[Any]:
+        """Parameters as this spec takes them: ``(name, tensor)`` pairs, or tensors."""
+        return list(named) if self.named else [p for _, p in named]
 
     def run_step(self, model: torch.nn.Module, opt: torch.optim.Optimizer, x, y) -> Any:
         return (self.step or default_step)(model, opt, x, y)

@@ -7,7 +7,8 @@ file in the same directory, flushes it to disk (``fsync``) and renames it over t
 optimizer and scheduler ``state_dict()``, every random number generator the loop draws from:
 ``rng_state()`` captures them (Python, torch CPU, and CUDA when initialised) and
 ``set_rng_state()`` restores them. NumPy's global generator is included when NumPy is
-installed.
+installed. Everything is plain Python types and tensors (NumPy's state too), so a checkpoint
+loads with ``torch.load(path, weights_only=True)``, torch's safe default.
 
 Example::
 
@@ -16,7 +17,7 @@ Example::
     >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.pt")
     >>> save_atomic({"step": 3, "rng": rng_state()}, path)
     >>> a = torch.rand(2)
-    >>> ckpt = torch.load(path, weights_only=False)
+    >>> ckpt = torch.load(path, weights_only=True)
     >>> set_rng_state(ckpt["rng"])
     >>> torch.equal(torch.rand(2), a)
     True
@@ -79,7 +80,14 @@ def rng_state() -> dict[str, Any]:
     except ImportError:  # pragma: no cover - numpy is optional
         pass
     else:
-        state["numpy"] = np.random.get_state()
+        kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+        state["numpy"] = {  # plain types and a tensor: torch.load(weights_only=True) reads it
+            "bit_generator": str(kind),
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        }
     return state
 
 
@@ -92,4 +100,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
     if "numpy" in state:
         import numpy as np
 
-        np.random.set_state(state["numpy"])
+        saved = state["numpy"]
+        if isinstance(saved, dict):
+            keys = saved["keys"]
+            keys = keys.numpy() if isinstance(keys, torch.Tensor) else np.asarray(keys)
+            saved = (
+                saved["bit_generator"],
+                keys.astype(np.uint32),
+                int(saved["pos"]),
+                int(saved["has_gauss"]),
+                float(saved["cached_gaussian"]),
+            )
+        np.random.set_state(saved)  # or the tuple of np.random.get_state() (older checkpoints)

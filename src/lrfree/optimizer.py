@@ -27,7 +27,9 @@ Example::
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from itertools import chain
 from typing import Any
@@ -37,6 +39,7 @@ from torch import Tensor
 
 from .blocks import GRANULARITIES, Partition
 from .directions import DIRECTIONS, Direction, get_direction
+from .directions.base import scalar_dtype
 from .hyper import Hyper, boolean, choice, real, validate
 from .rules import RULES, Rule, StepContext, get_rule
 
@@ -108,15 +111,54 @@ class Composed(torch.optim.Optimizer):
         return {**_COMMON, **d.hyper, **r.hyper}
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group; its values are validated like the constructor's."""
+        """Add a group; its keys and values are checked like the constructor's.
+
+        A key that the group's direction and rule do not have (a typo, another direction's
+        hyperparameter) is a ``TypeError`` listing the known ones; a complex parameter is a
+        ``ValueError``. A rejected group leaves the optimizer as it was.
+        """
+        if isinstance(param_group, dict):
+            self._check_group_keys(param_group)
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         try:
+            self._check_params(group, len(self.param_groups) - 1)
             self._validate_group(group)
         except Exception:
             self.param_groups.pop()  # a rejected group leaves the optimizer as it was
             raise
         self._partitions = {}
+
+    def _check_group_keys(self, param_group: dict[str, Any]) -> None:
+        """The keys a user put in a param group must be hyperparameters of its direction and
+        rule (the constructor rejects unknown keywords the same way)."""
+        dname = param_group.get("direction", self.defaults["direction"])
+        rname = param_group.get("rule", self.defaults["rule"])
+        d = DIRECTIONS.get(dname) if isinstance(dname, str) else None
+        r = RULES.get(rname) if isinstance(rname, str) else None
+        if d is None or r is None:  # an invalid direction / rule: _validate_group names it
+            return
+        known = {*self._specs(d, r), "lr", *_STRUCTURE, *_GROUP_KEYS}
+        unknown = sorted(str(k) for k in param_group if k not in known)
+        if unknown:
+            raise TypeError(
+                f"Unknown hyperparameter(s) {unknown} in a param group for direction "
+                f"{d.name!r} and rule {r.name!r}; known: "
+                f"{sorted(set(self._specs(d, r)) | {'lr', *_STRUCTURE})}"
+            )
+
+    @staticmethod
+    def _check_params(group: dict[str, Any], group_index: int) -> None:
+        names = group.get("param_names")
+        for i, p in enumerate(group["params"]):
+            if p.is_complex():
+                name = names[i] if names else f"{i} of param group {group_index}"
+                raise ValueError(
+                    f"Complex parameter {name!r} ({p.dtype}) is not supported by lrfree "
+                    "optimizers (the Adam / RMSprop second moments and the step-size rules "
+                    "are defined for real tensors): store it as a real tensor with "
+                    "torch.view_as_real and use torch.view_as_complex in the forward pass"
+                )
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         for key in _STRUCTURE:
@@ -131,25 +173,185 @@ class Composed(torch.optim.Optimizer):
         r.check(group, owner)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        """torch's, plus its backward compatibility (as ``torch.optim.Adam.__setstate__``):
+        a group key missing from an older checkpoint takes its default, and a step counter
+        saved as a plain number (torch's older format) becomes a tensor."""
         super().__setstate__(state)
+        for group in self.param_groups:
+            for key in _STRUCTURE:
+                group.setdefault(key, self.defaults[key])
+            d, r = DIRECTIONS.get(group["direction"]), RULES.get(group["rule"])
+            if d is not None and r is not None:
+                for k, spec in self._specs(d, r).items():
+                    group.setdefault(k, spec.default)
+            for p in group["params"]:
+                st = self.state.get(p)
+                if st and "step" in st and not isinstance(st["step"], Tensor):
+                    st["step"] = torch.tensor(float(st["step"]), dtype=scalar_dtype())
         self._partitions = {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """As torch's, but rule state keeps its saved dtype.
+        """As torch's, with checks, and rule state kept in its saved dtype.
 
-        torch casts every floating-point state tensor to its parameter's dtype, which would
-        round a bf16 model's float32 rates to bf16; ``"<rule>.<field>"`` entries are restored
-        with their saved dtype (on the parameter's device).
+        * The load pre-hooks (``register_load_state_dict_pre_hook``) run first and what they
+          return or modify is what is loaded; the post-hooks run last, after all of it.
+        * A ``state_dict`` of another algorithm (direction, rule or blocks), with other
+          parameter names or another order (optimizers built from ``named_parameters()``;
+          the wrapper prefixes ``module.`` and ``_orig_mod.`` are ignored), without names
+          where this optimizer's blocks depend on them, or with state of another shape than
+          its parameter is a ``ValueError`` naming the difference; this optimizer is left
+          unchanged.
+        * Older torch formats load: missing group keys take their defaults, a step counter
+          saved as a number becomes a tensor (as torch's Adam and RMSprop do). A dict without
+          lrfree's ``direction`` / ``rule`` / ``blocks`` keys (saved by torch's own optimizer
+          of the same direction) is taken as this optimizer's, its missing keys (the rule's)
+          take this optimizer's values; a hyperparameter of another direction or rule in it
+          (torch SGD's ``momentum`` into an Adam) is refused.
+        * torch casts every floating-point state tensor to its parameter's dtype, which would
+          round a bf16 model's float32 rates to bf16; ``"<rule>.<field>"`` entries are
+          restored with their saved dtype (on the parameter's device).
         """
+        state_dict = state_dict.copy()  # shallow, as torch's
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = pre_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        state_dict = self._checked_for_load(state_dict)
         saved_state = state_dict["state"]
         saved_ids = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
-        super().load_state_dict(state_dict)
+        # torch's load, without running the hooks a second time (ours run around it)
+        hooks = (
+            self._optimizer_load_state_dict_pre_hooks,
+            self._optimizer_load_state_dict_post_hooks,
+        )
+        self._optimizer_load_state_dict_pre_hooks = OrderedDict()
+        self._optimizer_load_state_dict_post_hooks = OrderedDict()
+        try:
+            super().load_state_dict(state_dict)
+        finally:
+            (
+                self._optimizer_load_state_dict_pre_hooks,
+                self._optimizer_load_state_dict_post_hooks,
+            ) = hooks
         params = chain.from_iterable(g["params"] for g in self.param_groups)
         for idx, p in zip(saved_ids, params):
             for k, v in saved_state.get(idx, {}).items():
                 if "." in str(k) and isinstance(v, Tensor):
                     self.state[p][k] = v.to(device=p.device, copy=True)
         self._partitions = {}
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
+
+    def _checked_for_load(self, state_dict: dict[str, Any]) -> dict[str, Any]:
+        """The ``state_dict`` to hand to torch's loader: checked against this optimizer (a
+        ``ValueError`` naming the difference), its groups completed and validated (copies;
+        the caller's dict is not modified)."""
+        saved_groups = state_dict["param_groups"]
+        groups = self.param_groups
+        several = len(groups) > 1
+        out_groups = []
+        for gi, (group, saved) in enumerate(zip(groups, saved_groups)):
+            where = f" (param group {gi})" if several else ""
+            saved = dict(saved)
+            missing = [k for k in _STRUCTURE if k not in saved]
+            for k in missing:  # a dict without them (older, or torch's): taken as ours
+                saved[k] = group[k]
+            differ = [k for k in _STRUCTURE if saved[k] != group[k]]
+            if differ:
+                keys = ["direction", "rule"] + (["blocks"] if "blocks" in differ else [])
+                raise ValueError(
+                    f"state_dict is from {_describe(saved, keys)}; this optimizer is "
+                    f"{_describe(group, keys)}{where}: loading it would switch the algorithm"
+                )
+            if missing:
+                d, r = DIRECTIONS.get(saved["direction"]), RULES.get(saved["rule"])
+                if d is not None and r is not None:
+                    foreign = sorted((set(saved) & _all_hyper()) - set(self._specs(d, r)))
+                    if foreign:
+                        raise ValueError(
+                            f"state_dict's param group {gi} holds {foreign}, which "
+                            f"{_owner(group)} does not have: it is from another optimizer"
+                        )
+                    for k in self._specs(d, r):  # e.g. the rule's: this run's values
+                        if k in group:
+                            saved.setdefault(k, group[k])
+            self._check_names(group, saved, state_dict["state"], where)
+            self._validate_group(saved)  # other missing keys: defaults (as torch); checks
+            out_groups.append(saved)
+        out_groups.extend(saved_groups[len(groups) :])  # torch reports a count mismatch
+        lengths = [len(g["params"]) for g in groups]
+        if len(out_groups) == len(groups) and lengths == [len(g["params"]) for g in out_groups]:
+            self._check_shapes(state_dict["state"], out_groups)
+        return {**state_dict, "param_groups": out_groups}
+
+    def _check_names(
+        self, group: dict[str, Any], saved: dict[str, Any], saved_state: dict, where: str
+    ) -> None:
+        names = group.get("param_names")
+        saved_names = saved.get("param_names")
+        if names is None or len(group["params"]) != len(saved["params"]):
+            return  # unnamed here: torch adopts the saved names (its documented behaviour)
+        if saved_names is None:
+            per_block = any(  # rule state, kept per block (the skip counter is not)
+                "." in str(k) and not str(k).startswith("nonfinite.")
+                for idx in saved["params"]
+                for k in (saved_state.get(idx) or {})
+            )
+            kinds = {group["blocks"], *_levels(group)} & {"layer", "filter"} if per_block else set()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the unnamed fall-back warns
+                differ = [
+                    k
+                    for k in sorted(kinds)
+                    if _members(group["params"], None, k) != _members(group["params"], names, k)
+                ]
+            if differ:
+                raise ValueError(
+                    "state_dict holds no parameter names (its optimizer was built from "
+                    "model.parameters()) but this one was built from named_parameters() with "
+                    f"blocks {differ!r}{where}: the blocks, and so the saved rates, differ; "
+                    "build this optimizer from model.parameters() to load it"
+                )
+            return
+        a, b = [_plain_name(n) for n in saved_names], [_plain_name(n) for n in names]
+        if a == b:
+            saved["param_names"] = list(names)  # the same parameters: keep this run's names
+            return
+        i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        first = f"position {i} is {_at(saved_names, i)} in the state_dict, {_at(names, i)} here"
+        if sorted(a) == sorted(b):
+            raise ValueError(
+                f"state_dict's parameters are in another order than this optimizer's{where}: "
+                f"{first}; build the optimizer over the parameters in the saved order"
+            )
+        raise ValueError(
+            f"state_dict's parameter names differ from this optimizer's{where}: {first}; if "
+            "they are the same parameters in the same order, rename 'param_names' in a "
+            "register_load_state_dict_pre_hook"
+        )
+
+    def _check_shapes(self, saved_state: dict[Any, Any], saved_groups: list[dict]) -> None:
+        """Direction buffers (``exp_avg``, ...) must have their parameter's shape: catches a
+        load into other or reordered parameters, named or not."""
+        offset = 0
+        for gi, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
+            names = group.get("param_names")
+            for i, (idx, p) in enumerate(zip(saved["params"], group["params"])):
+                st = saved_state.get(idx)
+                if not isinstance(st, dict):
+                    continue
+                for k, v in st.items():
+                    if "." in str(k) or not isinstance(v, Tensor) or v.dim() == 0:
+                        continue  # rule state is per block; step counters are 0-d
+                    if tuple(v.shape) != tuple(p.shape):
+                        name = names[i] if names else f"param{offset + i}"
+                        raise ValueError(
+                            f"state_dict's {k!r} for parameter {name!r} (param group {gi}, "
+                            f"index {i}) has shape {tuple(v.shape)}, the parameter "
+                            f"{tuple(p.shape)}: the state is for other parameters (another "
+                            "model, or the parameters were reordered)"
+                        )
+            offset += len(group["params"])
 
     def partition(self, group_index: int, blocks: str | None = None) -> Partition:
         """The block partition of a parameter group (cached).
@@ -201,10 +403,15 @@ class Composed(torch.optim.Optimizer):
                 f"step() got unexpected keyword argument(s) {unknown}; "
                 f"the rules of this optimizer accept {sorted(allowed)}"
             )
+        for gi, group in enumerate(self.param_groups):  # plain Python floats: no host sync
+            lr = group["lr"]
+            if type(lr) is not float or not 0.0 <= lr < math.inf:
+                _check_lr("lr", lr, f"param group {gi}, {_owner(group)}")
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._check_sparse()  # before anything moves: a rejected step changes nothing
         if not self._grads_finite():  # the non-finite policy: nothing moves, nothing updates
             return loss
         for gi, group in enumerate(self.param_groups):
@@ -224,9 +431,6 @@ class Composed(torch.optim.Optimizer):
         active = [g is not None for g in grads]
         if not any(active):
             return
-        for g in grads:
-            if g is not None and g.is_sparse:
-                raise RuntimeError("lrfree optimizers do not support sparse gradients")
         full = self.partition(gi)
         part = full if all(active) else full.restrict(active)
         direction = DIRECTIONS[group["direction"]]
@@ -277,6 +481,19 @@ class Composed(torch.optim.Optimizer):
                 for p, d, scale in zip(ps, ds, scales):
                     self._apply(p, d, scale, wd)
         rule.end(ctx)
+
+    def _check_sparse(self) -> None:
+        offset = 0
+        for gi, group in enumerate(self.param_groups):
+            for i, p in enumerate(group["params"]):
+                if p.grad is not None and p.grad.is_sparse:
+                    names = group.get("param_names")
+                    name = names[i] if names else f"param{offset + i}"
+                    raise RuntimeError(
+                        f"lrfree optimizers do not support sparse gradients ({name!r}, param "
+                        f"group {gi}); no parameter or state was changed"
+                    )
+            offset += len(group["params"])
 
     @staticmethod
     def _apply(p: Tensor, d: Tensor, scale: Tensor, wd: float) -> None:
@@ -411,7 +628,60 @@ class Composed(torch.optim.Optimizer):
         )
 
 
-_LR = Hyper(1e-3, real(0.0), "base learning rate")
+_real_lr = real(0.0)
+
+
+def _check_lr(name: str, value: Any, owner: str) -> float:
+    if isinstance(value, Tensor):  # torch's convention for an unsupported lr: ValueError
+        raise ValueError(
+            f"Invalid {name}: a Tensor ({value!r}) is not supported, pass a Python float "
+            f"(e.g. {name}=float(t)) [{owner}]"
+        )
+    return _real_lr(name, value, owner)
+
+
+_LR = Hyper(1e-3, _check_lr, "base learning rate")
+
+_GROUP_KEYS = ("params", "param_names", "initial_lr", "max_lr", "min_lr", "base_lr")
+"""Keys a param group may hold besides hyperparameters: torch's and its LR schedulers'."""
+
+
+def _all_hyper() -> set[str]:
+    """Every registered direction's and rule's hyperparameter names."""
+    return {k for o in (*DIRECTIONS.values(), *RULES.values()) for k in o.hyper}
+
+
+_WRAPPERS = ("_orig_mod.", "_checkpoint_wrapped_module.", "_fsdp_wrapped_module.")
+
+
+def _describe(group: dict[str, Any], keys: list[str]) -> str:
+    return ", ".join(f"{k} {group[k]!r}" for k in keys)
+
+
+def _plain_name(name: Any) -> Any:
+    """A parameter name without the prefixes of DDP / DataParallel (``module.``),
+    ``torch.compile`` and activation checkpointing wrappers."""
+    if not isinstance(name, str):
+        return name
+    for w in _WRAPPERS:
+        name = name.replace(w, "")
+    while name.startswith("module."):
+        name = name[len("module.") :]
+    return name
+
+
+def _at(names: Any, i: int) -> str:
+    return repr(names[i]) if i < len(names) else "missing"
+
+
+def _levels(group: dict[str, Any]) -> list[str]:
+    """Block levels a rule reads besides ``blocks`` (CAM-HD's ``levels``)."""
+    levels = group.get("levels")
+    return [k for k in levels if isinstance(k, str)] if isinstance(levels, (list, tuple)) else []
+
+
+def _members(params: list[Tensor], names: Any, kind: str) -> list[list[int]]:
+    return [s.members for s in Partition.build(params, names, kind).sets]
 
 
 def _optional_bool(name: str, value: Any, owner: str) -> bool | None:
