@@ -4,6 +4,10 @@ Run (2 processes on one machine)::
 
     torchrun --nproc-per-node 2 examples/ddp_train.py --optimizer SGDLW
     torchrun --nproc-per-node 2 examples/ddp_train.py --optimizer ADLER --check-rates
+    torchrun --nproc-per-node 2 examples/ddp_train.py --optimizer AdamTLR --tiny  # smoke test
+
+``--tiny`` (256 examples, batch 16 per rank, 2 epochs of 8 steps) is what
+``tests/test_examples.py`` runs, for every optimizer below.
 
 What changes against a single-process loop:
 
@@ -22,13 +26,18 @@ What changes against a single-process loop:
   collective per step).
 
 The data: a synthetic 3-class problem (no download), each rank gets its own half of every
-batch through ``DistributedSampler``.
+batch through ``DistributedSampler``. TLR's window is a fraction ``p`` of an epoch
+(``steps_per_epoch``: the batches per epoch of each rank, ``len(loader)``).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import math
 import os
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -39,14 +48,15 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 import lrfree
 from lrfree import distributed as lrdist
 
-OPTIMIZERS = {
-    "SGDLW": lambda ps: lrfree.SGDLW(ps, update_every=10),
-    "AdamWLW": lambda ps: lrfree.AdamWLW(ps, update_every=10),
-    "ADLER": lambda ps: lrfree.ADLER(ps),
-    "AdamHD": lambda ps: lrfree.AdamHD(ps, lr=1e-3),
-    "AdamTLR": lambda ps: lrfree.AdamTLR(ps, lr=1e-3),
-    "AdamLip": lambda ps: lrfree.AdamLip(ps, lr=1e-3),
-    "AdamCAMHD": lambda ps: lrfree.AdamCAMHD(ps, lr=1e-3),
+# name -> (named parameters, batches per epoch) -> optimizer
+OPTIMIZERS: dict[str, Callable[[Any, int], torch.optim.Optimizer]] = {
+    "SGDLW": lambda ps, spe: lrfree.SGDLW(ps, update_every=10),
+    "AdamWLW": lambda ps, spe: lrfree.AdamWLW(ps, update_every=10),
+    "ADLER": lambda ps, spe: lrfree.ADLER(ps),
+    "AdamHD": lambda ps, spe: lrfree.AdamHD(ps, lr=1e-3),
+    "AdamTLR": lambda ps, spe: lrfree.AdamTLR(ps, lr=1e-3, steps_per_epoch=spe),
+    "AdamLip": lambda ps, spe: lrfree.AdamLip(ps, lr=1e-3),
+    "AdamCAMHD": lambda ps, spe: lrfree.AdamCAMHD(ps, lr=1e-3),
 }
 
 
@@ -63,7 +73,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=64, help="per rank")
     ap.add_argument("--check-rates", action="store_true")
+    ap.add_argument("--tiny", action="store_true", help="smoke test: 256 examples, batch 16")
     args = ap.parse_args()
+    n = 2048
+    if args.tiny:
+        n, args.batch_size, args.epochs = 256, 16, 2
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo")  # torchrun sets RANK, WORLD_SIZE, MASTER_ADDR/PORT
@@ -71,13 +85,12 @@ def main() -> None:
     torch.manual_seed(0)  # the same initial weights on every rank (DDP also broadcasts them)
     model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 3))
     ddp = nn.parallel.DistributedDataParallel(model)
-    opt = OPTIMIZERS[args.optimizer](model.named_parameters())
-    lrdist.configure(opt, check_rates=args.check_rates)
-    rule = opt.param_groups[0]["rule"]
-
-    ds = data()
+    ds = data(n)
     sampler = DistributedSampler(ds, shuffle=True, seed=0)
     loader = DataLoader(ds, batch_size=args.batch_size, sampler=sampler)
+    opt = OPTIMIZERS[args.optimizer](model.named_parameters(), len(loader))
+    lrdist.configure(opt, check_rates=args.check_rates)
+    rule = opt.param_groups[0]["rule"]
     for epoch in range(args.epochs):
         sampler.set_epoch(epoch)
         total, count = torch.zeros(()), 0
@@ -100,6 +113,8 @@ def main() -> None:
             total += loss.detach()
             count += 1
         dist.all_reduce(total)  # logging only: the mean loss over ranks
+        if not math.isfinite(float(total)):
+            raise RuntimeError(f"epoch {epoch}: the loss is not finite")
         if rank == 0:
             rates = opt.effective_lr()
             shown = ", ".join(f"{k}={v:.3g}" for k, v in rates.items())
@@ -108,10 +123,15 @@ def main() -> None:
                 f"rates {shown}",
                 flush=True,
             )
-    dist.destroy_process_group()
 
 
 if __name__ == "__main__":
     if "RANK" not in os.environ:
         raise SystemExit("launch with: torchrun --nproc-per-node 2 examples/ddp_train.py")
     main()
+    # the model, optimizer and loader of main() are freed before the process group goes,
+    # and every rank is past its last collective: otherwise gloo could abort a rank at exit
+    # ("terminate called without an active exception")
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()

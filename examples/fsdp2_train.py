@@ -5,6 +5,11 @@ Run (2 processes on one machine)::
 
     torchrun --nproc-per-node 2 examples/fsdp2_train.py --optimizer AdamHD
     torchrun --nproc-per-node 2 examples/fsdp2_train.py --optimizer SGDLW --checkpoint ckpt
+    torchrun --nproc-per-node 2 examples/fsdp2_train.py --optimizer AdamTLR --tiny  # smoke test
+
+``--tiny`` (12 steps of batch 16 per rank) is what ``tests/test_examples.py`` runs. The data
+is a stream with no epochs; TLR's window, a fraction ``p`` of an epoch, is taken from
+``--steps-per-epoch`` (default 20: a window of ``K = round(0.2 * 20) = 4`` steps).
 
 Under FSDP2 parameters, gradients and the direction's state (momentum, Adam moments) are
 DTensors sharded over the ranks. lrfree computes every norm and inner product on the local
@@ -22,8 +27,12 @@ closure mode (finite differences through the normal backward); ADLER runs as
 from __future__ import annotations
 
 import argparse
+import gc
+import math
 import os
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -36,18 +45,19 @@ from torch.distributed.fsdp import fully_shard
 import lrfree
 from lrfree import distributed as lrdist
 
-OPTIMIZERS = {
-    "SGDLW": lambda ps: lrfree.SGDLW(ps, update_every=10),
-    "AdamWLW": lambda ps: lrfree.AdamWLW(ps, update_every=10),
-    "ADLER-gn": lambda ps: lrfree.ADLER(ps, variant="gn", lr=0.03),
-    "AdamHD": lambda ps: lrfree.AdamHD(ps, lr=1e-3),
-    "AdamTLR": lambda ps: lrfree.AdamTLR(ps, lr=1e-3),
-    "AdamLip": lambda ps: lrfree.AdamLip(ps, lr=1e-3),
-    "AdamCAMHD": lambda ps: lrfree.AdamCAMHD(ps, lr=1e-3),
+# name -> (named parameters, steps per "epoch") -> optimizer
+OPTIMIZERS: dict[str, Callable[[Any, int], torch.optim.Optimizer]] = {
+    "SGDLW": lambda ps, spe: lrfree.SGDLW(ps, update_every=10),
+    "AdamWLW": lambda ps, spe: lrfree.AdamWLW(ps, update_every=10),
+    "ADLER-gn": lambda ps, spe: lrfree.ADLER(ps, variant="gn", lr=0.03),
+    "AdamHD": lambda ps, spe: lrfree.AdamHD(ps, lr=1e-3),
+    "AdamTLR": lambda ps, spe: lrfree.AdamTLR(ps, lr=1e-3, steps_per_epoch=spe),
+    "AdamLip": lambda ps, spe: lrfree.AdamLip(ps, lr=1e-3),
+    "AdamCAMHD": lambda ps, spe: lrfree.AdamCAMHD(ps, lr=1e-3),
 }
 
 
-def build(name: str) -> tuple[nn.Module, torch.optim.Optimizer]:
+def build(name: str, steps_per_epoch: int = 20) -> tuple[nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 3)
@@ -56,7 +66,7 @@ def build(name: str) -> tuple[nn.Module, torch.optim.Optimizer]:
         if isinstance(m, nn.Linear):
             fully_shard(m)
     fully_shard(model)
-    return model, OPTIMIZERS[name](model.named_parameters())
+    return model, OPTIMIZERS[name](model.named_parameters(), steps_per_epoch)
 
 
 def main() -> None:
@@ -64,13 +74,17 @@ def main() -> None:
     ap.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="AdamHD")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--batch-size", type=int, default=64, help="per rank")
+    ap.add_argument("--steps-per-epoch", type=int, default=20, help="TLR's epoch (window)")
     ap.add_argument("--checkpoint", default=None, help="save and reload a DCP checkpoint here")
+    ap.add_argument("--tiny", action="store_true", help="smoke test: 12 steps of batch 16")
     args = ap.parse_args()
+    if args.tiny:
+        args.steps, args.batch_size = 12, 16
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    model, opt = build(args.optimizer)
+    model, opt = build(args.optimizer, args.steps_per_epoch)
     lrdist.configure(opt, check_rates=True)  # debug: every rank must hold the same rates
     rule = opt.param_groups[0]["rule"]
 
@@ -95,6 +109,8 @@ def main() -> None:
             if step % 20 == 0 or step == steps - 1:
                 total = loss.detach().clone()
                 dist.all_reduce(total)
+                if not math.isfinite(float(total)):
+                    raise RuntimeError(f"step {step}: the loss is not finite")
                 if rank == 0:
                     shown = ", ".join(f"{k}={v:.3g}" for k, v in opt.effective_lr().items())
                     print(
@@ -105,7 +121,7 @@ def main() -> None:
     if args.checkpoint:
         msd, osd = get_state_dict(model, opt)
         dcp.save({"model": msd, "optim": osd}, checkpoint_id=args.checkpoint)
-        model2, opt2 = build(args.optimizer)
+        model2, opt2 = build(args.optimizer, args.steps_per_epoch)
         with warnings.catch_warnings():  # DCP initialises a fresh optimizer's state by a
             warnings.simplefilter("ignore", RuntimeWarning)  # step without closure (LW warns)
             msd2, osd2 = get_state_dict(model2, opt2)
@@ -117,10 +133,15 @@ def main() -> None:
         same = opt2.effective_lr() == opt.effective_lr()
         if rank == 0:
             print(f"reloaded from {args.checkpoint}: rates identical: {same}", flush=True)
-    dist.destroy_process_group()
 
 
 if __name__ == "__main__":
     if "RANK" not in os.environ:
         raise SystemExit("launch with: torchrun --nproc-per-node 2 examples/fsdp2_train.py")
     main()
+    # the model, optimizer and loader of main() are freed before the process group goes,
+    # and every rank is past its last collective: otherwise gloo could abort a rank at exit
+    # ("terminate called without an active exception")
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()

@@ -8,9 +8,12 @@ the data random token sequences whose label is a simple function of the tokens.
 Rules without curvature (``AdamHD``, ``SGDHD``, CAM-HD, ``Composed(rule="constant")``) work
 with the plain ``Trainer``. Curvature rules (``SGDLW``, ``AdamWLW``) need
 ``loss.backward(create_graph=True)`` on their curvature steps: ``LrfreeTrainer`` below passes
-``create_graph=opt.curvature_due()`` to the Trainer's backward (graph mode), and also adds
-``lrfree.logging.scalars(opt)`` (the effective rate per block, the rule's diagnostics) to every
-log record, so they reach TensorBoard, W&B or whatever ``report_to`` names. With graph mode,
+``create_graph=opt.curvature_due()`` to the Trainer's backward (graph mode).
+
+The Trainer's ``learning_rate`` log entry is ``group["lr"]``, not the rate used:
+``lrfree.integrations.HFRateLogger`` (a ``TrainerCallback``, given to either trainer) adds the
+rate each block used (``lr * alpha``) and the rule's diagnostics to every training log record,
+so they reach TensorBoard, W&B or whatever ``report_to`` names. With graph mode,
 keep ``max_grad_norm=0`` (clipping rescales gradients in place after the graph was built) and
 ``attn_implementation="eager"`` (CPU's fused attention kernel has no double backward).
 
@@ -18,6 +21,9 @@ Run::
 
     python examples/hf_trainer.py --optimizer AdamHD --max-steps 50
     python examples/hf_trainer.py --optimizer AdamWLW --opt-kwargs '{"update_every": 5}'
+    python examples/hf_trainer.py --tiny --optimizer AdamTLR --opt-kwargs '{"update_every": 2}'
+
+``--tiny`` is the smoke test ``tests/test_examples.py`` runs (3 steps, 64 sequences).
 """
 
 from __future__ import annotations
@@ -33,21 +39,11 @@ from torch.utils.data import Dataset
 from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
 
 import lrfree
-from lrfree.logging import scalars
-
-
-def unwrap(optimizer: Any) -> torch.optim.Optimizer | None:
-    """The user's optimizer inside accelerate's ``AcceleratedOptimizer`` (or itself)."""
-    while optimizer is not None and not isinstance(optimizer, lrfree.Composed):
-        inner = getattr(optimizer, "optimizer", None)
-        if inner is None or inner is optimizer:
-            break
-        optimizer = inner
-    return optimizer
+from lrfree.integrations import HFRateLogger, unwrap  # unwrap: accelerate's wrapper -> yours
 
 
 class LrfreeTrainer(Trainer):
-    """``Trainer`` with graph mode for curvature rules and lrfree read-outs in its logs."""
+    """``Trainer`` with graph mode for curvature rules."""
 
     def training_step(self, model: Any, inputs: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
         opt = unwrap(self.optimizer)
@@ -64,12 +60,6 @@ class LrfreeTrainer(Trainer):
             return super().training_step(model, inputs, *args, **kwargs)
         finally:
             del self.accelerator.backward  # back to the class's method
-
-    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-        opt = unwrap(self.optimizer)
-        if opt is not None and "loss" in logs:  # training records only
-            logs = {**logs, **{f"lrfree/{k}": v for k, v in scalars(opt).items()}}
-        super().log(logs, *args, **kwargs)
 
 
 class RandomTokens(Dataset):
@@ -116,7 +106,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--plain-trainer", action="store_true", help="transformers.Trainer itself")
     ap.add_argument("--out", default=None, help="output_dir (default: a temporary folder)")
     ap.add_argument("--report-to", default="none", help="e.g. tensorboard")
-    return ap.parse_args(argv)
+    ap.add_argument("--tiny", action="store_true", help="smoke test: 3 steps, 64 sequences")
+    args = ap.parse_args(argv)
+    if args.tiny:
+        args.max_steps, args.examples, args.batch_size = 3, 64, 8
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -147,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args=training_args,
         train_dataset=RandomTokens(args.examples, args.seq_len, model.config.vocab_size),
         optimizers=(opt, sched),
+        callbacks=[HFRateLogger()],  # the rates used, into every training log record
     )
     result = trainer.train()
     return {

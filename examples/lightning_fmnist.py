@@ -3,7 +3,8 @@
 ``configure_optimizers`` returns an lrfree optimizer and a per-step scheduler; the scheduler
 scales ``lr`` and the optimizer's adapted multiplier ``alpha`` sits on top of it, so the rate
 each layer uses is ``lr * alpha`` (``opt.effective_lr()``). A callback logs those rates and
-the rule's diagnostics (``lrfree.logging.scalars``) through the Trainer's logger.
+the rule's diagnostics through the Trainer's loggers: ``lrfree.integrations.LightningRateLogger``
+(Lightning's own ``LearningRateMonitor`` shows ``group["lr"]`` only, not the rate used).
 
 Curvature rules (``SGDLW``, ``AdamWLW``) need ``loss.backward(create_graph=True)`` on the
 steps where they estimate curvature. Lightning's automatic optimization calls ``backward``
@@ -28,15 +29,26 @@ Run::
     python examples/lightning_fmnist.py --optimizer SGDLW --opt-kwargs '{"update_every": 10}' \
         --train-subset 10000 --epochs 1 --out lightning-out
 
-Fashion-MNIST comes from ``lrfree.bench.data.load_fashion_mnist`` (Debian's
-``dataset-fashion-mnist``, ``$LRFREE_DATA`` or the lrfree cache; ``--download`` fetches it).
+Fashion-MNIST: the four idx files (``*-ubyte.gz``) are read from ``--data-dir``,
+``$LRFREE_DATA`` (or its ``fashion-mnist/``), ``/usr/share/datasets/fashion-mnist`` (Debian's
+``dataset-fashion-mnist``) or ``~/.cache/lrfree/fashion-mnist``. ``--download`` fetches them
+with checksums through the benchmark's loader, ``lrfree.bench.data`` (the optional ``bench``
+extra: ``pip install lrfree[bench]``); nothing else here needs it. ``--tiny`` needs no files:
+a few steps on random images (a smoke test: ``tests/test_examples.py`` runs it)::
+
+    python examples/lightning_fmnist.py --tiny --optimizer AdamTLR \
+        --opt-kwargs '{"update_every": 2}'
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
+import os
+import struct
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -46,8 +58,14 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import lrfree
-from lrfree.bench.data import load_fashion_mnist
-from lrfree.logging import scalars
+from lrfree.integrations import LightningRateLogger
+
+FMNIST_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 
 
 def make_optimizer(name: str, params: Iterable[Any], **kwargs: Any) -> torch.optim.Optimizer:
@@ -148,37 +166,83 @@ class FMNISTClassifier(L.LightningModule):
         self.log("val_acc", (logits.argmax(1) == y).float().mean())
 
 
-class LrfreeLogger(L.Callback):
-    """Logs ``lrfree.logging.scalars(opt)`` (effective rates, rule diagnostics) every
-    ``every_n_steps`` optimizer steps through the Trainer's logger (TensorBoard, CSV, ...)."""
+def find_fashion_mnist(data_dir: str | None = None) -> Path | None:
+    """The first folder holding the four Fashion-MNIST idx files, or None."""
+    bases = [b for b in (data_dir, os.environ.get("LRFREE_DATA")) if b]
+    candidates = [p for b in bases for p in (Path(b), Path(b) / "fashion-mnist")]
+    candidates += [
+        Path("/usr/share/datasets/fashion-mnist"),
+        Path.home() / ".cache" / "lrfree" / "fashion-mnist",
+    ]
+    return next((c for c in candidates if all((c / f).is_file() for f in FMNIST_FILES)), None)
 
-    def __init__(self, every_n_steps: int = 10) -> None:
-        self.every_n_steps = every_n_steps
 
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any
-    ) -> None:
-        if trainer.global_step % self.every_n_steps:
-            return
-        for i, opt in enumerate(trainer.optimizers):
-            prefix = "lrfree" if len(trainer.optimizers) == 1 else f"lrfree{i}"
-            values = {f"{prefix}/{k}": v for k, v in scalars(opt).items()}
-            pl_module.log_dict(values, on_step=True, on_epoch=False)
+def read_idx(path: Path) -> torch.Tensor:
+    """An unsigned-byte idx file (gzip) as a uint8 tensor."""
+    with gzip.open(path, "rb") as fh:
+        data = fh.read()
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte idx file")
+    shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+    return torch.frombuffer(bytearray(data[4 + 4 * ndim :]), dtype=torch.uint8).reshape(shape)
+
+
+def fashion_mnist(
+    data_dir: str | None, download: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_train, y_train, x_test, y_test): images (N, 1, 28, 28) in [0, 1], labels int64."""
+    root = find_fashion_mnist(data_dir)
+    if root is None and download:
+        try:
+            from lrfree.bench.data import load_fashion_mnist
+        except ImportError as e:  # numpy & co. are the bench extra's
+            raise SystemExit(
+                f"--download uses lrfree.bench.data: pip install lrfree[bench] ({e})"
+            ) from e
+        load_fashion_mnist(download=True)  # into ~/.cache/lrfree, checksums verified
+        root = find_fashion_mnist(data_dir)
+    if root is None:
+        raise SystemExit(
+            "Fashion-MNIST not found: pass --data-dir DIR (the four *-ubyte.gz files), "
+            "`apt-get install dataset-fashion-mnist`, --download, or --tiny (random images)"
+        )
+    x_train, y_train, x_test, y_test = (read_idx(root / f) for f in FMNIST_FILES)
+    return (
+        x_train.unsqueeze(1).float() / 255,
+        y_train.long(),
+        x_test.unsqueeze(1).float() / 255,
+        y_test.long(),
+    )
+
+
+def random_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` random 28x28 images whose label (10 classes) is the brightest of 10 stripes."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, 28, 28, generator=gen)
+    y = x[:, 0, :20].reshape(n, 10, -1).mean(2).argmax(1)
+    return x, y
 
 
 def loaders(
-    train_subset: int | None, test_subset: int | None, batch_size: int, download: bool = False
+    train_subset: int | None,
+    test_subset: int | None,
+    batch_size: int,
+    download: bool = False,
+    data_dir: str | None = None,
+    tiny: bool = False,
 ) -> tuple[DataLoader, DataLoader]:
-    data = load_fashion_mnist(download=download, train_subset=train_subset)
-    x_test, y_test = data.x_test, data.y_test
+    if tiny:
+        (x_train, y_train), (x_test, y_test) = random_images(256, 0), random_images(128, 1)
+    else:
+        x_train, y_train, x_test, y_test = fashion_mnist(data_dir, download)
+    if train_subset is not None:
+        x_train, y_train = x_train[:train_subset], y_train[:train_subset]
     if test_subset is not None:
         x_test, y_test = x_test[:test_subset], y_test[:test_subset]
     gen = torch.Generator().manual_seed(0)
     train = DataLoader(
-        TensorDataset(data.x_train, data.y_train),
-        batch_size=batch_size,
-        shuffle=True,
-        generator=gen,
+        TensorDataset(x_train, y_train), batch_size=batch_size, shuffle=True, generator=gen
     )
     test = DataLoader(TensorDataset(x_test, y_test), batch_size=1000)
     return train, test
@@ -197,10 +261,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--automatic", action="store_true", help="Lightning's automatic optimization")
     ap.add_argument("--logger", choices=["tensorboard", "csv"], default="tensorboard")
-    ap.add_argument("--log-every", type=int, default=10, help="steps between rate read-outs")
+    ap.add_argument(
+        "--log-every", type=int, default=10, help="steps between log records (rates included)"
+    )
     ap.add_argument("--out", default="lightning-out", help="folder for the logger's files")
-    ap.add_argument("--download", action="store_true", help="fetch Fashion-MNIST if missing")
-    return ap.parse_args(argv)
+    ap.add_argument("--data-dir", default=None, help="a folder with the four *-ubyte.gz files")
+    ap.add_argument(
+        "--download", action="store_true", help="fetch Fashion-MNIST if missing (bench extra)"
+    )
+    ap.add_argument(
+        "--tiny",
+        action="store_true",
+        help="smoke test: 256 random images, batch 32, 5 steps (unless --max-steps)",
+    )
+    args = ap.parse_args(argv)
+    if args.tiny:
+        args.batch_size = 32
+        args.max_steps = 5 if args.max_steps < 0 else args.max_steps
+        args.log_every = 1
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
@@ -208,7 +287,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     the last ``lrfree/...`` read-out)."""
     args = parse_args(argv)
     L.seed_everything(args.seed, verbose=False)
-    train, test = loaders(args.train_subset, args.test_subset, args.batch_size, args.download)
+    train, test = loaders(
+        args.train_subset,
+        args.test_subset,
+        args.batch_size,
+        args.download,
+        args.data_dir,
+        args.tiny,
+    )
     steps = len(train) * args.epochs if args.max_steps < 0 else args.max_steps
     module = FMNISTClassifier(
         args.optimizer, json.loads(args.opt_kwargs), args.hidden, steps, not args.automatic
@@ -223,7 +309,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         accelerator="cpu",
         devices=1,
         logger=logger,
-        callbacks=[LrfreeLogger(args.log_every)],
+        # the rate each layer used (lr * alpha), at Lightning's logging cadence
+        callbacks=[LightningRateLogger()],
         log_every_n_steps=args.log_every,
         enable_checkpointing=False,
         enable_progress_bar=False,

@@ -32,13 +32,10 @@ def load_example(name: str) -> ModuleType:
 @pytest.fixture(scope="module")
 def lightning_example() -> ModuleType:
     pytest.importorskip("lightning")
-    from lrfree.bench.data import DataMissing, load_fashion_mnist
-
-    try:
-        load_fashion_mnist(train_subset=1)
-    except DataMissing as e:
-        pytest.skip(f"Fashion-MNIST not on this machine: {e}")
-    return load_example("lightning_fmnist")
+    example = load_example("lightning_fmnist")
+    if example.find_fashion_mnist() is None:
+        pytest.skip("Fashion-MNIST not on this machine (tests/test_examples.py runs --tiny)")
+    return example
 
 
 def test_lightning_graph_mode_curvature(lightning_example, tmp_path):
@@ -74,11 +71,12 @@ def test_lightning_graph_mode_curvature(lightning_example, tmp_path):
     eff = {e.step: e.value for e in acc.Scalars("lrfree/effective_lr/3")}
     alpha = {e.step: e.value for e in acc.Scalars("lrfree/layerwise/alpha/3")}
     # the per-step cosine schedule scales the adapted rate: effective = lr * alpha, where the
-    # record of Lightning's step s is read after s + 1 optimizer and scheduler steps
+    # record of Lightning's step s is read right after optimizer step s, before the
+    # scheduler's step: the rate step s used, lr(s) = lr0 (1 + cos(pi s / 6)) / 2
     checked = 0
     for step, a in alpha.items():
         if a > 0:
-            cosine = (1 + math.cos(math.pi * (step + 1) / 6)) / 2
+            cosine = (1 + math.cos(math.pi * step / 6)) / 2
             assert eff[step] == pytest.approx(a * cosine, rel=1e-5, abs=1e-9)
             checked += 1
     assert checked >= 2
@@ -176,3 +174,244 @@ def test_hf_unwrap_finds_the_lrfree_optimizer(hf_example):
 
     assert hf_example.unwrap(Wrapper()) is opt
     assert hf_example.unwrap(opt) is opt
+
+
+# ------------------------------------------------- lrfree.integrations callbacks
+def _record_steps(opt: torch.optim.Optimizer) -> list[tuple[dict[str, float], float]]:
+    """After every step of ``opt`` (before any scheduler step): its ``effective_lr()`` and
+    its ``group["lr"]``, the pair a framework's monitor and lrfree's logger read."""
+    seen: list[tuple[dict[str, float], float]] = []
+    opt.register_step_post_hook(
+        lambda o, *_: seen.append((dict(o.effective_lr()), float(o.param_groups[0]["lr"])))
+    )
+    return seen
+
+
+def test_integrations_import_needs_no_framework():
+    """``import lrfree.integrations`` imports neither Lightning nor transformers."""
+    import subprocess
+
+    code = (
+        "import sys, lrfree, lrfree.integrations as i; "
+        "assert callable(i.rates) and 'HFRateLogger' in dir(i); "
+        "bad = [m for m in ('lightning', 'pytorch_lightning', 'transformers') "
+        "if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_integrations_missing_framework_names_the_extra(monkeypatch):
+    from lrfree import integrations
+
+    for mod in ("lightning", "lightning.pytorch", "pytorch_lightning", "transformers"):
+        monkeypatch.setitem(sys.modules, mod, None)  # `import mod` raises ImportError
+    with pytest.raises(ImportError, match=r"LightningRateLogger.*pip install lrfree\[ecosystem\]"):
+        integrations._make_lightning_logger()
+    with pytest.raises(ImportError, match=r"HFRateLogger.*pip install lrfree\[ecosystem\]"):
+        integrations._make_hf_logger()
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        integrations.Nope  # noqa: B018
+
+
+def test_integrations_rates_and_unwrap():
+    import lrfree
+    from lrfree.integrations import rates, unwrap
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+    opt = lrfree.SGDHD(model.named_parameters(), lr=0.1, blocks="layer")
+    model(torch.ones(2, 3)).sum().backward()
+    opt.step()
+    full = rates(opt)
+    assert full["lrfree/effective_lr/0"] == pytest.approx(opt.effective_lr()["0"], rel=0)
+    assert any(k.startswith("lrfree/hypergradient/") for k in full)
+    assert set(rates(opt, diagnostics=False, prefix="")) == {"effective_lr/0", "effective_lr/2"}
+    base = torch.optim.SGD(model.parameters(), lr=0.5)
+    assert rates(base) == {"lrfree/lr/group0": 0.5}
+
+    class Wrapped:
+        def __init__(self, inner):
+            self._optimizer = inner
+
+    assert unwrap(Wrapped(Wrapped(opt))) is opt
+    with pytest.raises(ValueError, match="every_n_steps"):
+        pytest.importorskip("lightning")
+        from lrfree.integrations import LightningRateLogger
+
+        LightningRateLogger(every_n_steps=0)
+
+
+@pytest.mark.parametrize("manual", [False, True], ids=["automatic", "manual"])
+def test_lightning_rate_logger_logs_the_rate_used(manual, tmp_path):
+    """LightningRateLogger sends, at Lightning's step s, effective_lr() right after optimizer
+    step s (before the scheduler's step), to the Trainer's loggers; LearningRateMonitor sends
+    group["lr"], which for AdamHD is a different number."""
+    L = pytest.importorskip("lightning")
+    import lrfree
+    from lrfree.integrations import LightningRateLogger
+
+    class Memory(L.pytorch.loggers.Logger):
+        def __init__(self):
+            super().__init__()
+            self.records: list[tuple[int, dict[str, float]]] = []
+
+        name = "memory"
+        version = 0
+
+        def log_metrics(self, metrics, step=None):
+            self.records.append((step, dict(metrics)))
+
+        def log_hyperparams(self, *args, **kwargs):
+            pass
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(
+                torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)
+            )
+            self.automatic_optimization = not manual
+            self.seen: list[tuple[dict[str, float], float]] = []
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            if self.automatic_optimization:
+                return torch.nn.functional.cross_entropy(self.net(x), y)
+            opt, sched = self.optimizers(), self.lr_schedulers()
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(self.net(x), y)
+            self.manual_backward(loss)
+            opt.step()
+            sched.step()
+            return loss
+
+        def configure_optimizers(self):
+            opt = lrfree.AdamHD(
+                self.net.named_parameters(), lr=0.01, blocks="layer", hypergrad_lr=0.01
+            )
+            self.seen = _record_steps(opt)
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 / (1 + s))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(48, 6, generator=gen)
+    data = torch.utils.data.TensorDataset(x, (x[:, 0] > 0).long())
+    memory, callback = Memory(), LightningRateLogger()
+    module = Tiny()
+    trainer = L.Trainer(
+        max_steps=6,
+        accelerator="cpu",
+        logger=memory,
+        callbacks=[callback, L.pytorch.callbacks.LearningRateMonitor("step")],
+        log_every_n_steps=2,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=8))
+    assert len(module.seen) == 6
+    ours = {s: m for s, m in memory.records if "lrfree/effective_lr/0" in m}
+    monitor = {s: m for s, m in memory.records if any(k.startswith("lr-") for k in m)}
+    assert sorted(ours) == [1, 3, 5]  # log_every_n_steps=2: Lightning's cadence
+    for step, values in ours.items():
+        effective, lr = module.seen[step]
+        for block in ("0", "2"):
+            assert values[f"lrfree/effective_lr/{block}"] == effective[block]
+        assert values["lrfree/effective_lr/2"] != pytest.approx(lr, rel=1e-3)
+        assert "lrfree/hypergradient/alpha/2" in values
+        if step in monitor:  # LearningRateMonitor shows group["lr"], not the rate used
+            (shown,) = [v for k, v in monitor[step].items() if k.startswith("lr-")]
+            assert shown != pytest.approx(values["lrfree/effective_lr/2"], rel=1e-3)
+    assert callback.last == ours[5]
+    assert trainer.callback_metrics["lrfree/effective_lr/2"] == pytest.approx(
+        module.seen[5][0]["2"]
+    )
+    assert not callback._handles  # hooks removed at the end of training
+
+
+def test_hf_rate_logger_reaches_the_reporters(tmp_path):
+    """HFRateLogger puts effective_lr() of the logged step into the Trainer's log records:
+    log_history, the console printer and TensorBoard (a reporter registered before it)
+    all get it, and it differs from the record's learning_rate (group["lr"])."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from transformers import Trainer, TrainingArguments
+
+    import lrfree
+    from lrfree.integrations import HFRateLogger
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(
+                torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)
+            )
+
+        def forward(self, x, labels=None):
+            logits = self.net(x)
+            return {"loss": torch.nn.functional.cross_entropy(logits, labels), "logits": logits}
+
+    class Rows(torch.utils.data.Dataset):
+        def __init__(self):
+            self.x = torch.randn(64, 6, generator=torch.Generator().manual_seed(0))
+
+        def __len__(self):
+            return len(self.x)
+
+        def __getitem__(self, i):
+            return {"x": self.x[i], "labels": (self.x[i, 0] > 0).long()}
+
+    torch.manual_seed(0)
+    model = Tiny()
+    opt = lrfree.AdamHD(model.named_parameters(), lr=0.01, hypergrad_lr=0.01)
+    seen = _record_steps(opt)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 / (1 + s))
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=6,
+        per_device_train_batch_size=8,
+        logging_steps=2,
+        save_strategy="no",
+        report_to=["tensorboard"],
+        use_cpu=True,
+        disable_tqdm=True,  # PrinterCallback: the console
+        dataloader_num_workers=0,
+    )
+    callback = HFRateLogger()
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=Rows(),
+        optimizers=(opt, sched),
+        callbacks=[callback],
+    )
+    assert trainer.callback_handler.callbacks[0] is callback  # ahead of the reporters
+    trainer.train()
+    records = [r for r in trainer.state.log_history if "loss" in r]
+    assert [r["step"] for r in records] == [2, 4, 6]
+    for r in records:
+        effective, lr = seen[r["step"] - 1]
+        assert r["lrfree/effective_lr/global"] == effective["global"]
+        assert r["learning_rate"] == pytest.approx(lr)  # the Trainer shows group["lr"] ...
+        assert r["lrfree/effective_lr/global"] != pytest.approx(lr, rel=1e-3)  # ... not this
+        assert "lrfree/hypergradient/alpha/global" in r
+    assert callback.last["lrfree/effective_lr/global"] == seen[5][0]["global"]
+    events = list(tmp_path.rglob("events.out.tfevents.*"))
+    assert events, "the TensorBoard reporter wrote no event file"
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    tb = {e.step: e.value for e in acc.Scalars("train/lrfree/effective_lr/global")}
+    assert sorted(tb) == [2, 4, 6]
+    for step, value in tb.items():
+        assert value == pytest.approx(seen[step - 1][0]["global"], rel=1e-6)  # float32
+
+
+def test_integrations_docstring_examples_run():
+    import doctest
+
+    from lrfree import integrations
+
+    result = doctest.testmod(integrations, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 3 and result.failed == 0

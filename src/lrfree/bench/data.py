@@ -25,11 +25,13 @@ import numpy as np
 import torch
 
 __all__ = [
+    "ChecksumError",
     "DataMissing",
     "Split",
     "load_fashion_mnist",
     "load_mnist1d",
     "load_planetoid",
+    "verify_planetoid",
 ]
 
 CACHE = Path(os.environ.get("LRFREE_CACHE", Path.home() / ".cache" / "lrfree"))
@@ -44,6 +46,32 @@ FMNIST_FILES = {
     "t10k-labels-idx1-ubyte.gz": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
 PLANETOID_URL = "https://github.com/kimiyoung/planetoid/raw/master/data/"
+# file -> SHA-256 of the raw Planetoid file (computed from the copies in the project's
+# shared/data/planetoid, taken from the Planetoid repository, kimiyoung/planetoid, MIT);
+# every file is checked before it is unpickled, wherever it was found or downloaded
+PLANETOID_SHA256 = {
+    "ind.cora.x": "23cfa55d91c6f624233f5eb7b6e3f141f1bd2b2ae39608a63cf5d084bb27baab",
+    "ind.cora.y": "94465c14eb53e04ca262198dcbb2521ee8af60fb3f3d546cd6ca24a511b0e7d1",
+    "ind.cora.tx": "b9afbaa4a400df991f6f02ef677e1e44da55ffc04801fd02f9e673987829226a",
+    "ind.cora.ty": "41f5ac76596a1699cc33f53084a2419e92961c42bb75f36fc38e616d348532ad",
+    "ind.cora.allx": "9419ba2f26f5c35243db64aba110e0f35a04851609e0dc5433450676ca6b8543",
+    "ind.cora.ally": "2b998f5cc7fedc86e7f97ca2498f47a1ffc1462c29e2d578b23bf3f62b6e7d71",
+    "ind.cora.graph": "58f13302f39dde8852dad6fe6d15b89b077b6d7f837626bce671ef80344b383d",
+    "ind.cora.test.index": "297ce89af2b51a6a194181c7dbe1796c6a1cf9cd9349a88383b1b1e227867875",
+    "ind.citeseer.x": "d20de19150741e555de0ed037195630fc194114ebc7fd72ced62810148aa22f6",
+    "ind.citeseer.y": "8ba87e515d8e3ee3cf52f6d2c5b86aa73f11ecad825a808455209ec26cd54924",
+    "ind.citeseer.tx": "539a8906a2da97628d212f2fdd668c109a8b3f0d36574b59e5d3fd5b5303da21",
+    "ind.citeseer.ty": "55e5bd1ba1e733a04598753ad1a8d57957f4b8f89e74519f41f4f4938767e4ce",
+    "ind.citeseer.allx": "2ac30345d95c9ec933a817ee0bdd6a5f077f8c184a20e696910192d534414668",
+    "ind.citeseer.ally": "f704b2d986dde6c2669934de1f3ae5696a6cf9455c0f6b2646a2d135ea0a1c95",
+    "ind.citeseer.graph": "d79a4ef9d3e7169aee8946145f6b7306e35bc79bffad26346cfb94e10e9912a7",
+    "ind.citeseer.test.index": "2af990671580b6b2df5d158d1038f8292e30c9cd821b5453f399659b25b723d4",
+}
+
+
+class ChecksumError(OSError):
+    """A data file's SHA-256 is not the pinned one: the message names the file, the
+    expected and the actual hash."""
 
 
 class DataMissing(FileNotFoundError):
@@ -176,6 +204,32 @@ class Graph:
     num_classes: int
 
 
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_planetoid(root: str | Path, name: str) -> None:
+    """Check the SHA-256 of every raw file of Planetoid ``name`` in ``root`` against
+    ``PLANETOID_SHA256``; raise ``ChecksumError`` (file, expected, actual) on a mismatch."""
+    if name not in ("cora", "citeseer"):
+        raise ValueError(f"Invalid Planetoid name: {name!r} (expected 'cora' or 'citeseer')")
+    for f, expected in PLANETOID_SHA256.items():
+        if not f.startswith(f"ind.{name}."):
+            continue
+        path = Path(root) / f
+        actual = _file_sha256(path)
+        if actual != expected:
+            raise ChecksumError(
+                f"checksum mismatch for {path}: expected SHA-256 {expected}, got {actual} "
+                "(a corrupted or different copy; replace it with the Planetoid repository's "
+                "file, or delete it and pass --download)"
+            )
+
+
 def _planetoid_dir(name: str, data_dir: str | Path | None, download: bool) -> Path:
     here = Path(__file__).resolve()
     candidates = []
@@ -201,7 +255,16 @@ def _planetoid_dir(name: str, data_dir: str | Path | None, download: bool) -> Pa
     target.mkdir(parents=True, exist_ok=True)
     for f in files:
         if not (target / f).is_file():
-            urllib.request.urlretrieve(PLANETOID_URL + f, target / f)
+            tmp = target / (f + ".part")
+            urllib.request.urlretrieve(PLANETOID_URL + f, tmp)
+            actual = _file_sha256(tmp)
+            if actual != PLANETOID_SHA256[f]:
+                tmp.unlink()
+                raise ChecksumError(
+                    f"checksum mismatch for downloaded {f}: expected SHA-256 "
+                    f"{PLANETOID_SHA256[f]}, got {actual}; removed it, try again"
+                )
+            tmp.rename(target / f)
     return target
 
 
@@ -240,11 +303,15 @@ def load_planetoid(
 
     The split follows the LW paper: the 1000 Planetoid test nodes are the test set and all
     other nodes are for training. CiteSeer's isolated test indices get zero features, as in
-    the reference loaders.
+    the reference loaders. Every raw file's SHA-256 is checked against ``PLANETOID_SHA256``
+    before it is read (``ChecksumError`` naming the file, the expected and the actual hash).
     """
     import scipy.sparse as sp
 
+    if name not in ("cora", "citeseer"):
+        raise ValueError(f"Invalid Planetoid name: {name!r} (expected 'cora' or 'citeseer')")
     root = _planetoid_dir(name, data_dir, download)
+    verify_planetoid(root, name)
     objs = {}
     for s in ("x", "y", "tx", "ty", "allx", "ally", "graph"):
         with open(root / f"ind.{name}.{s}", "rb") as fh:
