@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import lrfree
-from lrfree.loss_hessian import outer_gradient_form, quadratic_form
+from lrfree.loss_hessian import hessian_vector_product, outer_gradient_form, quadratic_form
 
 D = torch.float64
 
@@ -436,3 +436,247 @@ def test_closed_form_equals_autograd_fallback_in_the_rule():
         quadratic_form("cross_entropy", o, v, t),
         quadratic_form(lambda z: F.cross_entropy(z, t), o, v),
     )
+
+
+# ------------------------------------------------- the loss Hessian is the loss's
+def _linear_mse(seed=0):
+    torch.manual_seed(seed)
+    x, y = torch.randn(20, 3, dtype=D), torch.randn(20, 2, dtype=D)
+    return nn.Linear(3, 2).to(D), x, y
+
+
+def _exact_line_minimiser(model, x, y):
+    theta0 = torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone()
+
+    def h(theta):
+        w, b = theta[:6].reshape(2, 3), theta[6:]
+        return F.mse_loss(x @ w.T + b, y)
+
+    g = torch.autograd.functional.jacobian(h, theta0)
+    return (g @ g) / (g @ torch.autograd.functional.hessian(h, theta0) @ g)
+
+
+def test_default_loss_on_an_mse_model_is_a_clear_error_not_a_wrong_rate():
+    """ADLER() declares cross-entropy; on an MSE model the closed form gave ~5x the exact line
+    minimiser, silently. In the backward route the declaration is checked against the loss
+    actually computed: a ValueError naming the fix, before anything changes; loss='auto' (and
+    loss='mse') give the exact minimiser."""
+    model, x, y = _linear_mse()
+    eta = _exact_line_minimiser(model, x, y)
+    opt = lrfree.ADLER(model.parameters(), eps=0.0)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(
+        ValueError,
+        match=r"^ADLER: loss='cross_entropy', reduction='mean' but the loss you computed has a "
+        r"different output Hessian \(checked on the first estimate step of "
+        r"opt.backward\(loss, outputs\)\); pass loss='mse', reduction='mean' "
+        r"\(or loss='auto'\)$",
+    ):
+        _step(opt, model, x, lambda o: F.mse_loss(o, y), "backward")
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert len(opt.state) == 0
+    # what the unchecked closed form would have applied (the step(outputs=) route, which has
+    # no loss tensor, still trusts the declaration: documented)
+    m2 = _linear_mse()[0]
+    wrong = lrfree.ADLER(m2.parameters(), eps=0.0)
+    _step(wrong, m2, x, lambda o: F.mse_loss(o, y), "outputs")
+    assert float(_alpha(wrong)[0]) > 3 * float(eta)
+    for loss in ("auto", "mse"):
+        m = _linear_mse()[0]
+        opt = lrfree.ADLER(m.parameters(), eps=0.0, loss=loss)
+        _step(opt, m, x, lambda o: F.mse_loss(o, y), "backward")
+        torch.testing.assert_close(_alpha(opt)[0], eta, rtol=1e-10, atol=0)
+
+
+def _qv_cases():
+    g = torch.Generator().manual_seed(7)
+    yc = torch.randint(0, 4, (12,), generator=g)
+    yc_ignored = yc.clone()
+    yc_ignored[[1, 5]] = -100
+    yb = torch.rand(12, 4, generator=g, dtype=D)
+    yr = torch.randn(12, 4, generator=g, dtype=D)
+    for red in ("mean", "sum"):
+        yield "cross_entropy", red, lambda o, r=red: F.cross_entropy(o, yc, reduction=r), None
+        yield (
+            "cross_entropy",
+            red,
+            lambda o, r=red: F.cross_entropy(o, yc_ignored, reduction=r),
+            yc_ignored,
+        )
+        yield (
+            "bce_with_logits",
+            red,
+            lambda o, r=red: F.binary_cross_entropy_with_logits(o, yb, reduction=r),
+            None,
+        )
+        yield "mse", red, lambda o, r=red: F.mse_loss(o, yr, reduction=r), None
+
+
+@pytest.mark.parametrize(("name", "red", "loss_of", "targets"), list(_qv_cases()))
+def test_autograd_q_through_the_computed_loss_equals_the_closed_form(name, red, loss_of, targets):
+    """Q v by autograd through the loss tensor (the backward route's dL/dF with its graph)
+    against lrfree.loss_hessian's closed form, float64, to 1e-10; and the rates of
+    loss='auto' and the named loss agree to 1e-10."""
+    x, _ = _data()
+    rates = []
+    for loss in ("auto", name):
+        model = _tanh_net()
+        opt = lrfree.ADLER(model.parameters(), eps=0.0, loss=loss, reduction=red)
+        out = model(x)
+        opt.backward(loss_of(out), out)
+        if loss == "auto":
+            v = torch.randn(out.shape, dtype=D, generator=torch.Generator().manual_seed(1))
+            (qv,) = opt._adler_graph.loss_hvp([v])
+            closed = hessian_vector_product(name, out.detach(), v, targets, red)
+            torch.testing.assert_close(qv, closed, rtol=1e-10, atol=1e-14)
+        opt.step(outputs=out, **({} if targets is None else {"targets": targets}))
+        rates.append(_alpha(opt))
+    torch.testing.assert_close(rates[0], rates[1], rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("red", ["mean", "sum"])
+def test_nll_closed_form_equals_autograd_through_the_folded_log_softmax(red):
+    """loss='nll' on log-probability outputs folds the final log-softmax into Q; autograd
+    through the same loss computed from the logits (loss='auto', outputs=logits) is that Q
+    exactly, so the rates agree to 1e-10. Autograd on the log-probabilities themselves sees
+    a linear loss (Q = 0): loss='auto' refuses it and names loss='nll'."""
+    x, y = _data()
+    rates = []
+    for logits_out in (False, True):
+        model = _tanh_net()
+        opt = lrfree.ADLER(model.parameters(), eps=0.0, loss="auto" if logits_out else "nll",
+                           reduction=red)  # fmt: skip
+        z = model(x)
+        out = z if logits_out else F.log_softmax(z, dim=1)
+        loss = F.nll_loss(F.log_softmax(out, dim=1) if logits_out else out, y, reduction=red)
+        opt.backward(loss, out)
+        opt.step(outputs=out)
+        rates.append(_alpha(opt))
+    torch.testing.assert_close(rates[0], rates[1], rtol=1e-10, atol=0)
+    model = _tanh_net()
+    opt = lrfree.ADLER(model.parameters(), loss="auto", reduction=red)
+    out = F.log_softmax(model(x), dim=1)
+    opt.backward(F.nll_loss(out, y, reduction=red), out)
+    with pytest.raises(ValueError, match=r"loss='auto': the loss you computed is linear in the "
+                       r"outputs.*pass loss='nll'"):  # fmt: skip
+        opt.step(outputs=out)
+    assert len(opt.state) == 0
+
+
+def test_declared_loss_is_checked_once_and_mismatches_name_the_fix(monkeypatch):
+    import lrfree.rules.adler as adler_mod
+
+    x, y = _data(n=8)
+    weights = torch.arange(1.0, 5.0, dtype=D)
+    auto = r"pass loss='auto' \(autograd through the loss you computed\), or step\(loss_fn=\.\.\.\)"
+    cases = [  # (declared, reduction, computed loss, expected suggestion)
+        (
+            "cross_entropy",
+            "mean",
+            lambda o: F.cross_entropy(o, y, reduction="sum"),
+            r"pass loss='cross_entropy', reduction='sum' \(or loss='auto'\)$",
+        ),
+        (
+            "cross_entropy",
+            "mean",
+            lambda o: F.nll_loss(o, y),
+            r"pass loss='nll', reduction='mean'$",
+        ),
+        ("mse", "mean", lambda o: F.cross_entropy(o, y, weight=weights), auto + "$"),
+        (
+            "cross_entropy",
+            "mean",
+            lambda o: F.cross_entropy(o, y, weight=weights),
+            auto + r"; with ignore_index=-100 positions in the batch, also pass "
+            r"step\(\.\.\., targets=y\)$",
+        ),
+    ]
+    for declared, red, loss_of, fix in cases:
+        model = _tanh_net()
+        opt = lrfree.ADLER(model.parameters(), loss=declared, reduction=red)
+        with pytest.raises(
+            ValueError, match=rf"^ADLER: loss='{declared}', reduction='{red}' .*{fix}"
+        ):
+            _step(opt, model, x, loss_of, "backward")
+    calls = []
+    real = adler_mod._verify_declared_loss
+    monkeypatch.setattr(adler_mod, "_verify_declared_loss", lambda *a: calls.append(1) or real(*a))
+    model = _tanh_net()
+    opt = lrfree.ADLER(model.parameters())
+    for _ in range(3):  # checked on the first estimate step only (one host sync, once)
+        _step(opt, model, x, lambda o: F.cross_entropy(o, y), "backward")
+    assert len(calls) == 1
+    for route in ("outputs", "forward"):  # no loss tensor: nothing to check (documented)
+        _step(opt, model, x, lambda o: F.cross_entropy(o, y), route)
+    assert len(calls) == 1
+    # two groups share the loss: each declaration is checked once, neither disturbs the other
+    model = _tanh_net()
+    opt = lrfree.Composed(
+        [{"params": model[0].parameters()}, {"params": model[2].parameters(), "loss": "auto"}],
+        direction="sgd",
+        rule="adler",
+    )
+    for _ in range(2):
+        _step(opt, model, x, lambda o: F.cross_entropy(o, y), "backward")
+    assert len(calls) == 2 and bool((_alpha(opt) > 0).all())
+
+
+def test_auto_needs_the_loss_tensor_or_a_loss_fn():
+    x, y = _data()
+    for route in ("outputs", "forward"):
+        model = _tanh_net()
+        opt = lrfree.ADLER(model.parameters(), loss="auto")
+        with pytest.raises(ValueError, match=r"^ADLER loss='auto' takes Q from the loss you "
+                           r"computed, which only the opt.backward\(loss, outputs\)"):  # fmt: skip
+            _step(opt, model, x, lambda o: F.cross_entropy(o, y), route)
+        assert len(opt.state) == 0
+        ref_model = _tanh_net()
+        ref = lrfree.ADLER(ref_model.parameters())
+        _step(ref, ref_model, x, lambda o: F.cross_entropy(o, y), route)
+        _step(opt, model, x, lambda o: F.cross_entropy(o, y), route,
+              loss_fn=lambda o: F.cross_entropy(o, y))  # fmt: skip
+        torch.testing.assert_close(_alpha(opt), _alpha(ref))
+
+
+class _Attn(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(4, 12)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).unsqueeze(1).chunk(3, dim=-1)
+        return self.head(F.scaled_dot_product_attention(q, k, v).squeeze(1).mean(1))
+
+
+@pytest.mark.parametrize("route", ["backward", "outputs"])
+def test_attention_without_double_backward_names_the_fix(route):
+    """CPU's default SDPA kernel (flash) has no double backward: the graph routes raise an
+    error naming the MATH backend and the forward-mode route, chained to torch's."""
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(5, 6, 4, generator=g), torch.randint(0, 3, (5,), generator=g)
+    torch.manual_seed(0)
+    model = _Attn()
+    opt = lrfree.ADLER(model.parameters())
+    with pytest.raises(
+        RuntimeError,
+        match=r"^ADLER .*: the model's scaled_dot_product_attention ran a fused attention "
+        r"kernel that has no double backward \(aten::_scaled_dot_product_flash_attention_for_"
+        r"cpu_backward\). Wrap the forward in `with torch.nn.attention.sdpa_kernel\("
+        r"torch.nn.attention.SDPBackend.MATH\):` \(the MATH backend is differentiable twice\), "
+        r"or use opt.step\(model=model, inputs=x\)",
+    ) as info:
+        _step(opt, model, x, lambda o: F.cross_entropy(o, y), route)
+    assert "is not implemented" in str(info.value.__cause__)
+    rates = []
+    for fixed in ("math", "forward"):
+        torch.manual_seed(0)
+        model = _Attn()
+        opt = lrfree.ADLER(model.parameters())
+        if fixed == "math":
+            with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+                _step(opt, model, x, lambda o: F.cross_entropy(o, y), route)
+        else:
+            _step(opt, model, x, lambda o: F.cross_entropy(o, y), "forward")
+        rates.append(_alpha(opt))
+    torch.testing.assert_close(rates[0], rates[1], rtol=1e-4, atol=0)

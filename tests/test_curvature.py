@@ -15,6 +15,8 @@ from lrfree.curvature import (
     hessian_block_forms,
     loss_output_hvp,
     preserve_buffers,
+    preserve_forward_buffers,
+    second_order_errors,
 )
 
 D = torch.float64
@@ -225,6 +227,62 @@ def test_preserve_buffers_restores_batchnorm_running_stats_on_error():
         raise RuntimeError("boom")
     for k, v in net.named_buffers():
         assert torch.equal(v, before[k]), k
+
+
+class _Counter(nn.Module):
+    """Replaces its buffer by a new tensor in forward (not in place), and updates a child's
+    buffer in place from the parent's forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("calls", torch.zeros(()))
+        self.child = nn.BatchNorm1d(3)
+
+    def forward(self, x):
+        self.calls = self.calls + 1
+        self.child.running_mean.add_(1.0)
+        return self.child(x)
+
+
+def test_preserve_forward_buffers_finds_the_modules_that_run():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 3), _Counter(), nn.BatchNorm1d(3, momentum=None))
+    idle = nn.BatchNorm1d(3)  # never runs inside the block: not touched, not recorded
+    x = torch.randn(8, 3)
+    net(x)
+    before = {k: v.clone() for k, v in net.named_buffers()}
+    objects = {k: v for k, v in net.named_buffers()}
+    with pytest.raises(RuntimeError, match="boom"), preserve_forward_buffers():
+        for _ in range(3):
+            net(x)
+        assert int(net[2].num_batches_tracked) == 4 and float(net[1].calls) == 4
+        raise RuntimeError("boom")
+    for k, v in net.named_buffers():
+        assert torch.equal(v, before[k]), k
+        assert v is objects[k], k  # the original tensor objects, also for the replaced one
+    idle(x)  # the hook is gone: outside the block buffers update as usual
+    assert int(idle.num_batches_tracked) == 1
+    # modules named explicitly are restored even when their forward is not seen
+    with preserve_forward_buffers([idle]), torch.no_grad():
+        idle.running_mean.add_(5.0)
+    assert int(idle.num_batches_tracked) == 1 and bool((idle.running_mean.abs() < 5).all())
+
+
+def test_second_order_errors_rewrites_only_the_attention_error():
+    torch_msg = (
+        "derivative for aten::_scaled_dot_product_flash_attention_for_cpu_backward is not "
+        "implemented"
+    )
+    with pytest.raises(RuntimeError, match=r"^who: the model's scaled_dot_product_attention") as e:
+        with second_order_errors("who", "use route X"):
+            raise RuntimeError(torch_msg)
+    assert str(e.value).endswith("or use route X")
+    assert "sdpa_kernel(torch.nn.attention.SDPBackend.MATH)" in str(e.value)
+    assert str(e.value.__cause__) == torch_msg
+    with pytest.raises(RuntimeError, match=r"^other$"), second_order_errors("who", "x"):
+        raise RuntimeError("other")
+    with pytest.raises(ValueError, match=r"^derivative"), second_order_errors("who", "x"):
+        raise ValueError(torch_msg)
 
 
 def test_parameters_restored_when_grad_fn_fails():

@@ -273,24 +273,60 @@ def test_non_curvature_steps_do_no_curvature_work(monkeypatch):
     assert per_step == [5, 1, 1, 1, 1, 5]
 
 
-def test_graph_mode_leaves_batchnorm_stats_and_closure_mode_restores_them():
+class _NestedBN(nn.Module):
+    """BatchNorm at two depths, one with momentum=None (cumulative average: it reads
+    ``num_batches_tracked``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh())
+        self.bn2 = nn.BatchNorm1d(6, momentum=None)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.bn2(self.inner(x))))
+
+
+def _bn_net():
     torch.manual_seed(0)
+    return _NestedBN().to(D)
+
+
+@pytest.mark.parametrize("mode", ["graph", "closure", "closure-model", "closure-forward"])
+def test_batchnorm_stats_after_a_curvature_step_equal_one_plain_step(mode):
+    """Closure mode reruns the closure 2 L (central) or L + 1 (forward) times; the running
+    statistics must still end as one plain forward + backward step leaves them, also without
+    model= (the modules are found as their forward runs)."""
     x, y = _data()
+    model, ref = _bn_net(), _bn_net()
+    scheme = "forward" if mode == "closure-forward" else "central"
+    opt = lrfree.SGDLW(model.named_parameters(), update_every=1, fd_scheme=scheme)
+    n = [0]
 
-    def bn_net():
-        torch.manual_seed(0)
-        return nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3)).to(D)
+    def closure():
+        n[0] += 1
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
 
-    for mode in ("graph", "closure"):
-        model, ref = bn_net(), bn_net()
-        opt = lrfree.SGDLW(model.named_parameters(), update_every=1)
-        if mode == "graph":
-            _graph_step(model, opt, x, y)
-        else:
-            _closure_step(model, opt, x, y)
-        ref(x)  # exactly one forward pass's update of the running statistics
-        for (n, a), b in zip(model.named_buffers(), ref.buffers()):
-            assert torch.equal(a, b), (mode, n)
+    if mode == "graph":
+        _graph_step(model, opt, x, y)
+    elif mode == "closure-model":
+        opt.step(closure, model=model)
+    else:
+        opt.step(closure)  # no model=
+    if mode != "graph":
+        # L = 4 blocks (the linear layers and the two BatchNorms' affine parameters)
+        assert n[0] == (1 + 4 + 1 if scheme == "forward" else 1 + 2 * 4)
+        assert all(s["count"] + s["skipped"] == 1 for s in rule_state(opt).values())
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1)  # one plain step of the same batch
+    ref_opt.zero_grad()
+    F.cross_entropy(ref(x), y).backward()
+    ref_opt.step()
+    for (name, a), b in zip(model.named_buffers(), ref.buffers()):
+        assert torch.equal(a, b), (mode, name)
+    assert int(model.inner[1].num_batches_tracked) == 1 == int(model.bn2.num_batches_tracked)
 
 
 def test_closure_mode_dropout_same_mask_and_rng_stream_restored():
@@ -340,22 +376,159 @@ def test_errors_restore_params_grads_and_grad_mode():
     assert all(p.grad is not None and not p.grad.requires_grad for p in model.parameters())
 
 
-def test_no_graph_and_no_closure_warns_and_counts():
+_NOT_FED = (
+    r"this is a curvature step \(opt.curvature_due\(\) is True\) but .*no curvature reached "
+    r"the optimizer, and without it the rate stays 0 and nothing trains. Feed it one of three "
+    r"ways: .* This step changed nothing.$"
+)
+_THREE_WAYS = (
+    "loss.backward(create_graph=opt.curvature_due()); opt.step() (graph mode)",
+    "opt.step(closure), the closure running zero_grad, forward, loss.backward() and returning "
+    "the loss (finite differences)",
+    "opt.step(outputs=out, loss_fn=lambda z: loss(z, y)) after "
+    "loss.backward(retain_graph=opt.curvature_due())",
+)
+
+
+@pytest.mark.parametrize("name", ["SGDLW", "AdamWLW"])
+@pytest.mark.parametrize("curvature", ["hessian", "ggn"])
+def test_a_curvature_step_without_curvature_raises_and_changes_nothing(name, curvature):
+    """A plain loop (no create_graph, no closure; ggn: no outputs= / loss_fn=) used to warn
+    and skip every estimate: the EMA stayed 0, nothing trained. Now the first such step
+    raises, before any parameter or state changes; the loop fixed, the same optimizer
+    trains."""
     x, y = _data()
     model = _mlp()
-    opt = lrfree.AdamWLW(model.named_parameters(), update_every=1)
+    opt = getattr(lrfree, name)(model.named_parameters(), curvature=curvature)  # T = 20
+    before = [p.detach().clone() for p in model.parameters()]
+    for _ in range(2):  # the default plain loop, and again: it never proceeds silently
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        with pytest.raises(RuntimeError, match=_NOT_FED) as info:
+            opt.step()
+        assert ("curvature='ggn' got no outputs=" in str(info.value)) == (curvature == "ggn")
+        assert all(way in str(info.value) for way in _THREE_WAYS)
+        assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+        assert opt.state_dict()["state"] == {} and len(opt.state) == 0
+    if curvature == "ggn":
+        opt.zero_grad()
+        out = model(x)
+        F.cross_entropy(out, y).backward(retain_graph=True)
+        with pytest.raises(RuntimeError, match=_NOT_FED):
+            opt.step(outputs=out)  # loss_fn missing
+        opt.step(outputs=out, loss_fn=lambda z: F.cross_entropy(z, y))
+    else:
+        _graph_step(model, opt, x, y)
+    st = rule_state(opt)
+    assert all(s["count"] == 1 and s["alpha"] > 0 for s in st.values())
+    for _ in range(19):  # steps 2..20 need no curvature: the plain loop is fine there
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    assert opt.curvature_due()
     opt.zero_grad()
     F.cross_entropy(model(x), y).backward()
-    with pytest.warns(RuntimeWarning, match="without a graph"):
+    with pytest.raises(RuntimeError, match=_NOT_FED):
+        opt.step()
+
+
+def test_not_fed_check_covers_every_due_group_before_any_moves():
+    x, y = _data()
+    model = _mlp()
+    opt = lrfree.Composed(
+        [
+            {"params": list(model[0].parameters())},
+            {"params": list(model[2].parameters()), "curvature": "ggn"},
+        ],
+        direction="momentum",
+        rule="layerwise",
+        blocks="tensor",
+    )
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward(create_graph=True)  # feeds group 0 only
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(RuntimeError, match=r"param group 1\).*curvature='ggn' got no outputs="):
+        opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert len(opt.state) == 0
+
+
+def test_all_zero_gradients_without_curvature_skip_silently():
+    """torch.distributed.checkpoint initialises a fresh optimizer's state by a step with
+    zero gradients and no closure: nothing could be estimated (rho = 0), so no error."""
+    model = _mlp()
+    opt = lrfree.SGDLW(model.named_parameters())
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         opt.step()
     assert all(s["skipped"] == 1 and s["count"] == 0 for s in rule_state(opt).values())
-    for p in model.parameters():
-        assert torch.isfinite(p).all()
-    opt2 = lrfree.AdamWLW(model.named_parameters(), update_every=1, curvature="ggn")
-    opt2.zero_grad()
-    F.cross_entropy(model(x), y).backward()
-    with pytest.warns(RuntimeWarning, match="needs step"):
-        opt2.step()
+
+
+# ---------------------------------------------------------------- attention
+class _Attn(nn.Module):
+    """F.scaled_dot_product_attention: on the CPU torch picks the flash kernel, whose backward
+    has no derivative (no double backward)."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(4, 12)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).unsqueeze(1).chunk(3, dim=-1)
+        return self.head(F.scaled_dot_product_attention(q, k, v).squeeze(1).mean(1))
+
+
+def _attn_data():
+    g = torch.Generator().manual_seed(3)
+    return torch.randn(5, 6, 4, generator=g), torch.randint(0, 3, (5,), generator=g)
+
+
+def test_attention_graph_routes_name_the_fix_and_the_closure_route_just_works():
+    x, y = _attn_data()
+    torch.manual_seed(0)
+    model = _Attn()
+    opt = lrfree.SGDLW(model.named_parameters(), update_every=1)
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward(create_graph=True)
+    fix = (
+        r"layerwise \(graph mode, loss.backward\(create_graph=True\)\): the model's "
+        r"scaled_dot_product_attention ran a fused attention kernel that has no double "
+        r"backward \(aten::_scaled_dot_product_flash_attention_for_cpu_backward\). Wrap the "
+        r"forward in `with torch.nn.attention.sdpa_kernel\(torch.nn.attention.SDPBackend.MATH\):`"
+        r" \(the MATH backend is differentiable twice\), or use the closure route: "
+        r"opt.step\(closure\)"
+    )
+    with pytest.raises(RuntimeError, match=fix) as info:
+        opt.step()
+    assert "is not implemented" in str(info.value.__cause__)  # chained: torch's own error
+    # GGN route: the same advice
+    opt = lrfree.SGDLW(model.named_parameters(), update_every=1, curvature="ggn")
+    opt.zero_grad()
+    out = model(x)
+    F.cross_entropy(out, y).backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match=r"curvature='ggn'.*SDPBackend.MATH"):
+        opt.step(outputs=out, loss_fn=lambda z: F.cross_entropy(z, y))
+    # the fix: the MATH backend around the forward -> graph mode works
+    torch.manual_seed(0)
+    model = _Attn()
+    opt = lrfree.SGDLW(model.named_parameters(), update_every=1)
+    with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+        _graph_step(model, opt, x, y)
+    graph_state = rule_state(opt)
+    # the closure route needs no double backward: it works with the default (flash) kernel,
+    # and its finite differences match the graph mode's exact value
+    torch.manual_seed(0)
+    model = _Attn()
+    opt = lrfree.SGDLW(model.named_parameters(), update_every=1)
+    _closure_step(model, opt, x, y)
+    for block, s in rule_state(opt).items():
+        assert s["count"] + s["skipped"] == 1
+        assert s["delta2"] == pytest.approx(graph_state[block]["delta2"], rel=2e-2)
+    assert any(s["count"] == 1 for s in rule_state(opt).values())
+    assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
 # -------------------------------------------------------------- safeguards

@@ -49,7 +49,9 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -63,10 +65,50 @@ __all__ = [
     "hessian_block_forms",
     "loss_output_hvp",
     "preserve_buffers",
+    "preserve_forward_buffers",
     "preserve_rng",
+    "second_order_errors",
 ]
 
 Blocks = Sequence[Sequence[int]]
+
+# torch's message when a fused attention kernel (CPU flash, CUDA flash / efficient / cuDNN) is
+# differentiated twice: "derivative for aten::_scaled_dot_product_flash_attention_for_cpu_backward
+# is not implemented"
+_NO_DOUBLE_BACKWARD_ATTENTION = re.compile(
+    r"derivative for aten::_?\w*(scaled_dot_product|flash_attention|efficient_attention)\w*"
+    r" is not implemented"
+)
+
+
+def _op_name(err: BaseException) -> str:
+    m = re.search(r"aten::\w+", str(err))
+    return m.group(0) if m else "torch"
+
+
+@contextlib.contextmanager
+def second_order_errors(who: str, alternative: str) -> Iterator[None]:
+    """Turn torch's raw error for an attention kernel without double backward into one that
+    names the fix.
+
+    ``F.scaled_dot_product_attention`` picks a fused kernel (on the CPU the flash kernel) whose
+    backward has no derivative, so any second-order pass through it fails with
+    ``derivative for aten::_scaled_dot_product_flash_attention_for_cpu_backward is not
+    implemented``. The MATH backend is differentiable twice. Re-raised as a ``RuntimeError``
+    naming ``who`` (the rule and route), the fix and ``alternative`` (a route that needs no
+    double backward), chained to the original (``from err``); other errors pass unchanged.
+    """
+    try:
+        yield
+    except RuntimeError as err:
+        if not _NO_DOUBLE_BACKWARD_ATTENTION.search(str(err)):
+            raise
+        raise RuntimeError(
+            f"{who}: the model's scaled_dot_product_attention ran a fused attention kernel "
+            f"that has no double backward ({_op_name(err)}). Wrap the forward in "
+            "`with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):` "
+            f"(the MATH backend is differentiable twice), or {alternative}"
+        ) from err
 
 
 def _dot(xs: Sequence[Tensor | None], ys: Sequence[Tensor], dtype: torch.dtype) -> Tensor:
@@ -213,6 +255,54 @@ def preserve_buffers(modules: Sequence[nn.Module]) -> Iterator[None]:
         with torch.no_grad():
             for b, v in saved:
                 b.copy_(v)
+
+
+@contextlib.contextmanager
+def preserve_forward_buffers(modules: Sequence[nn.Module] = ()) -> Iterator[None]:
+    """Restore on exit (also on error) every buffer of every module whose forward runs inside
+    the block, and every buffer of ``modules``.
+
+    An optimizer holds parameters, not modules, so the modules that a closure runs are found
+    as they run: a global forward pre-hook (``torch.nn.modules.module.
+    register_module_forward_pre_hook``, removed on exit) records, before a module's first
+    forward inside the block, the buffers of that module and of all its submodules (so also a
+    buffer that a parent's forward updates in a child). On exit each recorded buffer gets its
+    saved value back, in place; a buffer that a forward *replaced* by a new tensor is put back
+    as the original tensor. BatchNorm running statistics and ``num_batches_tracked`` therefore
+    end as they were before the block, however many forward passes ran inside it. Forwards
+    that do not go through ``nn.Module.__call__`` (a compiled region whose outer module is not
+    called) are not seen: name their modules in ``modules``. The hook is process-global: a
+    module run concurrently by another thread inside the block would be restored as well.
+    """
+    seen: set[int] = set()
+    saved: list[tuple[nn.Module, str, Tensor, Tensor]] = []
+
+    def record(root: nn.Module) -> None:
+        if id(root) in seen:  # its whole subtree was recorded with it
+            return
+        for m in root.modules():
+            if id(m) in seen:
+                continue
+            seen.add(id(m))
+            for name, b in m.named_buffers(recurse=False):
+                if b is not None:
+                    saved.append((m, name, b, b.detach().clone()))
+
+    def pre_hook(module: nn.Module, args: Any) -> None:
+        record(module)
+
+    for m in modules:
+        record(m)
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(pre_hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+        with torch.no_grad():
+            for m, name, b, v in saved:
+                b.copy_(v)
+                if getattr(m, name, None) is not b:
+                    setattr(m, name, b)
 
 
 def _grads_at(

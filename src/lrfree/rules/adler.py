@@ -44,10 +44,22 @@ What ``step`` needs for ``variant="ggn"`` (one of):
   as in training, on *copies* of the buffers (running statistics untouched); dropout draws a
   fresh mask; attention runs with the MATH SDPA backend (it has forward-mode AD on CPU).
 
-The loss: hyperparameters ``loss`` (``cross_entropy``, ``nll``, ``mse``, ``bce_with_logits``:
-closed forms) and ``reduction`` (``mean`` / ``sum``: must be the user's), or ``loss_fn=`` in
-``step`` (a callable ``outputs -> scalar loss`` with the targets bound: autograd fallback).
-``targets=`` (optional) lets the closed forms honour cross-entropy's ``ignore_index=-100``.
+The loss ``Q`` comes from, in this order:
+
+* ``loss_fn=`` in ``step`` (a callable ``outputs -> scalar loss`` with the targets bound):
+  autograd double backward on it, exact for any loss;
+* ``loss="auto"``: autograd through the loss tensor the user computed, which only the
+  ``backward(opt, loss, outputs)`` route sees (``d <dL/dF, v> / dF``, the loss head's own
+  graph); the other routes then need ``loss_fn=`` (a ``ValueError`` says so);
+* a named loss (``cross_entropy``, the default, ``nll``, ``mse``, ``bce_with_logits``) with
+  ``reduction`` (``mean`` / ``sum``): closed forms (``lrfree.loss_hessian``). In the
+  ``backward(opt, loss, outputs)`` route the declaration is *verified* on the group's first
+  estimate step of this optimizer object (the closed-form ``Q p`` against autograd's on a
+  fixed probe vector ``p``; one host sync, once) and a mismatch is a ``ValueError`` naming
+  the named losses that do match, before any state changes; then the closed form is used.
+  In the ``step(outputs=...)`` and ``step(model=, inputs=)`` routes no loss tensor exists and
+  nothing can be verified: the declaration is trusted (a wrong one gives a wrong rate).
+  ``targets=`` (optional) lets the closed forms honour cross-entropy's ``ignore_index=-100``.
 """
 
 from __future__ import annotations
@@ -59,15 +71,28 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from ..curvature import second_order_errors
 from ..directions import DIRECTIONS
 from ..distributed import is_sharded, replica_mean
 from ..hyper import Hyper, choice, integer, real
-from ..loss_hessian import LOSSES, REDUCTIONS, quadratic_form
+from ..loss_hessian import (
+    IGNORE_INDEX,
+    LOSSES,
+    REDUCTIONS,
+    _weights,
+    hessian_vector_product,
+    quadratic_form,
+)
 from .base import Rule, StepContext
 
 __all__ = ["Adler", "backward", "jvp_double_vjp", "jvp_forward"]
 
 _BLOCKS = ("global", "layer", "tensor")
+_LOSS_CHOICES = (*LOSSES, "auto")
+_ALT = (
+    "use opt.step(model=model, inputs=x) with a plain loss.backward() (forward-mode JVPs; "
+    "it selects the MATH backend itself)"
+)
 
 
 # ------------------------------------------------------------------ JVP routes
@@ -114,6 +139,8 @@ def jvp_double_vjp(
                 outputs, [params[i] for i in used], z, create_graph=True, allow_unused=True
             )
         except RuntimeError as e:
+            if "is not implemented" in str(e):  # a kernel without double backward
+                raise
             raise RuntimeError(
                 "ADLER step(outputs=...) needs the outputs' graph: call "
                 "loss.backward(retain_graph=True) before opt.step(outputs=...), or "
@@ -123,11 +150,34 @@ def jvp_double_vjp(
 
 
 class _LinearGraph:
-    """What ``backward`` keeps for the next ``step(outputs=...)``: ``z = dL/dF`` (a leaf) and
-    the parameter gradients ``w = J^T z + (terms without z)`` as a graph linear in ``z``."""
+    """What ``backward`` keeps for the next ``step(outputs=...)``: ``z = dL/dF`` (a leaf), the
+    parameter gradients ``w = J^T z + (terms without z)`` as a graph linear in ``z``, and
+    ``dloss``: ``dL/dF`` itself with the graph of the loss head (``create_graph``), so that
+    ``Q v = d <dL/dF, v> / dF`` is the Hessian of the loss actually computed."""
 
-    def __init__(self, outputs: Tensor, z: Tensor, grads: dict[int, Tensor | None]) -> None:
-        self.outputs, self.z, self.grads = outputs, z, grads
+    def __init__(
+        self, outputs: Tensor, z: Tensor, grads: dict[int, Tensor | None], dloss: Tensor
+    ) -> None:
+        self.outputs, self.z, self.grads, self.dloss = outputs, z, grads, dloss
+
+    @property
+    def linear(self) -> bool:
+        """Whether the loss is linear in the outputs (its gradient has no graph: ``Q = 0``)."""
+        return not self.dloss.requires_grad
+
+    def loss_hvp(self, vs: Sequence[Tensor]) -> list[Tensor]:
+        """``Q v`` for each ``v``, ``Q = d^2 L / dF^2`` of the computed loss (autograd)."""
+        if self.linear:
+            return [torch.zeros_like(v) for v in vs]
+        out = []
+        with torch.enable_grad():
+            for v in vs:
+                (qv,) = torch.autograd.grad(
+                    self.dloss, self.outputs, v.to(self.dloss.dtype), retain_graph=True,
+                    allow_unused=True,
+                )  # fmt: skip
+                out.append(torch.zeros_like(v) if qv is None else qv.detach())
+        return out
 
     def tangents(
         self, params: Sequence[Tensor], blocks: Sequence[Sequence[tuple[int, Tensor]]]
@@ -142,7 +192,7 @@ def _estimate_due(optimizer: torch.optim.Optimizer) -> bool:
     for group in optimizer.param_groups:
         if group.get("rule") != "adler" or group.get("variant") != "ggn" or not group["params"]:
             continue
-        n = int(optimizer.state[group["params"][0]].get("adler.step", 0))
+        n = int(optimizer.state.get(group["params"][0], {}).get("adler.step", 0))
         if n % group["update_every"] == 0:
             return True
     return False
@@ -182,12 +232,13 @@ def backward(optimizer: torch.optim.Optimizer, loss: Tensor, outputs: Tensor) ->
     holder: dict[str, Tensor] = {}
 
     def swap(g: Tensor) -> Tensor:
+        holder["dloss"] = g  # dL/dF with the loss head's graph (create_graph): Q by autograd
         holder["z"] = g.detach().requires_grad_(True)
         return holder["z"]
 
     handle = outputs.register_hook(swap)
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), second_order_errors("ADLER backward(loss, outputs)", _ALT):
             grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
     finally:
         handle.remove()
@@ -202,7 +253,7 @@ def backward(optimizer: torch.optim.Optimizer, loss: Tensor, outputs: Tensor) ->
             else:
                 p.grad.add_(g.detach())
     optimizer._adler_graph = _LinearGraph(  # type: ignore[attr-defined]
-        outputs, holder["z"], {id(p): g for p, g in zip(params, grads)}
+        outputs, holder["z"], {id(p): g for p, g in zip(params, grads)}, holder["dloss"]
     )
 
 
@@ -264,7 +315,11 @@ class Adler(Rule):
         "denom_eps": Hyper(1e-10, real(0.0), "eps added to v^T Q v (the paper's eps)"),
         "variant": Hyper("ggn", choice(("ggn", "gn")), "Q: loss Hessian, or g g^T (GN)"),
         "update_every": Hyper(1, integer(1), "estimate every k steps (1: the paper)"),
-        "loss": Hyper("cross_entropy", choice(LOSSES), "the user's loss (closed-form Q)"),
+        "loss": Hyper(
+            "cross_entropy",
+            choice(_LOSS_CHOICES),
+            "the user's loss (closed-form Q; 'auto': autograd through the computed loss)",
+        ),
         "reduction": Hyper("mean", choice(REDUCTIONS), "the user's loss reduction"),
         "trust": Hyper(
             math.inf,
@@ -286,10 +341,61 @@ class Adler(Rule):
 
     # ------------------------------------------------------------------ steps
     def begin(self, ctx: StepContext) -> None:
+        n = int(ctx.optimizer.state.get(ctx.params[0], {}).get(self.key("step"), 0))
+        due = n % ctx.group["update_every"] == 0
+        if due and ctx.group["variant"] == "ggn":  # before anything of this step changes
+            self._check_inputs(ctx)
         st = ctx.optimizer.state[ctx.params[0]]
-        n = int(st.get(self.key("step"), 0))
-        ctx.inputs = {**ctx.inputs, "_adler_due": n % ctx.group["update_every"] == 0}
+        ctx.inputs = {**ctx.inputs, "_adler_due": due}
         st[self.key("step")] = n + 1
+
+    def _check_inputs(self, ctx: StepContext) -> None:
+        """What an estimate step needs: the outputs (or model and inputs), and a ``Q`` that is
+        the loss's: ``loss="auto"`` needs the loss (``backward``) or ``loss_fn``; a named loss
+        is verified once against the computed loss where ``backward`` kept it."""
+        group, inputs = ctx.group, ctx.inputs
+        outputs = inputs.get("outputs")
+        if outputs is None and (inputs.get("model") is None or inputs.get("inputs") is None):
+            raise ValueError(_NO_OUTPUTS)
+        if inputs.get("loss_fn") is not None:
+            return
+        graph = getattr(ctx.optimizer, "_adler_graph", None)
+        graph = (
+            graph
+            if graph is not None and outputs is not None and graph.outputs is outputs
+            else None
+        )
+        checked = ctx.optimizer.__dict__.setdefault("_adler_loss_checked", set())
+        if group["loss"] == "auto":
+            if graph is None:
+                raise ValueError(
+                    "ADLER loss='auto' takes Q from the loss you computed, which only the "
+                    "opt.backward(loss, outputs); opt.step(outputs=outputs) route sees: use "
+                    "that route, or pass step(..., loss_fn=lambda out: my_loss(out, y)), or "
+                    "name the loss (loss='cross_entropy' / 'nll' / 'mse' / 'bce_with_logits')"
+                )
+            key = (ctx.group_index, "auto")
+            if key not in checked:  # once: Q = 0 would make every estimate G.u / eps
+                if _zero_hessian(graph):
+                    raise ValueError(
+                        "ADLER loss='auto': the loss you computed is linear in the outputs, so "
+                        "its Hessian Q is 0 and the quadratic model has no minimiser (the NLL "
+                        "of log-probabilities is linear in them): pass loss='nll', which "
+                        "folds the final log-softmax into Q, or pass the logits as outputs"
+                    )
+                checked.add(key)
+            return
+        if graph is None:
+            return  # no loss tensor: the declared loss is trusted (module docstring)
+        key = (ctx.group_index, group["loss"], group["reduction"])
+        if key not in checked:  # once per group and declaration (one host sync)
+            _verify_declared_loss(group["loss"], group["reduction"], graph, inputs.get("targets"))
+            checked.add(key)
+        groups = [
+            (gi, g) for gi, g in enumerate(ctx.optimizer.param_groups) if g["rule"] == self.name
+        ]
+        if all((gi, g["loss"], g["reduction"]) in checked for gi, g in groups):
+            graph.dloss = graph.dloss.detach()  # closed forms from here on: free the loss head
 
     def end(self, ctx: StepContext) -> None:
         if ctx.group_index == len(ctx.optimizer.param_groups) - 1:  # free backward()'s graph
@@ -362,27 +468,110 @@ class Adler(Rule):
         ]  # type: ignore[union-attr]
         loss_fn = inputs.get("loss_fn")
         loss = loss_fn if loss_fn is not None else group["loss"]
+        graph = None
         if inputs.get("outputs") is not None:
             outputs = inputs["outputs"]
             graph = getattr(ctx.optimizer, "_adler_graph", None)
             if graph is not None and graph.outputs is outputs:  # after backward(opt, ...)
-                jvps = graph.tangents(ctx.params, blocks)
+                with second_order_errors("ADLER backward(loss, outputs); step(outputs=)", _ALT):
+                    jvps = graph.tangents(ctx.params, blocks)
             else:
-                jvps = jvp_double_vjp(outputs, ctx.params, blocks)
+                graph = None
+                with second_order_errors("ADLER step(outputs=)", _ALT):
+                    jvps = jvp_double_vjp(outputs, ctx.params, blocks)
         elif inputs.get("model") is not None and inputs.get("inputs") is not None:
             model = inputs["model"]
             if isinstance(model, nn.parallel.DistributedDataParallel):
                 model = model.module  # the forward-mode pass runs on the unwrapped module
             outputs, jvps = jvp_forward(model, inputs["inputs"], ctx.params, blocks)
         else:
-            raise ValueError(
-                "ADLER (variant='ggn') needs the network outputs: call "
-                "opt.step(outputs=outputs) after loss.backward(retain_graph=True), or "
-                "opt.step(model=model, inputs=x)"
-            )
+            raise ValueError(_NO_OUTPUTS)
         out = []
+        if loss == "auto":  # begin checked: backward's graph of the computed loss is here
+            assert graph is not None and graph.outputs is outputs
+            with second_order_errors("ADLER (loss='auto')", _ALT):
+                qvs = graph.loss_hvp(jvps)
+            for s, jv, qv in zip(ctx.partition.sets, jvps, qvs):
+                out.append((jv.to(s.dtype) * qv.to(s.dtype)).sum())
+            return out
         for s, jv in zip(ctx.partition.sets, jvps):
             o = outputs.detach().to(s.dtype)
             tg = inputs.get("targets")
             out.append(quadratic_form(loss, o, jv.to(s.dtype), tg, group["reduction"]))
         return out
+
+
+_NO_OUTPUTS = (
+    "ADLER (variant='ggn') needs the network outputs: call "
+    "opt.step(outputs=outputs) after loss.backward(retain_graph=True), or "
+    "opt.step(model=model, inputs=x)"
+)
+
+
+def _probe(outputs: Tensor) -> Tensor:
+    """A fixed, generic vector shaped like ``outputs`` (no RNG: the training stream is left
+    alone): entries spread over ``[-0.5, 0.5)`` by a multiplicative hash of the index."""
+    k = torch.arange(outputs.numel(), device=outputs.device)
+    v = ((k * 40503 + 12345) % 65536).to(torch.float32) / 65536 - 0.5
+    return v.reshape(outputs.shape)
+
+
+def _zero_hessian(graph: _LinearGraph) -> bool:
+    """Whether the computed loss has ``Q = 0`` (checked on the probe vector; a host sync)."""
+    if graph.linear:
+        return True
+    with second_order_errors("ADLER backward(loss, outputs)", _ALT):
+        (qp,) = graph.loss_hvp([_probe(graph.outputs).to(graph.outputs.dtype)])
+    return not bool(qp.abs().max() > 0)
+
+
+def _verify_declared_loss(
+    loss: str, reduction: str, graph: _LinearGraph, targets: Tensor | None
+) -> None:
+    """Raise a ``ValueError`` if the closed form of ``(loss, reduction)`` is not the output
+    Hessian of the loss that ``backward`` saw (``Q p`` on a probe ``p``, relative 1e-3; 3e-2
+    for half-precision outputs), naming the ``(loss, reduction)`` pairs that do match."""
+    o = graph.outputs.detach()
+    wide = torch.promote_types(o.dtype, torch.float32)
+    half = o.dtype in (torch.float16, torch.bfloat16)
+    rtol = 3e-2 if half else 1e-3
+    v = _probe(o).to(o.dtype)
+    with second_order_errors("ADLER backward(loss, outputs)", _ALT):
+        (ad,) = graph.loss_hvp([v])
+    ad, ow, vw = ad.to(wide), o.to(wide), v.to(wide)
+    dloss = graph.dloss.detach().to(wide)
+
+    def matches(name: str, red: str) -> bool:
+        if name == "nll":  # linear in log-probabilities: Q = 0 and dL/dF = -w * onehot
+            if bool(ad.abs().max() > 0):
+                return False
+            if ow.dim() < 2:
+                return False
+            w = _weights("nll", ow, targets, red)
+            got = -dloss.sum(dim=1)
+            return bool((got - w).abs().max() <= rtol * w.abs().max().clamp_min(1e-30))
+        if name in ("cross_entropy",) and ow.dim() < 2:
+            return False
+        cf = hessian_vector_product(name, ow, vw, targets, red)
+        scale = torch.maximum(cf.norm(), ad.norm())
+        return bool((cf - ad).norm() <= rtol * scale + 1e-30)
+
+    if matches(loss, reduction):
+        return
+    fits = [(n, r) for n in LOSSES for r in REDUCTIONS if matches(n, r)]
+    auto = "" if _zero_hessian(graph) else " (or loss='auto')"  # auto refuses Q = 0
+    if fits:
+        fix = " or ".join(f"loss={n!r}, reduction={r!r}" for n, r in fits) + auto
+    else:
+        fix = "loss='auto' (autograd through the loss you computed), or step(loss_fn=...)"
+    hint = ""
+    if not fits and loss in ("cross_entropy", "nll") and targets is None:
+        hint = (
+            f"; with ignore_index={IGNORE_INDEX} positions in the batch, also pass "
+            "step(..., targets=y)"
+        )
+    raise ValueError(
+        f"ADLER: loss={loss!r}, reduction={reduction!r} but the loss you computed has a "
+        f"different output Hessian (checked on the first estimate step of "
+        f"opt.backward(loss, outputs)); pass {fix}{hint}"
+    )

@@ -41,15 +41,20 @@ How the curvature arrives (decided per curvature step):
 * closure mode: ``opt.step(closure)`` without a graph -> finite differences of gradients
   along each block (``fd_scheme="central"``: ``2 L`` extra closure calls per curvature step,
   ``"forward"``: ``L + 1``; biased on ReLU hidden layers, see docs/layerwise.md; RNG state is
-  replayed so every call sees the same dropout mask, and restored afterwards; pass
-  ``model=`` to ``step`` to restore BatchNorm running statistics);
-* none of these -> the estimate is skipped with a ``RuntimeWarning``.
+  replayed so every call sees the same dropout mask, and restored afterwards; the buffers of
+  every module the extra calls run (BatchNorm running statistics) are restored afterwards,
+  found by a forward pre-hook, so they end as one forward pass leaves them, with or without
+  ``model=``; first-order backward only, so fused attention kernels work as they are);
+* none of these -> a ``RuntimeError`` naming the three ways, raised by ``begin`` before any
+  parameter or state changes (a curvature rule that never gets curvature never trains: the
+  EMA starts at 0). Exception: when every gradient of the group is exactly zero (e.g. the
+  state initialisation of ``torch.distributed.checkpoint``) nothing could be estimated
+  anyway; the estimate is skipped silently and counted in ``"layerwise.skipped"``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import warnings
 from typing import Any, ClassVar
 
 import torch
@@ -59,10 +64,17 @@ from ..curvature import (
     fd_hessian_block_forms,
     ggn_block_forms,
     hessian_block_forms,
-    preserve_buffers,
+    preserve_forward_buffers,
+    second_order_errors,
 )
 from ..directions import DIRECTIONS
-from ..distributed import is_sharded, replica_group, replica_mean, sharded_fd_hessian_block_forms
+from ..distributed import (
+    is_sharded,
+    local,
+    replica_group,
+    replica_mean,
+    sharded_fd_hessian_block_forms,
+)
 from ..hyper import Hyper, boolean, choice, integer, real
 from .base import Rule, StepContext
 
@@ -107,10 +119,39 @@ class Layerwise(Rule):
         return self._step_count(optimizer, group) % group["update_every"] == 0
 
     def begin(self, ctx: StepContext) -> None:
+        due = self.curvature_due(ctx.optimizer, ctx.group_index)
+        if due:  # before anything of this step changes (this group's and the later ones')
+            self._check_fed(ctx)
         st = ctx.optimizer.state[ctx.params[0]]
         ctx.inputs = dict(ctx.inputs)
-        ctx.inputs["_lw_due"] = self.curvature_due(ctx.optimizer, ctx.group_index)
+        ctx.inputs["_lw_due"] = due
         st[self.key("step")] = int(st.get(self.key("step"), 0)) + 1
+
+    def _check_fed(self, ctx: StepContext) -> None:
+        """Raise if a layer-wise group that estimates this step gets no curvature.
+
+        Checked for every layer-wise group still due (this one and the later ones), so the
+        error comes before any of them changes. Not fed: ``curvature="ggn"`` without
+        ``outputs=`` and ``loss_fn=``; ``"hessian"`` with gradients without a graph and no
+        closure. Not raised when all the group's gradients are exactly zero (one host sync,
+        only on this path): nothing could be estimated (``rho = 0``), and torch's distributed
+        checkpoint initialises optimizer state by such a step."""
+        opt = ctx.optimizer
+        for gi, group in enumerate(opt.param_groups):
+            if group["rule"] != self.name or not self.curvature_due(opt, gi):
+                continue
+            grads = [p.grad for p in group["params"] if p.grad is not None]
+            if not grads:
+                continue
+            if group["curvature"] == "ggn":
+                fed = (
+                    ctx.inputs.get("outputs") is not None and ctx.inputs.get("loss_fn") is not None
+                )
+            else:
+                fed = ctx.closure is not None or any(g.requires_grad for g in grads)
+            if fed or not any(bool(local(g).detach().any()) for g in grads):
+                continue
+            raise RuntimeError(_not_fed_message(group["curvature"], gi))
 
     def _num_blocks(self, ctx: StepContext) -> int:
         opt = ctx.optimizer
@@ -243,7 +284,7 @@ class Layerwise(Rule):
     ) -> list[Tensor] | None:
         graph = any(p.grad is not None and p.grad.requires_grad for p in ctx.params)
         if ctx.closure is None and not graph and ctx.group["curvature"] != "ggn":
-            return self._local_curvature(ctx, d_eff)  # warns and skips the estimate
+            return None  # not fed: all gradients are zero (begin checked), skipped
         if ctx.group["curvature"] == "ggn" or graph or ctx.closure is None:
             raise NotImplementedError(
                 "layerwise with sharded (FSDP2 / DTensor) parameters: only closure mode "
@@ -259,28 +300,25 @@ class Layerwise(Rule):
         if ctx.group["curvature"] == "ggn":
             outputs, loss_fn = ctx.inputs.get("outputs"), ctx.inputs.get("loss_fn")
             if outputs is None or loss_fn is None:
-                warnings.warn(
-                    "layerwise: curvature='ggn' needs step(outputs=..., loss_fn=...) on curvature "
-                    "steps (opt.curvature_due()); estimate skipped",
-                    RuntimeWarning,
-                    stacklevel=4,
-                )
-                return None
-            return ggn_block_forms(outputs, params, d_eff, blocks, loss_fn)
+                return None  # not fed: all gradients are zero (begin checked), skipped
+            with second_order_errors(
+                "layerwise (curvature='ggn', step(outputs=, loss_fn=))",
+                "use the closure route: opt.step(closure) with curvature='hessian' "
+                "(finite differences, first-order backward only)",
+            ):
+                return ggn_block_forms(outputs, params, d_eff, blocks, loss_fn)
         graph = [p.grad if p.grad is not None and p.grad.requires_grad else None for p in params]
         if any(graph[i] is not None for i in ctx.active):  # graph mode: exact
             grads = [g if g is not None else torch.zeros_like(p) for g, p in zip(graph, params)]
-            return hessian_block_forms(grads, params, d_eff, blocks)
+            with second_order_errors(
+                "layerwise (graph mode, loss.backward(create_graph=True))",
+                "use the closure route: opt.step(closure) (finite differences, first-order "
+                "backward only)",
+            ):
+                return hessian_block_forms(grads, params, d_eff, blocks)
         if ctx.closure is not None:
             return self._closure_curvature(ctx, d_eff, blocks)
-        warnings.warn(
-            "layerwise: a curvature step (opt.curvature_due() was True) got gradients without a "
-            "graph and no closure; call loss.backward(create_graph=opt.curvature_due()) or pass "
-            "a closure to step(); estimate skipped",
-            RuntimeWarning,
-            stacklevel=4,
-        )
-        return None
+        return None  # not fed: all gradients are zero (begin checked), skipped
 
     def _closure_curvature(
         self, ctx: StepContext, d_eff: list[Tensor | None], blocks: list[list[int]]
@@ -310,7 +348,9 @@ class Layerwise(Rule):
 
         central = ctx.group["fd_scheme"] == "central"
         try:
-            with preserve_buffers(modules), contextlib.ExitStack() as stack:
+            # the buffers of every module the extra calls run end as the gradient's own call left
+            # them (BatchNorm running statistics: one update per step), model= or not
+            with preserve_forward_buffers(modules), contextlib.ExitStack() as stack:
                 if sharded:
                     return sharded_fd_hessian_block_forms(
                         grad_fn,
@@ -331,3 +371,27 @@ class Layerwise(Rule):
                 if obj is not None and val is not None:
                     obj.copy_(val)
                 p.grad = obj
+
+
+def _not_fed_message(curvature: str, group_index: int) -> str:
+    graph = "loss.backward(create_graph=opt.curvature_due()); opt.step() (graph mode)"
+    closure = (
+        "opt.step(closure), the closure running zero_grad, forward, loss.backward() and "
+        "returning the loss (finite differences)"
+    )
+    ggn = (
+        "opt.step(outputs=out, loss_fn=lambda z: loss(z, y)) after "
+        "loss.backward(retain_graph=opt.curvature_due())"
+    )
+    if curvature == "ggn":
+        what = "curvature='ggn' got no outputs= and loss_fn= in step()"
+        ways = f"{ggn}; or, with curvature='hessian', {graph} or {closure}"
+    else:
+        what = "the gradients carry no graph and step() got no closure"
+        ways = f"{graph}; {closure}; or, with curvature='ggn', {ggn}"
+    return (
+        f"layerwise (param group {group_index}): this is a curvature step "
+        f"(opt.curvature_due() is True) but {what}: no curvature reached the optimizer, and "
+        "without it the rate stays 0 and nothing trains. Feed it one of three ways: "
+        f"{ways}. This step changed nothing."
+    )
