@@ -16,9 +16,10 @@ whose whole cost is reported) and learning-rate-free peers, on the same tasks, s
 order, in one run on this machine.
 
 With no arguments: the quick suite on MNIST-1D (generated locally by the mnist1d package, no
-download), an MLP and a CNN, one seed; it prints a table and writes results.jsonl, report.md,
-report.json and PNG plots into --out. Runs already in --out/results.jsonl are not redone, so a
-killed run restarted with the same --out finishes only what is left (--fresh starts over).
+download), an MLP and a CNN, one seed (--suite full: three seeds); it prints a table and
+writes results.jsonl, report.md, report.json and PNG plots into --out. Runs already in
+--out/results.jsonl are not redone, so a killed run restarted with the same --out finishes
+only what is left (--fresh starts over).
 Runs train in parallel, one per CPU with one torch thread each (--jobs, --threads). The
 plan's estimated time (measured costs, lrfree.bench.cost) is printed before training;
 --suite full is sized to fit 90 minutes one run at a time on a 2-core CPU (estimated 66 min);
@@ -64,6 +65,8 @@ def _bench(args: argparse.Namespace) -> int:
             print(f"  {e.name:20s} {e.family:8s} {e.note}{grid}{mark}")
         return 0
     suite = SUITES[args.suite]
+    if args.seeds is None:  # the full suite's verdicts need more than one seed
+        args.seeds = 3 if args.suite == "full" else 1
     tasks = args.task.split(",") if args.task else list(suite)
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
@@ -213,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
         "constructor arguments, e.g. adam-tlr[preset=paper] "
         "(default: adamw, adamw@grid, sgd-m@grid and every lrfree optimizer)",
     )
-    b.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 (default 1)")
+    b.add_argument(
+        "--seeds", type=int, help="seeds 0..N-1 (default: 3 for --suite full, 1 otherwise)"
+    )
     b.add_argument("--epochs", type=int, help="override every task's epochs")
     b.add_argument("--train-subset", type=int, help="use the first N training examples")
     b.add_argument("--test-subset", type=int, help="evaluate on the first N test examples")

@@ -54,7 +54,7 @@ class Run:
         return (
             f"{self.task.name}|{self.entry.name}|lr={lr}|seed={self.seed}|epochs={self.epochs}"
             f"|bs={self.task.batch_size}|subset={self.train_subset}{test}"
-            f"|v={lrfree.__version__}|code={code_fingerprint()}"
+            f"|v={lrfree.__version__}|code={run_fingerprint(self.entry)}"
         )
 
     @property
@@ -73,6 +73,28 @@ def code_fingerprint() -> str:
         h.update(path.relative_to(root).as_posix().encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:10]
+
+
+LOOP_FILES = ("bench/runner.py", "bench/data.py", "bench/tasks.py", "bench/optimizers.py")
+"""The code a torch baseline or a peer runs: the loop, the data, the tasks, the registry."""
+
+
+@functools.lru_cache(maxsize=1)
+def loop_fingerprint() -> str:
+    """A hash of ``LOOP_FILES``: the keys of baseline and peer runs, which run no other lrfree
+    code, so a change to a rule does not discard the grids and peers already trained."""
+    root = Path(lrfree.__file__).parent
+    h = hashlib.sha256()
+    for rel in LOOP_FILES:
+        h.update(rel.encode())
+        h.update((root / rel).read_bytes())
+    return h.hexdigest()[:10]
+
+
+def run_fingerprint(entry: BenchOptimizer) -> str:
+    """The code a run's key names: the whole package for lrfree optimizers, the benchmark's
+    loop (``loop_fingerprint``) for torch baselines and peers."""
+    return code_fingerprint() if entry.family == "lrfree" else loop_fingerprint()
 
 
 _WORST = {"accuracy": 0.0, "test_loss": float("inf")}
@@ -269,9 +291,9 @@ def _train(
     # the rate trace: about TRACE_POINTS read-outs of effective_lr() over the whole run
     trace_every = max(1, run.epochs * steps_per_epoch // TRACE_POINTS)
     traced = callable(getattr(opt, "effective_lr", None))
-    elapsed, diverged, n_steps = 0.0, False, 0
+    elapsed, cpu, diverged, n_steps = 0.0, 0.0, False, 0
     for epoch in range(run.epochs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss_sum, count = torch.zeros(()), 0
         for x, y in _batches(split, task.batch_size, gen):
             loss = step(task, model, opt, x, y)
@@ -279,14 +301,17 @@ def _train(
             count += 1
             n_steps += 1
             if traced and n_steps % trace_every == 0:
-                t_log = time.perf_counter()
+                t_log, c_log = time.perf_counter(), time.process_time()
                 trace.append({"step": n_steps, "rates": _first(opt.effective_lr())})
                 t0 += time.perf_counter() - t_log  # read-outs are not training time
+                c0 += time.process_time() - c_log
             if tb is not None and n_steps % tb.every == 0:
-                t_log = time.perf_counter()
+                t_log, c_log = time.perf_counter(), time.process_time()
                 tb.log(n_steps)
                 t0 += time.perf_counter() - t_log  # logging is not training time
+                c0 += time.process_time() - c_log
         elapsed += time.perf_counter() - t0
+        cpu += time.process_time() - c0  # CPU seconds: what a loaded machine does not inflate
         train_loss = float(loss_sum) / max(count, 1)
         _mode(opt, "eval")
         test_loss, test_acc = _evaluate(task, model, split)
@@ -300,6 +325,7 @@ def _train(
                 "test_loss": test_loss,
                 "test_acc": test_acc,
                 "time": elapsed,
+                "cpu_time": cpu,
             }
         )
         if hasattr(opt, "effective_lr"):
@@ -343,6 +369,7 @@ def _train(
         "final_test_acc": last["test_acc"] if not diverged else 0.0,
         "final_train_loss": last["train_loss"],
         "seconds": elapsed,
+        "cpu_seconds": cpu,
         "env": environment(),
     }
 
