@@ -3,7 +3,10 @@
 Protocol (AlgoPerf-like, at small scale):
 
 * a ``@grid`` entry is reported at the learning rate with the best mean final test metric;
-  its *compute* is the sum of the training seconds of every rate of the grid;
+  its *compute* is the sum of the training seconds of every rate of the grid; training
+  seconds are CPU seconds of the run's process where the record has them (a machine loaded by
+  other work does not inflate them; with one torch thread per run they equal the wall time of
+  a quiet machine), else wall seconds;
 * the *tuned baseline* of a task is the best grid entry; the *target* is 99% of its final
   metric; *time to target* is the training time (seconds, mean over seeds) until the test
   metric first reaches the target ("-" if never);
@@ -35,6 +38,11 @@ __all__ = [
 ]
 
 
+def _seconds(rec: dict[str, Any]) -> float:
+    """A run's training seconds: CPU seconds where recorded, else wall seconds."""
+    return rec.get("cpu_seconds", rec["seconds"])
+
+
 def _mean_std(xs: list[float]) -> tuple[float, float]:
     if not xs:
         return float("nan"), float("nan")
@@ -60,7 +68,7 @@ def aggregate(records: list[dict[str, Any]], target_frac: float = 0.99) -> dict[
             chosen = by_lr[best_lr]
             acc_m, acc_s = _mean_std([x["final_metric"] for x in chosen])
             loss_m, _ = _mean_std([x["final_train_loss"] for x in chosen])
-            secs_m, _ = _mean_std([x["seconds"] for x in chosen])
+            secs_m, _ = _mean_std([_seconds(x) for x in chosen])
             rows.append(
                 {
                     "spec": spec,
@@ -74,7 +82,7 @@ def aggregate(records: list[dict[str, Any]], target_frac: float = 0.99) -> dict[
                     "acc_std": acc_s,
                     "train_loss": loss_m,
                     "seconds": secs_m,
-                    "compute": sum(x["seconds"] for x in recs) / max(len(chosen), 1),
+                    "compute": sum(_seconds(x) for x in recs) / max(len(chosen), 1),
                     "diverged": sum(x["diverged"] for x in recs),
                     "curves": chosen,
                 }
@@ -98,7 +106,7 @@ def aggregate(records: list[dict[str, Any]], target_frac: float = 0.99) -> dict[
             for rec in row["curves"]:
                 hit = next(
                     (
-                        e["time"]
+                        e.get("cpu_time", e["time"])
                         for e in rec["per_epoch"]
                         if target is not None and sign * e["metric"] >= sign * target
                     ),
@@ -426,7 +434,7 @@ def plots(agg: dict[str, Any], out: Path) -> list[Path]:
         for r in t["rows"]:
             rec = r["curves"][0]  # first seed
             ep = [e["epoch"] for e in rec["per_epoch"]]
-            tm = [e["time"] for e in rec["per_epoch"]]
+            tm = [e.get("cpu_time", e["time"]) for e in rec["per_epoch"]]
             loss = [e["train_loss"] for e in rec["per_epoch"]]
             metric = [e["metric"] for e in rec["per_epoch"]]
             label = r["spec"] + ("" if r["lr"] is None else f" ({r['lr']:g})")
