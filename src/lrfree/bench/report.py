@@ -44,8 +44,18 @@ def _seconds(rec: dict[str, Any]) -> float:
 
 
 def _mean_std(xs: list[float]) -> tuple[float, float]:
+    """Mean and sample std; a non-finite value (a diverged run's loss) makes the mean
+    non-finite and the std NaN instead of raising (``statistics.stdev`` fails on inf).
+
+    Example::
+
+        >>> _mean_std([1.0, 3.0]), _mean_std([1.0, float("inf")])
+        ((2.0, 1.4142135623730951), (inf, nan))
+    """
     if not xs:
         return float("nan"), float("nan")
+    if not all(math.isfinite(x) for x in xs):
+        return sum(xs) / len(xs), float("nan")
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
