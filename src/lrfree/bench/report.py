@@ -28,7 +28,9 @@ __all__ = [
     "base_gaps",
     "base_lines",
     "deficits",
+    "lr_sensitivity_plot",
     "markdown",
+    "method_family",
     "plots",
     "profile",
     "profile_plot",
@@ -76,6 +78,13 @@ def aggregate(records: list[dict[str, Any]], target_frac: float = 0.99) -> dict[
                 by_lr, key=lambda lr: sign * statistics.fmean(x["final_metric"] for x in by_lr[lr])
             )
             chosen = by_lr[best_lr]
+            per_lr = []  # every rate's mean and std over seeds: the LR-sensitivity curve
+            for lr in sorted(by_lr, key=lambda v: (v is None, v or 0.0)):
+                m, s = _mean_std([x["final_metric"] for x in by_lr[lr]])
+                n_div = sum(bool(x["diverged"]) for x in by_lr[lr])
+                per_lr.append(
+                    {"lr": lr, "mean": m, "std": s, "seeds": len(by_lr[lr]), "diverged": n_div}
+                )
             acc_m, acc_s = _mean_std([x["final_metric"] for x in chosen])
             loss_m, _ = _mean_std([x["final_train_loss"] for x in chosen])
             secs_m, _ = _mean_std([_seconds(x) for x in chosen])
@@ -94,6 +103,7 @@ def aggregate(records: list[dict[str, Any]], target_frac: float = 0.99) -> dict[
                     "seconds": secs_m,
                     "compute": sum(_seconds(x) for x in recs) / max(len(chosen), 1),
                     "diverged": sum(x["diverged"] for x in recs),
+                    "by_lr": per_lr,
                     "curves": chosen,
                 }
             )
@@ -428,30 +438,357 @@ def profile_plot(agg: dict[str, Any], path: Path, tau_max: float | None = None) 
     return path
 
 
-def plots(agg: dict[str, Any], out: Path) -> list[Path]:
-    """Per task: train loss and test metric vs epoch and vs training seconds (first seed;
-    ``<task>.png``); the lrfree optimizers' per-block effective rates at the end of each
-    epoch (``<task>-rates.png``); the performance profile across tasks (``profile.png``)."""
+# --- families, colours and the highlighted entries of the plots -------------------------
+
+_FAMILY_OF = {
+    **dict.fromkeys(("sgd-lw", "adamw-lw"), "LW"),
+    **dict.fromkeys(("sgd-tlr", "adam-tlr"), "TLR"),
+    **dict.fromkeys(("adalip", "rmslip", "adamlip", "adalip-u", "rmslip-u", "adamlip-u"), "AdaLip"),
+    "adler": "ADLER",
+    **dict.fromkeys(
+        ("sgd-hd", "sgdn-hd", "adam-hd", "sgd-camhd", "sgdn-camhd", "adam-camhd"), "HD/CAM-HD"
+    ),
+}
+# lrfree families in warm colours, peers in cool ones, baselines black / grey; no colour is
+# used twice among the highlighted entries of a plot
+_FAMILY_COLORS = {
+    "LW": "#d62728",
+    "TLR": "#ff7f0e",
+    "AdaLip": "#8c564b",
+    "ADLER": "#e377c2",
+    "HD/CAM-HD": "#bcbd22",
+    "lrfree": "#9e0142",
+}
+_PEER_COLORS = {
+    "prodigy": "#1f77b4",
+    "dadapt-adam": "#17becf",
+    "schedulefree-adamw": "#2ca02c",
+    "dog": "#9467bd",
+    "ldog": "#393b79",
+}
+_MORE_PEER_COLORS = ("#6baed6", "#74c476", "#08519c", "#005a32", "#756bb1")
+_GRID_STYLE = {"adamw@grid": ("black", "o"), "sgd-m@grid": ("#7f7f7f", "s")}
+
+
+def method_family(spec: str, family: str = "lrfree") -> str:
+    """The method family a spec belongs to, for colours and for picking each family's best
+    entry in the plots: ``LW``, ``TLR``, ``AdaLip``, ``ADLER`` or ``HD/CAM-HD`` for lrfree
+    specs (a ``NAME[k=v]`` or ``NAME@...`` spec belongs to ``NAME``'s family; an lrfree
+    optimizer of none of them: ``lrfree``), else the record family (``baseline``, ``peer``).
+
+    Example::
+
+        >>> method_family("sgd-lw[update_every=1]@grid"), method_family("rmslip-u")
+        ('LW', 'AdaLip')
+        >>> method_family("prodigy", "peer"), method_family("sgdn-camhd[form='additive']")
+        ('peer', 'HD/CAM-HD')
+    """
+    if family != "lrfree":
+        return family
+    from .optimizers import split_spec
+
+    return _FAMILY_OF.get(split_spec(spec)[0].partition("[")[0], "lrfree")
+
+
+def _score(row: dict[str, Any], higher: bool) -> float:
+    """Larger is better; a non-finite mean is the worst."""
+    v = row["acc_mean"]
+    if not math.isfinite(v):
+        return -math.inf
+    return v if higher else -v
+
+
+def _family_bests(t: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per lrfree method family, its best row of the task (by mean final metric)."""
+    best: dict[str, dict[str, Any]] = {}
+    for r in t["rows"]:
+        if r["family"] != "lrfree":
+            continue
+        fam = method_family(r["spec"])
+        if fam not in best or _score(r, t["higher_is_better"]) > _score(
+            best[fam], t["higher_is_better"]
+        ):
+            best[fam] = r
+    return dict(sorted(best.items(), key=lambda kv: list(_FAMILY_COLORS).index(kv[0])))
+
+
+def _peer_colors(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """A cool colour per peer spec: the known peers' own, others from a spare list."""
+    out, spare = {}, iter(_MORE_PEER_COLORS * 4)
+    for spec in sorted(r["spec"] for r in rows if r["family"] == "peer"):
+        base = spec.partition("[")[0].partition("@")[0]
+        color = _PEER_COLORS.get(base)
+        out[spec] = color if color and color not in out.values() else next(spare)
+    return out
+
+
+def _highlights(t: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The entries of a task drawn in full in its curve plot, with their style: the tuned
+    baseline (black, dashed; the best baseline when the task has no grid), every peer
+    (cool colours, dotted) and each lrfree family's best entry (warm colours, solid)."""
+    higher = t["higher_is_better"]
+    out: dict[str, dict[str, Any]] = {}
+    tuned = t.get("tuned")
+    if tuned is None:
+        base = [r for r in t["rows"] if r["family"] == "baseline"]
+        tuned = max(base, key=lambda r: _score(r, higher))["spec"] if base else None
+    if tuned is not None:
+        out[tuned] = {"color": "black", "ls": "--", "tag": "tuned baseline"}
+    for spec, color in _peer_colors(t["rows"]).items():
+        out[spec] = {"color": color, "ls": ":", "tag": "peer"}
+    for fam, r in _family_bests(t).items():
+        out[r["spec"]] = {"color": _FAMILY_COLORS[fam], "ls": "-", "tag": f"best {fam}"}
+    return out
+
+
+def _short(spec: str, n: int = 44) -> str:
+    return spec if len(spec) <= n else spec[: n - 1] + "\u2026"
+
+
+def _spread(ys: list[float], gap: float, lo: float = 0.0, hi: float = 1.0) -> list[float]:
+    """Move sorted label positions (axes fractions) apart by at least ``gap``, within
+    [lo, hi], keeping their order.
+
+    Example::
+
+        >>> [round(y, 2) for y in _spread([0.5, 0.5, 0.51], 0.1)]
+        [0.5, 0.6, 0.7]
+    """
+    out = list(ys)
+    for i in range(1, len(out)):
+        out[i] = max(out[i], out[i - 1] + gap)
+    if out and out[-1] > hi:  # pushed past the top: push back down
+        out[-1] = hi
+        for i in range(len(out) - 2, -1, -1):
+            out[i] = min(out[i], out[i + 1] - gap)
+    if out and out[0] < lo:  # too many labels: squeeze evenly
+        step = (hi - lo) / max(len(out) - 1, 1)
+        out = [lo + i * step for i in range(len(out))]
+    return out
+
+
+def lr_sensitivity_plot(
+    data: dict[str, Any] | list[dict[str, Any]], task: str, path: Path
+) -> Path | None:
+    """The LR-sensitivity picture of one task as a PNG: final test metric vs learning rate
+    (log scale) for each grid entry (mean over seeds, band: +- std over seeds; a star at
+    its best rate), and every entry run without a grid (lrfree optimizers and peers at
+    their defaults, AdamW at its default rate, marked at that rate) as a horizontal line:
+    where a default lands on the curve a user would otherwise have searched.
+
+    ``data`` is ``aggregate``'s output or the run records. lrfree lines are warm colours
+    (one per method family), peers cool ones; each family's best entry, the peers and the
+    baselines are drawn in full and labelled at the right margin, the other lrfree entries
+    faded and unlabelled. Returns ``None`` (and writes nothing) when the task has no grid.
+    """
+    agg = aggregate(data) if isinstance(data, list) else data
+    t = agg.get(task)
+    if t is None:
+        return None
+    grids = [r for r in t["rows"] if r["grid"]]
+    if not grids:
+        return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    higher = t["higher_is_better"]
+    fmt = ".1f" if higher else ".4g"
+    fig, ax = plt.subplots(figsize=(12, 6.5))
+    fig.subplots_adjust(left=0.07, right=0.68, top=0.91, bottom=0.24)
+    finite: list[float] = []
+    xs_all: list[float] = []
+    handles = []
+    spare = iter(("#1b1b1b", "#4d4d4d", "#999999"))
+    for r in sorted(grids, key=lambda r: r["spec"]):
+        color, marker = _GRID_STYLE.get(r["spec"], (next(spare, "#4d4d4d"), "D"))
+        pts = [p for p in r["by_lr"] if p["lr"] is not None]
+        xs = [p["lr"] for p in pts]
+        xs_all += xs
+        ms = [p["mean"] if math.isfinite(p["mean"]) else float("nan") for p in pts]
+        sd = [p["std"] if math.isfinite(p["std"]) else 0.0 for p in pts]
+        ax.fill_between(
+            xs, [m - s for m, s in zip(ms, sd)], [m + s for m, s in zip(ms, sd)],
+            color=color, alpha=0.12, lw=0,
+        )  # fmt: skip
+        seeds = sorted({p["seeds"] for p in pts})
+        n = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+        (h,) = ax.plot(
+            xs, ms, color=color, marker=marker, lw=2, ms=5, zorder=4,
+            label=f"{r['spec']} (mean ± std, {n} seed{'s' * (n != '1')})",
+        )  # fmt: skip
+        handles.append(h)
+        if math.isfinite(r["acc_mean"]):
+            ax.plot([r["lr"]], [r["acc_mean"]], marker="*", ms=14, color=color, zorder=5)
+        finite += [m + s for m, s in zip(ms, sd) if math.isfinite(m)]
+        finite += [m - s for m, s in zip(ms, sd) if math.isfinite(m)]
+        bad = [p["lr"] for p in pts if not math.isfinite(p["mean"])]
+        if bad:  # a diverged rate (infinite loss): an x at the worse edge
+            edge = 0.02 if higher else 0.98
+            ax.plot(
+                bad, [edge] * len(bad), ls="", marker="x", ms=9, mew=2, color=color,
+                transform=ax.get_xaxis_transform(), clip_on=False, zorder=5,
+            )  # fmt: skip
+            for x in bad:
+                ax.annotate(
+                    "diverged", (x, edge), xycoords=ax.get_xaxis_transform(),
+                    xytext=(0, -12 if not higher else 8), textcoords="offset points",
+                    ha="center", fontsize=7, color=color,
+                )  # fmt: skip
+    lines = [r for r in t["rows"] if not r["grid"]]
+    hl = _highlights(t)
+    peer_colors = _peer_colors(t["rows"])
+    labelled: list[tuple[float, str, str]] = []  # (y, text, colour)
+    not_drawn, n_faded = [], 0
+    for r in lines:
+        v = r["acc_mean"]
+        if not math.isfinite(v):
+            not_drawn.append(r["spec"])
+            continue
+        finite.append(v)
+        if r["family"] == "peer":
+            color, ls, full = peer_colors[r["spec"]], ":", True
+        elif r["family"] == "baseline":
+            color, ls, full = "#555555", "-.", True
+        else:
+            color, ls = _FAMILY_COLORS[method_family(r["spec"])], "-"
+            full = r["spec"] in hl
+        if full:
+            ax.axhline(v, color=color, ls=ls, lw=1.8, zorder=3)
+            at = f" (lr {r['lr']:g})" if r["family"] == "baseline" and r["lr"] is not None else ""
+            labelled.append((v, f"{_short(r['spec'])}{at}  {v:{fmt}}", color))
+            if r["family"] == "baseline" and r["lr"] is not None:  # a fixed rate: mark it
+                ax.plot([r["lr"]], [v], marker="D", ms=7, color=color, zorder=5)
+                xs_all.append(r["lr"])
+        else:
+            ax.axhline(v, color=color, ls=ls, lw=0.8, alpha=0.3, zorder=2)
+            n_faded += 1
+    ax.set_xscale("log")
+    if xs_all:
+        ax.set_xlim(min(xs_all) / 1.6, max(xs_all) * 1.6)
+    if finite:
+        lo, hi = min(finite), max(finite)
+        if not higher and lo > 0 and hi / lo > 20:
+            ax.set_yscale("log")
+            ax.set_ylim(lo / 1.2, hi * 1.2)
+        else:
+            pad = 0.05 * (hi - lo) or 0.05 * abs(hi) or 1.0
+            ax.set_ylim(lo - pad, hi + pad)
+    metric = (
+        "final test accuracy % (higher is better)"
+        if higher
+        else ("final test loss (lower is better)")
+    )
+    ax.set(xlabel="learning rate (log scale)", ylabel=metric)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.set_title(
+        f"{task}: final test {'accuracy' if higher else 'loss'} vs learning rate; "
+        "horizontal lines: runs without a grid (defaults)",
+        fontsize=10,
+    )
+    # right-margin labels, moved apart so they do not overlap, joined to their lines
+    if labelled:
+        fig.canvas.draw()
+        to_axes = ax.transAxes.inverted()
+        pts = sorted(
+            (to_axes.transform(ax.transData.transform((1.0, y)))[1], text, c)
+            for y, text, c in labelled
+        )
+        ys = _spread([p[0] for p in pts], gap=0.034, lo=-0.02, hi=1.02)
+        for (y0, text, c), y1 in zip(pts, ys):
+            ax.annotate(
+                text, xy=(1.0, y0), xycoords="axes fraction", xytext=(1.05, y1),
+                textcoords="axes fraction", va="center", fontsize=7.5, color=c,
+                arrowprops={"arrowstyle": "-", "color": c, "lw": 0.6, "alpha": 0.7},
+                annotation_clip=False,
+            )  # fmt: skip
+    fams = {r["family"] for r in lines}
+    handles.append(
+        Line2D([], [], marker="*", ls="", ms=12, color="black", label="best rate of a grid")
+    )
+    if "baseline" in fams:
+        handles.append(
+            Line2D([], [], color="#555555", ls="-.", lw=1.8, label="baseline at a fixed rate (◆)")
+        )
+    if "lrfree" in fams:
+        handles.append(
+            Line2D([], [], color=_FAMILY_COLORS["LW"], lw=1.8,
+                   label="lrfree at its defaults: best entry of each family (warm colours)")
+        )  # fmt: skip
+    if n_faded:
+        handles.append(
+            Line2D([], [], color=_FAMILY_COLORS["TLR"], lw=0.8, alpha=0.4,
+                   label=f"other lrfree entries, faded and unlabelled ({n_faded})")
+        )  # fmt: skip
+    if "peer" in fams:
+        handles.append(
+            Line2D([], [], color=_PEER_COLORS["prodigy"], ls=":", lw=1.8,
+                   label="peers at their defaults (cool colours)")
+        )  # fmt: skip
+    ax.legend(
+        handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=2, fontsize=8,
+        frameon=False,
+    )  # fmt: skip
+    if not_drawn:
+        fig.text(
+            0.07, 0.015, "not finite (diverged), not drawn: " + ", ".join(not_drawn),
+            fontsize=7, color="#b2182b",
+        )  # fmt: skip
+    fig.savefig(path, dpi=90, bbox_inches="tight", pad_inches=0.15)
+    plt.close(fig)
+    return Path(path)
+
+
+def plots(agg: dict[str, Any], out: Path) -> list[Path]:
+    """Per task: the LR-sensitivity picture (``lr_sensitivity_plot``, ``<task>-lr.png``;
+    tasks with a grid), train loss and test metric vs epoch and vs training seconds (first
+    seed; ``<task>.png``: the tuned baseline, the peers and each lrfree family's best entry
+    in full, the other entries thin, grey and unlabelled); the lrfree optimizers' per-block
+    effective rates (``<task>-rates.png``); the performance profile (``profile.png``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     written = []
-    style = {"baseline": "--", "peer": ":"}
     for task, t in agg.items():
-        fig, axes = plt.subplots(2, 2, figsize=(15, 9))
-        for r in t["rows"]:
+        lr_png = lr_sensitivity_plot(agg, task, out / f"{task}-lr.png")
+        if lr_png is not None:
+            written.append(lr_png)
+        hl = _highlights(t)
+        fig, axes = plt.subplots(2, 2, figsize=(16, 9))
+        faded = 0
+        # the faded entries first, the highlighted ones on top in the legend's order
+        rows = [r for r in t["rows"] if r["spec"] not in hl]
+        rows += sorted(
+            (r for r in t["rows"] if r["spec"] in hl), key=lambda r: list(hl).index(r["spec"])
+        )
+        for r in rows:
             rec = r["curves"][0]  # first seed
             ep = [e["epoch"] for e in rec["per_epoch"]]
             tm = [e.get("cpu_time", e["time"]) for e in rec["per_epoch"]]
             loss = [e["train_loss"] for e in rec["per_epoch"]]
             metric = [e["metric"] for e in rec["per_epoch"]]
-            label = r["spec"] + ("" if r["lr"] is None else f" ({r['lr']:g})")
-            ls = style.get(r["family"], "-")
+            style = hl.get(r["spec"])
+            if style is None:
+                kw: dict[str, Any] = {"color": "#9a9a9a", "lw": 0.7, "alpha": 0.35, "zorder": 1}
+                faded += 1
+            else:
+                lr = "" if r["lr"] is None else f" ({r['lr']:g})"
+                kw = {
+                    "color": style["color"],
+                    "ls": style["ls"],
+                    "lw": 2.2 if style["tag"] == "tuned baseline" else 1.7,
+                    "zorder": 3,
+                    "label": f"{style['tag']}: {_short(r['spec'], 48)}{lr}",
+                    "marker": "." if len(ep) < 12 else None,
+                }
             for ax, x, y in zip(axes.flat, (ep, tm, ep, tm), (loss, loss, metric, metric)):
-                ax.plot(x, y, label=label, ls=ls, marker="." if len(x) < 12 else None)
-        ylabel = "test accuracy %" if t["higher_is_better"] else "test loss"
+                ax.plot(x, y, **kw)
+        ylabel = "test accuracy %" if t["higher_is_better"] else "test loss (lower is better)"
         for ax, xl, yl in zip(
             axes.flat,
             ("epoch", "training seconds") * 2,
@@ -461,14 +798,24 @@ def plots(agg: dict[str, Any], out: Path) -> list[Path]:
         for ax in axes[0]:
             if all(e["train_loss"] > 0 for r in t["rows"] for e in r["curves"][0]["per_epoch"]):
                 ax.set_yscale("log")
-        fig.suptitle(f"{task} (first seed)")
-        axes[0, 1].legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.0))
+        fig.suptitle(
+            f"{task} (first seed): tuned baseline, peers and each lrfree family's best entry; "
+            "others in grey"
+        )
+        handles, _ = axes[0, 1].get_legend_handles_labels()
+        if faded:
+            handles.append(
+                Line2D([], [], color="#9a9a9a", lw=0.7, alpha=0.6, label=f"{faded} other entries")
+            )
+        axes[0, 1].legend(
+            handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.0)
+        )
         fig.tight_layout()
         path = out / f"{task}.png"
-        fig.savefig(path, dpi=90)
+        fig.savefig(path, dpi=90, bbox_inches="tight", pad_inches=0.15)
         plt.close(fig)
         written.append(path)
-        adaptive = [r for r in t["rows"] if r["family"] == "lrfree" and r["curves"][0]["rates"]]
+        adaptive = [r for r in t["rows"] if r["family"] == "lrfree" and r["curves"][0].get("rates")]
         if adaptive:
             cols = min(4, len(adaptive))
             nrows = -(-len(adaptive) // cols)
@@ -571,13 +918,49 @@ def results_page(markdown_text: str, meta: dict[str, Any], pngs: list[Path], pag
             "",
         ]
     lines += ["## Tables", "", markdown_text, ""]
-    task_pngs = [p for p in pngs if p.name != "profile.png"]
-    if task_pngs:
-        lines += ["## Plots", ""]
-        for p in task_pngs:
-            lines += [f"![{p.stem}]({assets.name}/{p.name})", ""]
+    by_task = _task_pngs([p for p in pngs if p.name != "profile.png"])
+    if by_task:
+        lines += [
+            "## Plots",
+            "",
+            "Per task, first the final test metric against the learning rate: one curve per "
+            "grid (mean over seeds, band: +- std), and every entry run at its defaults as a "
+            "horizontal line (lrfree in warm colours, one per family, its best entry labelled, "
+            "the others faded; peers in cool colours); then the curves over training (the "
+            "tuned baseline, the peers and each lrfree family's best entry in colour, the "
+            "others in grey) and the lrfree optimizers' effective rates.",
+            "",
+        ]
+        for task, files in by_task.items():
+            lines += [f"### {task}", ""]
+            for p in files:
+                lines += [f"![{p.stem}]({assets.name}/{p.name})", ""]
     page.write_text("\n".join(lines))
     return page
+
+
+_PLOT_KINDS = ("-lr", "", "-rates")  # the order of a task's plots on the results page
+
+
+def _task_pngs(pngs: list[Path]) -> dict[str, list[Path]]:
+    """Per task (in order of first appearance), its plots: the LR-sensitivity picture
+    first, then the curves, then the effective rates.
+
+    Example::
+
+        >>> got = _task_pngs([Path("a.png"), Path("a-rates.png"), Path("a-lr.png")])
+        >>> {t: [p.name for p in ps] for t, ps in got.items()}
+        {'a': ['a-lr.png', 'a.png', 'a-rates.png']}
+    """
+    out: dict[str, list[tuple[int, Path]]] = {}
+    for p in pngs:
+        task, kind = p.stem, 1  # no known suffix: the curves
+        for i, suffix in enumerate(_PLOT_KINDS):
+            if suffix and p.stem.endswith(suffix):
+                task, kind = p.stem[: -len(suffix)], i
+                break
+        out.setdefault(task, []).append((kind, p))
+    return {t: [p for _, p in sorted(ps, key=lambda kp: kp[0])] for t, ps in out.items()}
 
 
 def _minutes(s: float | None) -> str:
