@@ -173,10 +173,10 @@ def measure(
     med = {w: statistics.median(v) if v else float("nan") for w, v in rounds.items()}
     period = _period(ours)
     curv = steps["ours"][True]
-    if curv and period:  # amortise the curvature passes over the period
-        med["ours"] += (statistics.median(curv) - med["ours"]) / period
-    elif curv and not steps["ours"][False]:  # curvature on every step
+    if curv and not steps["ours"][False]:  # curvature on every step (LW at T = 1)
         med["ours"] = statistics.median(curv)
+    elif curv and period:  # amortise the curvature passes over the period
+        med["ours"] += (statistics.median(curv) - med["ours"]) / period
     step_med = {w: statistics.median(v) if v else float("nan") for w, v in only.items()}
     n_params = sum(p.numel() for p in m_ours.parameters())
     return {

@@ -9,7 +9,11 @@ within 3 points (loss tasks: 3% of the loss), the worst gap and the collapsed ru
 accuracy, divergence, the autoencoder's constant-predictor loss).
 
     python benchmarks/select_defaults.py bench-out/dev1/results.jsonl [more.jsonl ...]
-        [--markdown docs/presets-dev.md]
+        [--markdown benchmarks/out/defaults-dev/table.md]
+        [--slim benchmarks/out/defaults-dev/records.jsonl]
+
+``--slim`` writes the merged records without their rate traces and environment (what the
+table needs, small enough to commit); the table can then be rebuilt from that file alone.
 """
 
 from __future__ import annotations
@@ -104,8 +108,9 @@ def markdown(tasks: list[str], res: dict) -> str:
             if t not in row["tasks"]:
                 cells.append("-")
                 continue
-            m, sd, g, _ = row["tasks"][t]
-            cells.append(f"{m:.4g} ± {sd:.2g} ({g:+.1f})")
+            m, sd, g, n = row["tasks"][t]
+            seeds = "" if n >= 3 else f" [{n} seed{'s' * (n > 1)}]"
+            cells.append(f"{m:.4g} ± {sd:.2g} ({g:+.1f}){seeds}")
         lines.append(
             f"| `{spec}` | {base_grid(spec)} | "
             + " | ".join(cells)
@@ -119,8 +124,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results", nargs="+")
     ap.add_argument("--markdown", help="also write the table to this file")
+    ap.add_argument("--slim", help="also write the merged records, without traces, here")
     args = ap.parse_args()
-    tasks, res = score(load(args.results))
+    records = load(args.results)
+    if args.slim:
+        drop = {"rate_trace", "rates", "env"}
+        with open(args.slim, "w") as fh:
+            for r in sorted(records, key=lambda r: r["key"]):
+                fh.write(json.dumps({k: v for k, v in r.items() if k not in drop}) + "\n")
+    tasks, res = score(records)
     md = markdown(tasks, res)
     print(md)
     if args.markdown:
