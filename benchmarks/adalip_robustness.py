@@ -55,7 +55,7 @@ def cnn() -> torch.nn.Module:
 
 def make_optimizer(name: str, model: torch.nn.Module, lr: float, schedule: str):
     params = model.named_parameters()
-    lip = dict(schedule=schedule)
+    lip = dict(schedule=schedule, preset="paper")  # no momentum, RMSLip lr 1e-2: the paper's
     return {
         "SGD": lambda: torch.optim.SGD(model.parameters(), lr=lr),
         "AdaLip": lambda: lrfree.AdaLip(params, lr=lr, **lip),

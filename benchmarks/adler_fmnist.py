@@ -104,6 +104,7 @@ def run(method: str, lr: float, act: str, seed: int, data, epochs: int, batch: i
             model.parameters(),
             variant="gn" if method == "gn" else "ggn",
             trust=2.0 if method == "adler-trust2" else math.inf,  # ours, opt-in
+            preset="paper",
         )
     g = torch.Generator().manual_seed(seed)
     losses, rates = [], []

@@ -75,7 +75,7 @@ def make(variant: str, model: nn.Module) -> tuple[torch.optim.Optimizer, Callabl
         "adler-layer": {"blocks": "layer"},
         "gn": {"variant": "gn"},
     }[variant]
-    opt = lrfree.ADLER(model.named_parameters(), **kw, **EXTRA)
+    opt = lrfree.ADLER(model.named_parameters(), preset="paper", **kw, **EXTRA)
     forward = variant in ("adler-forward", "adler-layer")
 
     def astep(x, y):

@@ -86,15 +86,16 @@ def make_optimizer(opt: str, model_name: str, model: nn.Module) -> torch.optim.O
     if opt == "sgdn":
         return torch.optim.SGD(model.parameters(), lr=SGDN_LR, momentum=0.9, nesterov=True)
     if opt == "sgdn-hd":
-        return lrfree.SGDNHD(params, lr=SGDN_LR, hypergrad_lr=1e-3)
+        return lrfree.SGDNHD(params, lr=SGDN_LR, hypergrad_lr=1e-3, preset="paper")
     if opt.startswith("adam-hd-"):
-        return lrfree.AdamHD(params, lr=lr, hypergrad_lr=float(opt.removeprefix("adam-hd-")))
+        beta = float(opt.removeprefix("adam-hd-"))
+        return lrfree.AdamHD(params, lr=lr, hypergrad_lr=beta, preset="paper")
     decay = 0.002 if conv else 0.0  # the paper's LeNet-5 setting (Section 3.4)
     mid = "filter" if conv else "layer"
     if opt == "sgdn-camhd-2":
         return lrfree.SGDNCAMHD(
             params, lr=SGDN_LR, hypergrad_lr=1e-3, levels=(mid, "global"), gammas=(0.2, 0.8),
-            delta=0.03, decay_rate=decay,
+            delta=0.03, decay_rate=decay, preset="paper",
         )  # fmt: skip
     if opt == "adam-camhd-2":
         levels, gammas = (mid, "global"), ((0.2, 0.8) if conv else (0.5, 0.5))
@@ -104,7 +105,7 @@ def make_optimizer(opt: str, model_name: str, model: nn.Module) -> torch.optim.O
         raise ValueError(f"unknown optimizer {opt!r}")
     return lrfree.AdamCAMHD(
         params, lr=lr, hypergrad_lr=cam_beta, levels=levels, gammas=gammas, delta=delta,
-        decay_rate=decay,
+        decay_rate=decay, preset="paper",
     )  # fmt: skip
 
 

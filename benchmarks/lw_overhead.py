@@ -71,9 +71,9 @@ def main(argv=None):
     T = args.update_every
     makers = {
         "sgd-m": lambda m: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9),
-        "sgdlw": lambda m: lrfree.SGDLW(m.named_parameters(), update_every=T),
+        "sgdlw": lambda m: lrfree.SGDLW(m.named_parameters(), update_every=T, preset="paper"),
         "adamw": lambda m: torch.optim.AdamW(m.parameters(), lr=1e-3),
-        "adamwlw": lambda m: lrfree.AdamWLW(m.named_parameters(), update_every=T),
+        "adamwlw": lambda m: lrfree.AdamWLW(m.named_parameters(), update_every=T, preset="paper"),
     }
     state = {}
     for name, make in makers.items():

@@ -79,13 +79,13 @@ def main() -> None:
         opt: lrfree.Composed = lrfree.SGDTLR(
             model.parameters(), lr=lr, momentum=args.momentum,
             weight_decay=args.weight_decay, gamma=args.gamma, max_factor=args.max_factor,
-            **window,
+            preset="paper", **window,
         )  # fmt: skip
     else:
         lr = 1e-3 if args.lr is None else args.lr
         opt = lrfree.AdamTLR(
             model.parameters(), lr=lr, weight_decay=args.weight_decay, gamma=args.gamma,
-            max_factor=args.max_factor, **window,
+            max_factor=args.max_factor, preset="paper", **window,
         )  # fmt: skip
     k_len = window_length(opt.param_groups[0])
     first = next(iter(model.parameters()))

@@ -75,6 +75,7 @@ def run(method: str, lr: float, seed: int, data, args) -> dict:
             p=args.p,
             steps_per_epoch=steps_per_epoch,
             max_factor=args.max_factor,
+            preset="paper",  # window_floor 0, max_alpha inf: the paper's rule
         )
     else:  # the paper's Table 1 first-order comparators on the same windows
         form, eta = {

@@ -35,6 +35,8 @@ def build(name: str):
     spec = EXPORTED[name]
     model, x, y = dropout_problem(seed=0)
     overrides = {"update_every": T} if name in WINDOWED else {}
+    if name in ("SGDTLR", "AdamTLR"):  # the default window floor would lengthen K to 30
+        overrides["window_floor"] = 0.0
     opt = spec.build(model, **overrides)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=5, gamma=0.8)
     return spec, model, opt, sched, x, y

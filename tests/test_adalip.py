@@ -126,7 +126,7 @@ def test_ema_and_sqrt_schedule_by_hand():
 def test_u_variant_compares_applied_and_tentative_steps():
     x = torch.nn.Parameter(torch.zeros(2, dtype=D))
     lr, gamma = 0.1, 0.5
-    opt = lrfree.AdaLipU([x], lr=lr, gamma=gamma, c=0.0)
+    opt = lrfree.AdaLipU([x], lr=lr, gamma=gamma, c=0.0, preset="paper")  # plain SGD
     g1, g2, g3 = (torch.tensor(v, dtype=D) for v in ([1.0, 0.0], [0.0, 1.0], [1.0, 1.0]))
     _step(opt, [x], [g1])
     u1 = lr * g1  # applied at the plain rate
@@ -160,7 +160,7 @@ def test_layer_blocks_pool_weight_and_bias():
 
 # ---------------------------------------------------------------------- parity
 _PARITY = [
-    (lrfree.AdaLip, torch.optim.SGD, dict(lr=0.1)),
+    (lrfree.AdaLip, torch.optim.SGD, dict(lr=0.1, momentum=0.0)),
     (lrfree.AdaLip, torch.optim.SGD, dict(lr=0.1, momentum=0.9, weight_decay=1e-2)),
     (lrfree.RMSLip, torch.optim.RMSprop, dict(lr=0.01, weight_decay=1e-3)),
     (lrfree.AdamLip, torch.optim.Adam, dict(lr=0.01, weight_decay=1e-3)),
@@ -282,7 +282,7 @@ def test_u_variant_on_pure_noise_decays_like_its_recursion():
     d = 20_000
     g = torch.Generator().manual_seed(2)
     x = torch.nn.Parameter(torch.zeros(d, dtype=D))
-    opt = lrfree.AdaLipU([x], lr=0.1)
+    opt = lrfree.AdaLipU([x], lr=0.1, preset="paper")  # plain SGD
     s_model, s_seen = 1.0, []
     for t in range(1, 41):
         _step(opt, [x], [torch.randn(d, generator=g, dtype=D)])
@@ -300,5 +300,7 @@ def test_sgd_variants_default_to_a_working_sgd_rate():
     x = torch.nn.Parameter(torch.zeros(2))
     for cls in (lrfree.AdaLip, lrfree.AdaLipU):
         assert cls([x]).param_groups[0]["lr"] == 0.1
-    assert lrfree.RMSLip([x]).param_groups[0]["lr"] == 1e-2  # torch's, in the paper's list
+    for cls in (lrfree.RMSLip, lrfree.RMSLipU):  # issue 17: 3e-3 (docs/presets.md)
+        assert cls([x]).param_groups[0]["lr"] == 3e-3
+        assert cls([x], preset="paper").param_groups[0]["lr"] == 1e-2  # torch's, the paper's
     assert lrfree.AdamLip([x]).param_groups[0]["lr"] == 1e-3  # torch's, in the paper's list

@@ -289,7 +289,9 @@ def test_trust_caps_the_applied_rate_and_leaves_the_average_alone():
     model = _tanh_net()
     with pytest.raises(ValueError, match=r"Invalid trust: 0"):
         lrfree.ADLER(model.parameters(), trust=0)
-    assert lrfree.ADLER(model.parameters()).param_groups[0]["trust"] == math.inf
+    assert lrfree.ADLER(model.parameters()).param_groups[0]["trust"] == 2.0  # issue 17
+    assert lrfree.ADLER(model.parameters(), preset="paper").param_groups[0]["trust"] == math.inf
+    assert lrfree.Composed(model.parameters(), rule="adler").param_groups[0]["trust"] == math.inf
 
 
 # ----------------------------------------------------------- safeguards

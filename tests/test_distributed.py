@@ -447,9 +447,8 @@ def _fsdp_part(rank: int, names: list[str], out_dir: str) -> dict[str, Any]:
             model, x, y = make_problem(0, DT)
             _shard(model)
             opt = spec.build(model)
-            kind = _kind(spec, opt)
-            if kind == "outputs" and _rule(opt) == "layerwise":
-                kind = "lw_closure"  # expected to raise: GGN needs autograd w.r.t. shards
+            kind = _kind(spec, opt)  # LW-GGN: fed its outputs, it must raise NotImplementedError
+            # (GGN needs autograd w.r.t. shards); a closure alone is refused earlier, as not fed
             xs, ys = x.chunk(WORLD)[rank], y.chunk(WORLD)[rank]
             counts = []
             try:

@@ -96,7 +96,9 @@ def test_adalip_group_with_a_momentum_key_is_refused():
         match=r"Unknown hyperparameter\(s\) \['momentum'\] in a param group for direction "
         r"'sgd' and rule 'lipschitz'; known: \[",
     ):
-        lrfree.AdaLip([{"params": list(model.named_parameters()), "momentum": 0.9}])
+        # momentum=0: the plain 'sgd' direction, which has no momentum (the default 0.9 is
+        # the 'momentum' direction, where the key is known)
+        lrfree.AdaLip([{"params": list(model.named_parameters()), "momentum": 0.9}], momentum=0.0)
     sgdhd = lrfree.SGDHD(list(model[0].named_parameters(prefix="0")))
     with pytest.raises(TypeError, match=r"\['hypergrad_Lr'\]"):
         sgdhd.add_param_group(

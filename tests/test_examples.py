@@ -1,4 +1,5 @@
-"""Every script in examples/ runs, in a subprocess, with its tiny settings (``--tiny``).
+"""Every script in examples/ runs, in a subprocess, with its tiny settings (``--tiny``; DDP and
+FSDP2 with ``AdamTLR``: a few more steps, as its default windows are at least 30 steps long).
 
 DDP and FSDP2 run as their docstrings say, ``torchrun --nproc-per-node 2`` (here
 ``python -m torch.distributed.run --standalone``: a free port), gloo on CPU, one thread per
@@ -64,7 +65,10 @@ def printed_json(out: str) -> dict:
 
 @pytest.mark.parametrize("optimizer", ["AdamTLR", "SGDLW"])
 def test_ddp_example(optimizer, tmp_path):
-    args = ["--optimizer", optimizer, "--tiny", "--check-rates"]
+    # AdamTLR: the default window floor makes K = 30 steps and the rate first moves at the
+    # close of the second window: --tiny runs 16 steps, 2 epochs of 32 (2048 examples) 64
+    size = ["--epochs", "2", "--batch-size", "32"] if optimizer == "AdamTLR" else ["--tiny"]
+    args = ["--optimizer", optimizer, *size, "--check-rates"]
     out = torchrun("ddp_train.py", *args, cwd=tmp_path)
     assert re.search(r"^epoch 1: mean loss \d", out, re.M), out
     losses = [float(x) for x in re.findall(r"mean loss (\S+);", out)]
@@ -72,7 +76,7 @@ def test_ddp_example(optimizer, tmp_path):
     assert len(losses) == len(rates) == 2
     assert all(math.isfinite(x) for x in losses)
     assert all(math.isfinite(v) and v > 0 for r in rates for v in r.values())
-    if optimizer == "AdamTLR":  # its windows (K = round(0.2 * 8) = 2 steps) moved the rate
+    if optimizer == "AdamTLR":  # its windows (K = max(round(0.2 * 32), 30) = 30) moved the rate
         assert rates[-1]["global"] != pytest.approx(1e-3)
     else:
         assert set(rates[-1]) == {"0", "2"}  # one rate per layer
@@ -80,13 +84,19 @@ def test_ddp_example(optimizer, tmp_path):
 
 @pytest.mark.parametrize("optimizer", ["AdamTLR", "SGDLW"])
 def test_fsdp2_example(optimizer, tmp_path):
-    extra = ["--checkpoint", str(tmp_path / "ckpt")] if optimizer == "AdamTLR" else []
-    out = torchrun("fsdp2_train.py", "--optimizer", optimizer, "--tiny", *extra, cwd=tmp_path)
-    assert re.search(r"^step 11: loss \d", out, re.M), out
+    if optimizer == "AdamTLR":  # K = 30 (the default window floor): the rate moves at step 60
+        args, last = (
+            ["--steps", "60", "--batch-size", "16", "--checkpoint", str(tmp_path / "ckpt")],
+            59,
+        )
+    else:
+        args, last = ["--tiny"], 11  # 12 steps
+    out = torchrun("fsdp2_train.py", "--optimizer", optimizer, *args, cwd=tmp_path)
+    assert re.search(rf"^step {last}: loss \d", out, re.M), out
     rates = printed_rates(out)
     assert rates and all(math.isfinite(v) for r in rates for v in r.values())
     if optimizer == "AdamTLR":
-        assert rates[-1]["global"] != pytest.approx(1e-3)  # windows of 4 steps: 3 updates
+        assert rates[-1]["global"] != pytest.approx(1e-3)  # 2 windows of 30 steps: 1 update
         assert "rates identical: True" in out
     else:
         assert set(rates[-1]) == {"0", "2", "4"}

@@ -91,7 +91,7 @@ CASES: list[tuple[str, Any, dict[str, Any], tuple[type, str] | None]] = [
         {"lr": 1e-2, "hypergrad_lr": 1e-5, "weight_decay": 0.1, "blocks": "layer"},
         (CAMHD, "_rates_foreach"),
     ),
-    ("sgd-tlr", lrfree.SGDTLR, {"lr": 0.1, "update_every": 2}, None),
+    ("sgd-tlr", lrfree.SGDTLR, {"lr": 0.1, "update_every": 2, "window_floor": 0.0}, None),
     (
         "adamw-tlr-layer",
         _composed("adamw", "tlr"),

@@ -399,7 +399,7 @@ def test_a_curvature_step_without_curvature_raises_and_changes_nothing(name, cur
     trains."""
     x, y = _data()
     model = _mlp()
-    opt = getattr(lrfree, name)(model.named_parameters(), curvature=curvature)  # T = 20
+    opt = getattr(lrfree, name)(model.named_parameters(), curvature=curvature, update_every=20)
     before = [p.detach().clone() for p in model.parameters()]
     for _ in range(2):  # the default plain loop, and again: it never proceeds silently
         opt.zero_grad()

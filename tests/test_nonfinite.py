@@ -205,7 +205,7 @@ def test_accept_rejects_non_finite_and_non_positive_statistics(positive):
 
 def test_tlr_rejects_a_nan_factor_and_an_overflowing_rate():
     x = torch.nn.Parameter(torch.ones(3))
-    opt = lrfree.SGDTLR([x], lr=0.1, update_every=1)
+    opt = lrfree.SGDTLR([x], lr=0.1, update_every=1, preset="paper")  # K = 1, no alpha cap
     for _ in range(3):  # zero windows: den = 0, the factor is NaN -> rejected and counted
         x.grad = torch.zeros(3)
         opt.step()

@@ -48,7 +48,9 @@ def test_one_newton_update_is_the_exact_line_search_rate(lr):
     a = _spd(6, 0)
     x = torch.nn.Parameter(torch.randn(6, dtype=D))
     u = a @ x.detach()  # the first window's direction (K = 1, full batch)
-    opt = lrfree.SGDTLR([x], lr=lr, update_every=1, gamma=1.0, max_factor=1e9, min_factor=1e-9)
+    opt = lrfree.SGDTLR(
+        [x], lr=lr, update_every=1, gamma=1.0, max_factor=1e9, min_factor=1e-9, preset="paper"
+    )
     _quadratic_steps(opt, [x], [a], 2)
     line_search = float(u @ u / (u @ a @ u))
     assert opt.effective_lr()["global"] == pytest.approx(line_search, rel=1e-10)
@@ -59,7 +61,7 @@ def test_damped_update_is_gamma_of_the_newton_step():
     x = torch.nn.Parameter(torch.randn(5, dtype=D))
     u = a @ x.detach()
     lr, gamma = 0.01, 0.33
-    opt = lrfree.SGDTLR([x], lr=lr, update_every=1, gamma=gamma)
+    opt = lrfree.SGDTLR([x], lr=lr, update_every=1, gamma=gamma, preset="paper")
     _quadratic_steps(opt, [x], [a], 2)
     exact = float(u @ u / (u @ a @ u))
     assert opt.effective_lr()["global"] == pytest.approx(lr + gamma * (exact - lr), rel=1e-10)
@@ -69,7 +71,7 @@ def test_per_tensor_rates_do_the_line_search_of_each_block():
     mats = [_spd(4, 2), 10.0 * _spd(3, 3)]
     xs = [torch.nn.Parameter(torch.randn(4, dtype=D)), torch.nn.Parameter(torch.randn(3, dtype=D))]
     us = [a @ x.detach() for a, x in zip(mats, xs)]
-    opt = lrfree.SGDTLR(xs, lr=0.02, update_every=1, gamma=1.0, blocks="tensor")
+    opt = lrfree.SGDTLR(xs, lr=0.02, update_every=1, gamma=1.0, blocks="tensor", preset="paper")
     _quadratic_steps(opt, xs, mats, 2)
     eff = opt.effective_lr()
     for name, u, a in zip(["param0", "param1"], us, mats):
@@ -88,6 +90,7 @@ def test_window_vector_is_weight_change_over_the_rate_adamw_momentum():
         update_every=3,
         max_factor=1.0,
         min_factor=1.0,  # frozen rate: the window is exactly (w_start - w_end) / lr
+        preset="paper",  # K = 3: no window floor
     )
     start = [p.detach().clone() for p in model.parameters()]
     x = torch.randn(8, 3, dtype=D)
@@ -144,9 +147,9 @@ def test_pure_noise_factor_is_the_directions_window_correlation(direction, beta,
     gen = torch.Generator().manual_seed(0)
     x = torch.nn.Parameter(torch.zeros(n, dtype=D))
     if direction == "adam":
-        opt = lrfree.AdamTLR([x], lr=1e-12, update_every=k)
+        opt = lrfree.AdamTLR([x], lr=1e-12, update_every=k, preset="paper")
     else:
-        opt = lrfree.SGDTLR([x], lr=1e-12, momentum=beta, update_every=k)
+        opt = lrfree.SGDTLR([x], lr=1e-12, momentum=beta, update_every=k, preset="paper")
     factors = []
     for t in range(12 * k):  # >= 72 steps: the start-up of the momentum buffer has died out
         x.grad = torch.randn(n, generator=gen, dtype=D)
@@ -161,7 +164,7 @@ def test_pure_noise_factor_is_the_directions_window_correlation(direction, beta,
 # ------------------------------------------------------------------------ guards
 def test_negative_denominator_keeps_the_rate():
     x = torch.nn.Parameter(torch.randn(5, dtype=D))
-    opt = lrfree.SGDTLR([x], lr=0.1, update_every=1, gamma=1.0)
+    opt = lrfree.SGDTLR([x], lr=0.1, update_every=1, gamma=1.0, preset="paper")
     minus_identity = -torch.eye(5, dtype=D)  # concave: <u, g_prev - g_hat> = -lr |u|^2 < 0
     _quadratic_steps(opt, [x], [minus_identity], 4)
     assert float(_alpha(opt, x)) == 1.0
@@ -171,24 +174,24 @@ def test_negative_denominator_keeps_the_rate():
 
 def test_factor_is_clamped_to_max_factor():
     x = torch.nn.Parameter(torch.randn(4, dtype=D))
-    opt = lrfree.SGDTLR([x], lr=1e-6, update_every=1, gamma=1.0)  # Newton factor ~1e6
+    opt = lrfree.SGDTLR([x], lr=1e-6, update_every=1, gamma=1.0, preset="paper")  # factor ~1e6
     _quadratic_steps(opt, [x], [torch.eye(4, dtype=D)], 2)
     assert float(_alpha(opt, x)) == 100.0
-    opt2 = lrfree.SGDTLR([x], lr=1e-6, update_every=1, gamma=1.0, max_factor=7.0)
+    opt2 = lrfree.SGDTLR([x], lr=1e-6, update_every=1, gamma=1.0, max_factor=7.0, preset="paper")
     _quadratic_steps(opt2, [x], [torch.eye(4, dtype=D)], 2)
     assert float(_alpha(opt2, x)) == 7.0
 
 
 def test_factor_is_floored_at_min_factor():
     x = torch.nn.Parameter(torch.randn(4, dtype=D))
-    opt = lrfree.SGDTLR([x], lr=1000.0, update_every=1, gamma=1.0)  # Newton factor 1e-3
+    opt = lrfree.SGDTLR([x], lr=1000.0, update_every=1, gamma=1.0, preset="paper")  # factor 1e-3
     _quadratic_steps(opt, [x], [torch.eye(4, dtype=D)], 2)
     assert float(_alpha(opt, x)) == pytest.approx(0.01, rel=1e-12)
 
 
 def test_nan_window_keeps_the_rate_and_recovers():
     x = torch.nn.Parameter(torch.zeros(3, dtype=D))
-    opt = lrfree.SGDTLR([x], lr=0.1, update_every=1)
+    opt = lrfree.SGDTLR([x], lr=0.1, update_every=1, preset="paper")
     opt.param_groups[0]["nonfinite"] = "off"  # the NaN reaches the rule (default: step skipped)
     _set_grads_and_step(opt, [x], [torch.ones(3, dtype=D)])
     _set_grads_and_step(opt, [x], [torch.full((3,), float("nan"), dtype=D)])
@@ -260,13 +263,13 @@ def test_rate_stays_positive_and_finite_under_any_gradients(grads, gamma, k, rul
 )
 def test_window_length(kw, expected):
     x = torch.nn.Parameter(torch.zeros(2))
-    opt = lrfree.SGDTLR([x], **kw)
+    opt = lrfree.SGDTLR([x], preset="paper", **kw)  # the paper's K = p * steps_per_epoch
     assert window_length(opt.param_groups[0]) == expected
 
 
 def test_rate_first_moves_after_two_windows():
     x = torch.nn.Parameter(torch.randn(4, dtype=D))
-    opt = lrfree.SGDTLR([x], lr=0.01, steps_per_epoch=15, p=0.2)  # K = 3
+    opt = lrfree.SGDTLR([x], lr=0.01, steps_per_epoch=15, p=0.2, preset="paper")  # K = 3
     a = torch.eye(4, dtype=D)
     for step in range(1, 7):
         _quadratic_steps(opt, [x], [a], 1)
@@ -317,7 +320,9 @@ def test_additive_form_cannot_go_negative():
 
 def test_state_is_public_and_lr_is_never_written():
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
-    opt = lrfree.SGDTLR(model.named_parameters(), lr=0.05, update_every=2, blocks="layer")
+    opt = lrfree.SGDTLR(
+        model.named_parameters(), lr=0.05, update_every=2, blocks="layer", window_floor=0.0
+    )  # K = 2
     x = torch.randn(10, 3)
     for _ in range(5):
         opt.zero_grad()
@@ -348,6 +353,7 @@ def _quadratic_rates(newton_base: str, n: int = 10):
         max_factor=1e9,
         min_factor=1e-9,
         newton_base=newton_base,
+        preset="paper",
     )
     rates, line_search = [], []
     for _ in range(n):
@@ -388,8 +394,8 @@ def test_current_base_is_off_by_the_previous_factor():
 @pytest.mark.parametrize(
     ("make", "floor", "expected"),
     [
-        (lambda x: lrfree.SGDTLR([x], update_every=2), 3.0, 3),  # mu = 0: K >= 3
-        (lambda x: lrfree.SGDTLR([x], update_every=2), 0.0, 2),  # off
+        (lambda x: lrfree.SGDTLR([x], momentum=0.0, update_every=2), 3.0, 3),  # mu = 0: K >= 3
+        (lambda x: lrfree.SGDTLR([x], momentum=0.0, update_every=2), 0.0, 2),  # off
         (lambda x: lrfree.SGDTLR([x], momentum=0.9, update_every=2), 3.0, 30),
         (lambda x: lrfree.SGDTLR([x], momentum=0.9, update_every=50), 3.0, 50),  # base wins
         (lambda x: lrfree.SGDTLR([x], momentum=0.8, steps_per_epoch=10), 1.0, 5),
@@ -429,7 +435,7 @@ def test_window_floor_is_a_constructor_argument():
 def test_max_alpha_caps_the_multiplier():
     x = torch.nn.Parameter(torch.randn(4, dtype=D))
     eye = torch.eye(4, dtype=D)
-    opt = lrfree.SGDTLR([x], lr=1e-6, update_every=1, gamma=1.0, max_alpha=7.5)
+    opt = lrfree.SGDTLR([x], lr=1e-6, update_every=1, gamma=1.0, max_alpha=7.5, preset="paper")
     _quadratic_steps(opt, [x], [eye], 2)  # factor clamped to 100, then capped
     assert float(_alpha(opt, x)) == 7.5
     assert float(opt.state[x]["tlr.factor"]) == 100.0  # the factor is recorded uncapped
@@ -437,14 +443,14 @@ def test_max_alpha_caps_the_multiplier():
         _quadratic_steps(opt, [x], [eye], 1)
         assert float(_alpha(opt, x)) <= 7.5
         assert opt.effective_lr()["global"] <= 1e-6 * 7.5
-    uncapped = lrfree.SGDTLR([x], lr=1e-6, update_every=1, gamma=1.0)
+    uncapped = lrfree.SGDTLR([x], lr=1e-6, update_every=1, gamma=1.0, preset="paper")
     _quadratic_steps(uncapped, [x], [eye], 2)
-    assert float(_alpha(uncapped, x)) == 100.0  # the default inf is off
+    assert float(_alpha(uncapped, x)) == 100.0  # the paper's inf is off
 
 
 def test_max_alpha_below_one_applies_from_the_first_window_close():
     x = torch.nn.Parameter(torch.randn(3, dtype=D))
-    opt = lrfree.SGDTLR([x], lr=0.1, update_every=2, max_alpha=0.5)
+    opt = lrfree.SGDTLR([x], lr=0.1, update_every=2, max_alpha=0.5, preset="paper")
     _quadratic_steps(opt, [x], [torch.eye(3, dtype=D)], 1)
     assert float(_alpha(opt, x)) == 1.0  # lr is the rate of the first window
     _quadratic_steps(opt, [x], [torch.eye(3, dtype=D)], 1)
@@ -519,20 +525,30 @@ def test_safeguard_errors(cls, kw, exc, match):
         cls([x], update_every=2, **kw)
 
 
-def test_max_alpha_accepts_inf_and_the_defaults_are_the_papers():
+def test_max_alpha_accepts_inf_and_the_paper_preset_turns_the_safeguards_off():
     x = torch.nn.Parameter(torch.zeros(2))
     for cls in (lrfree.SGDTLR, lrfree.AdamTLR):
         group = cls([x], update_every=2, max_alpha=math.inf).param_groups[0]
         assert group["max_alpha"] == math.inf
-        group = cls([x], update_every=2).param_groups[0]
+        group = cls([x], update_every=2, preset="paper").param_groups[0]
         assert (group["window_floor"], group["newton_base"], group["max_alpha"]) == (
             0.0,
             "current",
             math.inf,
         )
+        group = cls([x], update_every=2).param_groups[0]  # the library defaults (issue 17)
+        assert (group["window_floor"], group["newton_base"], group["max_alpha"]) == (
+            3.0,
+            "current",
+            10.0,
+        )
+    # the rule's own defaults (Composed) stay the paper's
+    group = lrfree.Composed([x], direction="adam", rule="tlr", update_every=2).param_groups[0]
+    assert (group["window_floor"], group["max_alpha"]) == (0.0, math.inf)
 
 
 def _golden_run(kind: str, **kw):
+    kw.setdefault("preset", "paper")  # the goldens are the paper's rule
     g = torch.Generator().manual_seed(3)
     a = torch.randn(8, 8, generator=g, dtype=D)
     a = a @ a.T / 8 + 0.1 * torch.eye(8, dtype=D)
@@ -610,7 +626,9 @@ def test_adam_safeguards_train_where_the_paper_settings_blow_up():
             loss = float(torch.nn.functional.cross_entropy(model(x), y))
         return loss, opt.effective_lr()["global"]
 
-    loss, rate = run()
+    loss, rate = run(preset="paper")
     assert loss > 100 and rate > 10  # measured: 5e8 and 3009
-    loss, rate = run(window_floor=3.0, newton_base="window")
+    loss, rate = run(preset="paper", window_floor=3.0, newton_base="window")
     assert loss < 0.1 and rate < 0.1  # measured: 0.023 and 0.0145
+    loss, rate = run()  # the defaults (window_floor 3, max_alpha 10): the cap binds
+    assert loss < 0.1 and rate == pytest.approx(1e-2, rel=1e-9)  # measured: 0.0125

@@ -1,6 +1,6 @@
 """TLR (Newton trainable learning rate) and the windowed hypergradient comparators.
 ``update_every=2`` closes a window every two steps, so the rates move within the few steps
-the generic tests run."""
+the generic tests run (``window_floor=0``: the default floor would lengthen K to 30)."""
 
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ SPECS = [
         name="sgdtlr",
         steps=20,  # full-batch separable data: the rate grows until it overshoots (docs)
         factory=lrfree.SGDTLR,
-        kwargs=dict(lr=0.1, update_every=2, weight_decay=1e-3),
+        kwargs=dict(lr=0.1, update_every=2, weight_decay=1e-3, window_floor=0.0),
         errors=[
             *_TLR_ERRORS,
             ErrorCase({"bogus": 1}, TypeError, r"unexpected keyword argument 'bogus'"),
@@ -108,7 +108,9 @@ SPECS = [
     OptimSpec(
         name="sgdtlr-momentum-layer",
         factory=lrfree.SGDTLR,
-        kwargs=dict(lr=0.05, momentum=0.9, update_every=3, blocks="layer", gamma=0.5),
+        kwargs=dict(
+            lr=0.05, momentum=0.9, update_every=3, blocks="layer", gamma=0.5, window_floor=0.0
+        ),
         errors=[
             *_TLR_ERRORS,
             ErrorCase({"momentum": 1.0}, ValueError, r"Invalid momentum: 1\.0"),
@@ -118,7 +120,7 @@ SPECS = [
         name="adamtlr",
         steps=20,  # full-batch separable data: the rate grows until it overshoots (docs)
         factory=lrfree.AdamTLR,
-        kwargs=dict(lr=0.01, update_every=2, weight_decay=1e-3),
+        kwargs=dict(lr=0.01, update_every=2, weight_decay=1e-3, window_floor=0.0),
         errors=[
             *_TLR_ERRORS,
             ErrorCase({"betas": (0.9, 1.0)}, ValueError, r"Invalid betas\[1\]: 1\.0"),
@@ -135,6 +137,7 @@ SPECS = [
             decoupled_weight_decay=True,
             weight_decay=1e-2,
             blocks="tensor",
+            window_floor=0.0,
         ),
         errors=[
             ErrorCase(
