@@ -31,10 +31,13 @@ bench: venv
 	$(VENV)/bin/lrfree bench
 
 # docs/results.md (and its plots in docs/results/) from one `lrfree bench --suite full` run on
-# this machine: 25 min on 2 cores, two runs at once (the plan's estimate is printed first).
-# Run it on a quiet machine; a killed run restarted with the same command finishes the rest.
+# this machine: every task, 3 seeds, two runs at once. Its records go to a tracked folder,
+# benchmarks/out/full-suite/, so a run longer than a sitting is committed as it goes: the same
+# command, restarted (even on another machine), trains only the runs that are missing. LW's
+# default curvature pass on every step makes the 3-seed suite take hours on 2 cores
+# (`lrfree bench --suite full --estimate` prints the plan; its LW costs predate that default).
 results: venv data
-	$(VENV)/bin/lrfree bench --suite full --out bench-out/full \
+	$(VENV)/bin/lrfree bench --suite full --out benchmarks/out/full-suite \
 	  --results-page docs/results.md
 
 test: venv data docs
