@@ -22,8 +22,9 @@ writes results.jsonl, report.md, report.json and PNG plots into --out. Runs alre
 only what is left (--fresh starts over).
 Runs train in parallel, one per CPU with one torch thread each (--jobs, --threads). The
 plan's estimated time (measured costs, lrfree.bench.cost) is printed before training;
---suite full is sized to fit 90 minutes one run at a time on a 2-core CPU (estimated 66 min);
-with the default two runs at once it took 25 minutes there.
+--suite full (3 seeds by default) was sized for 90 minutes on a 2-core CPU with one seed; since
+LW's default estimates its curvature on every step, one seed is estimated at 80 minutes one run
+at a time and three seeds at 2 hours with two runs at once (--estimate prints the plan).
 """
 EPILOG = """\
 examples:
@@ -206,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--suite",
         choices=["quick", "full"],
         default="quick",
-        help="quick: MNIST-1D tasks (default, < 2 minutes); full: every task, sized to finish "
-        "in under 90 minutes on 2 CPU cores (see --list)",
+        help="quick: MNIST-1D tasks (default, about 2 minutes); full: every task, 3 seeds "
+        "(about 2 hours estimated on 2 CPU cores; see --list and --estimate)",
     )
     b.add_argument("--task", help="comma-separated task names (see --list); overrides --suite")
     b.add_argument(
