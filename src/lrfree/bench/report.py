@@ -29,6 +29,7 @@ from typing import Any
 
 __all__ = [
     "aggregate",
+    "auto_lines",
     "base_gaps",
     "base_lines",
     "baseline_spread",
@@ -194,6 +195,7 @@ def markdown(agg: dict[str, Any], meta: dict[str, Any]) -> str:
             )
         lines.append("")
     verdicts = paired(agg)
+    lines += auto_lines(agg, verdicts)
     lines += summary_lines(agg, verdicts)
     lines += paired_lines(agg, verdicts)
     lines += base_lines(agg)
@@ -629,6 +631,93 @@ def paired_lines(
             + "."
         )
     lines.append("")
+    return lines
+
+
+AUTO = "auto"
+"""The bench name of ``lrfree.Auto``: ``auto_lines`` reports it against every peer."""
+
+
+def auto_lines(
+    agg: dict[str, Any], verdicts: dict[str, dict[str, dict[str, Any]]] | None = None
+) -> list[str]:
+    """``lrfree.Auto`` against the tuned baseline and every peer at its defaults (markdown
+    lines between ``<!-- auto-table -->`` markers, which the README copies; empty when no
+    task ran ``auto``). Per task: the tuned baseline, Auto, its gap and paired verdict, and
+    the best peer; then, per entry (Auto, each peer, AdamW at its default), on how many tasks
+    it is within 1 point of the tuned baseline (1% of the loss) and its worst gap.
+
+    Example::
+
+        >>> recs = [{"task": "t", "spec": s, "optimizer": s, "family": f, "lr": lr,
+        ...          "grid": g, "seed": k, "final_metric": v, "final_train_loss": 0.1,
+        ...          "seconds": 1.0, "diverged": False, "per_epoch": []}
+        ...         for k in range(3)
+        ...         for s, f, lr, g, v in [("adamw@grid", "baseline", 0.1, True, 80.0),
+        ...                                ("auto", "lrfree", None, False, 79.5),
+        ...                                ("prodigy", "peer", None, False, 75.0)]]
+        >>> print(auto_lines(aggregate(recs))[4])
+        | t | `adamw@grid` 80.00 | 79.50 ± 0.00 | -0.50 | loss | `prodigy` 75.00 |
+    """
+    if not any(r["spec"] == AUTO for t in agg.values() for r in t["rows"]):
+        return []
+    verdicts = paired(agg) if verdicts is None else verdicts
+    lines = [
+        "### Auto against the tuned baseline and every peer\n",
+        "<!-- auto-table -->",
+        "| task | tuned baseline | `Auto` (mean ± std) | gap | paired | best peer at its "
+        "defaults |",
+        "|---|---|---|---|---|---|",
+    ]
+    entries = [AUTO]
+    for t in agg.values():
+        for r in t["rows"]:
+            if (r["family"] == "peer" or r["spec"] == "adamw") and r["spec"] not in entries:
+                entries.append(r["spec"])
+    within: dict[str, list[int]] = {e: [0, 0] for e in entries}
+    worst: dict[str, float] = {e: -math.inf for e in entries}
+    for task, t in agg.items():
+        rows = {r["spec"]: r for r in t["rows"]}
+        auto, tuned = rows.get(AUTO), rows.get(t.get("tuned") or "")
+        if auto is None or tuned is None:
+            continue
+        higher = t["higher_is_better"]
+        fmt = ".2f" if higher else ".4f"
+
+        def gap(r: dict[str, Any], ref: float = tuned["acc_mean"], hi: bool = higher) -> float:
+            """Points below the tuned baseline (loss tasks: percent of its loss)."""
+            return ref - r["acc_mean"] if hi else 100 * (r["acc_mean"] - ref) / ref
+
+        for e in entries:
+            if e in rows:
+                g = gap(rows[e])
+                within[e][1] += 1
+                within[e][0] += g <= 1.0
+                worst[e] = max(worst[e], g)
+        peers = [r for r in t["rows"] if r["family"] == "peer"]
+        best = max(peers, key=lambda r: (1 if higher else -1) * r["acc_mean"], default=None)
+        peer = f"`{best['spec']}` {best['acc_mean']:{fmt}}" if best else "-"
+        v = verdicts.get(AUTO, {}).get(task, {}).get("verdict") or "-"
+        lines.append(
+            f"| {task} | `{tuned['spec']}` {tuned['acc_mean']:{fmt}} | "
+            f"{auto['acc_mean']:{fmt}} ± {auto['acc_std']:{fmt}} | {-gap(auto):+{fmt}} | {v} "
+            f"| {peer} |"
+        )
+    lines += [
+        "",
+        "| entry (at its defaults) | within 1 point of the tuned baseline | worst gap |",
+        "|---|---|---|",
+    ]
+    for e in sorted(entries, key=lambda e: (-within[e][0], worst[e])):
+        k, n = within[e]
+        lines.append(f"| `{e}` | {k} / {n} | {worst[e]:.1f} |")
+    lines += [
+        "<!-- /auto-table -->",
+        "",
+        "Gap: accuracy points (loss tasks: percent of the loss, as a negative number when "
+        "worse) against the tuned baseline, the better of the AdamW and SGD-momentum grids "
+        "at its best rate; paired: the seed-by-seed verdict of the section below.\n",
+    ]
     return lines
 
 
