@@ -52,3 +52,7 @@ from .lipschitz import Lipschitz, LipschitzU  # noqa: E402
 
 register_rule(Lipschitz())
 register_rule(LipschitzU())
+
+from .distance import Distance  # noqa: E402
+
+register_rule(Distance())

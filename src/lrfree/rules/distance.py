@@ -1,0 +1,102 @@
+"""DoG: the distance over gradients step size (Ivgi, Hinder, Carmon, ICML 2023), per block.
+
+Per block ``b`` and step ``t`` (from 0), with ``d_i`` the direction the block moved along::
+
+    rbar_t  = max(r_eps, max_{i <= t} ||x_i - x_0||_b),     r_eps = reps_rel (1 + ||x_0||_b)
+    G_t     = sum_{i <= t} ||d_i||_b^2
+    alpha_t = rbar_t / sqrt(G_t)
+
+and the step is ``p <- p - lr * alpha_t * d_t`` (``lr = 1`` by default: the rate is absolute).
+With the SGD direction, ``blocks="global"`` and ``d = g`` this is DoG (their Eq. 1); with
+``blocks="layer"`` / ``"tensor"`` it is their layer-wise L-DoG. The paper's argument needs
+only that ``d_i`` is what the rate multiplies: with an Adam direction ``G_t`` sums the
+squared norms of the normalised steps (an extension: the distance travelled divided by the
+root of the summed squared direction norms, which D-Adaptation / Prodigy build differently).
+
+``x_i`` is the base iterate the rate moves: the parameter itself, or the schedule-free
+``z`` sequence under ``averaging="schedule_free"`` (``lrfree.averaging``). The first step
+moves each block by exactly ``r_eps`` (``alpha_0 ||d_0|| = r_eps``); ``rbar`` then grows
+geometrically while the iterates keep moving away from ``x_0`` and stops growing when they
+stay within a region, which is the rule's whole warm-up.
+
+Decisions the paper leaves open: a block whose directions have all been zero (``G = 0``)
+gets ``alpha = 0`` (it did not move and cannot: ``d = 0``), which the next non-zero step
+replaces; a block that joins later (no gradient at first) takes its ``x_0`` when it first
+steps.
+
+State (the public contract): per parameter ``"dog.x0"`` (at least float32); per block
+``"dog.rbar"``, ``"dog.G"``, ``"dog.alpha"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from ..blocks import acc_dtype
+from ..hyper import Hyper, real
+from .base import Rule, StepContext
+
+__all__ = ["Distance"]
+
+
+class Distance(Rule):
+    """DoG / L-DoG's rate ``rbar_t / sqrt(G_t)`` per block (see the module docstring)."""
+
+    name = "dog"
+    hyper: ClassVar[dict[str, Hyper]] = {
+        "reps_rel": Hyper(
+            1e-6, real(0.0, lo_open=True), "the first move r_eps = reps_rel (1 + ||x_0||_b)"
+        ),
+    }
+    default_lr = 1.0
+
+    @staticmethod
+    def _iterate(st: dict[str, Any], p: Tensor) -> Tensor:
+        z = st.get("z")
+        return p.detach() if z is None else z
+
+    def rates(self, ctx: StepContext) -> list[Tensor]:
+        part, idx = ctx.partition, ctx.active
+        x0_key = self.key("x0")
+        new = [i for i in idx if x0_key not in ctx.state(i)]
+        for i in new:
+            x = self._iterate(ctx.state(i), ctx.params[i])
+            ctx.state(i)[x0_key] = x.to(acc_dtype(x.dtype), copy=True)
+        xs: list[Tensor | None] = [None] * len(ctx.params)
+        x0s: list[Tensor | None] = [None] * len(ctx.params)
+        for i in idx:
+            xs[i] = self._iterate(ctx.state(i), ctx.params[i])
+            x0s[i] = ctx.state(i)[x0_key]
+        fresh = [b for b, s in enumerate(part.sets) if self.key("rbar") not in ctx.block_state(s)]
+        if fresh:  # r_eps from ||x_0||_b, once per block
+            sq_x0 = part.sq_norm(x0s, foreach=ctx.foreach)
+            for b in fresh:
+                s = part.sets[b]
+                r_eps = ctx.group["reps_rel"] * (1 + sq_x0[b].sqrt())
+                ctx.block_state(s)[self.key("rbar")] = r_eps.to(s.dtype)
+        diffs: list[Tensor | None] = [None] * len(ctx.params)
+        if ctx.foreach and idx and all(xs[i].dtype == x0s[i].dtype for i in idx):  # type: ignore[union-attr]
+            moved = torch._foreach_sub([xs[i] for i in idx], [x0s[i] for i in idx])
+            for i, dlt in zip(idx, moved):
+                diffs[i] = dlt
+        else:
+            for i in idx:
+                diffs[i] = xs[i] - x0s[i]  # type: ignore[operator]
+        sq_dist, sq_dir = part.inner_many(
+            [(diffs, diffs), (ctx.directions, ctx.directions)], foreach=ctx.foreach
+        )
+        out = []
+        for b, s in enumerate(part.sets):
+            rbar = ctx.block_state(s)[self.key("rbar")]
+            G = self.ensure(ctx, s, "G", 0.0)
+            alpha = self.ensure(ctx, s, "alpha", 0.0)
+            dist = sq_dist[b].to(s.dtype).sqrt()
+            rbar.copy_(torch.where(torch.isfinite(dist), torch.maximum(rbar, dist), rbar))
+            g = sq_dir[b].to(s.dtype)
+            G.add_(torch.where(torch.isfinite(g), g, torch.zeros_like(g)))
+            alpha.copy_(torch.where(G > 0, rbar / G.sqrt(), torch.zeros_like(G)))
+            out.append(alpha)
+        return out

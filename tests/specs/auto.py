@@ -1,0 +1,68 @@
+"""``Auto`` and its parts: the DoG rule ("dog") and schedule-free averaging, alone and
+composed. ``reps_rel=1e-3`` shortens DoG's warm-up to the few steps the generic tests run."""
+
+from __future__ import annotations
+
+import lrfree
+from optim_db import ErrorCase, OptimSpec
+
+_ERRORS = [
+    ErrorCase({"reps_rel": 0.0}, ValueError, r"Invalid reps_rel: 0\.0 \(expected 0 < reps_rel\)"),
+    ErrorCase({"reps_rel": "1e-6"}, TypeError, r"Invalid reps_rel: '1e-6' \(expected a real"),
+    ErrorCase(
+        {"averaging": "polyak"},
+        ValueError,
+        r"Invalid averaging: 'polyak' \(expected one of \['none', 'schedule_free'\]\)",
+    ),
+    ErrorCase({"sf_beta": 0.0}, ValueError, r"Invalid sf_beta: 0\.0 \(expected 0 < sf_beta <= 1\)"),
+    ErrorCase({"sf_beta": 1.5}, ValueError, r"Invalid sf_beta: 1\.5"),
+    ErrorCase({"blocks": "row"}, ValueError, r"Invalid blocks: 'row' \(expected one of"),
+    ErrorCase({"lr": -1.0}, ValueError, r"Invalid lr: -1\.0 \(expected 0 <= lr\)"),
+    ErrorCase({"bogus": 1}, TypeError, r"Unknown hyperparameter\(s\) \['bogus'\]"),
+]
+
+
+def _composed(**fixed):
+    return lambda params, **kw: lrfree.Composed(params, **{**fixed, **kw})
+
+
+SPECS = [
+    OptimSpec(
+        name="auto",
+        factory=lrfree.Auto,
+        kwargs=dict(reps_rel=1e-3, weight_decay=1e-3),
+        errors=_ERRORS,
+    ),
+    OptimSpec(
+        name="auto-layer-named",
+        factory=lrfree.Auto,
+        kwargs=dict(reps_rel=1e-3, blocks="layer"),
+        errors=_ERRORS,
+    ),
+    OptimSpec(
+        name="sgd-dog-global",
+        factory=_composed(direction="sgd", rule="dog", blocks="global"),
+        kwargs=dict(reps_rel=1e-3, weight_decay=1e-3),
+        errors=_ERRORS,
+    ),
+    OptimSpec(
+        name="adamw-dog-filter",
+        factory=_composed(direction="adamw", rule="dog", blocks="filter"),
+        kwargs=dict(reps_rel=1e-3),
+        errors=_ERRORS,
+    ),
+    OptimSpec(
+        name="schedulefree-adamw",
+        factory=_composed(direction="adamw", betas=(0.0, 0.999), averaging="schedule_free"),
+        kwargs=dict(lr=0.01, weight_decay=1e-3),
+        errors=_ERRORS[2:],
+    ),
+    OptimSpec(
+        name="adamlip-schedulefree",
+        factory=_composed(
+            direction="adam", rule="lipschitz", averaging="schedule_free", betas=(0.0, 0.999)
+        ),
+        kwargs=dict(lr=0.01),
+        errors=_ERRORS[2:],
+    ),
+]
