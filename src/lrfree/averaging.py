@@ -52,19 +52,25 @@ def schedule_free_update(
     *,
     beta: float,
     weight_decay: float = 0.0,
+    foreach: bool = False,
 ) -> None:
     """One schedule-free step of ``y`` (the parameters) and ``z`` (``state["z"]``), in place.
 
     ``scales[i]``: the step size of parameter ``i`` (a float or a tensor that broadcasts
     against it); ``weight_decay``: decoupled decay, applied at ``y`` as schedule-free AdamW.
     Arithmetic in ``promote(param dtype, float32)``; a low-precision parameter is rounded once.
+    ``foreach=True`` uses multi-tensor kernels where every parameter has its rate's dtype
+    (the same values to rounding; tests/test_averaging.py).
     """
+    if (
+        foreach
+        and params
+        and _schedule_free_foreach(params, directions, scales, states, beta, weight_decay)
+    ):
+        return
     for p, d, scale, st in zip(params, directions, scales, states):
         s = _scale_tensor(scale, p)
-        if "z" not in st:
-            st["z"] = p.detach().clone(memory_format=torch.preserve_format)
-            st["sf.weight_sum"] = torch.zeros_like(s)
-            st["sf.lr_max"] = torch.zeros_like(s)
+        _init(p, s, st)
         z, wsum, lr_max = st["z"], st["sf.weight_sum"], st["sf.lr_max"]
         torch.maximum(lr_max, s, out=lr_max)
         w = torch.where(s > 0, lr_max.square(), torch.zeros_like(s))  # lr 0: nothing moves
@@ -75,7 +81,7 @@ def schedule_free_update(
         zz = z.to(s.dtype) if low else z
         dd = d.to(s.dtype)
         if weight_decay != 0:
-            dd = dd + weight_decay * y
+            dd = torch.add(dd, y, alpha=weight_decay)
         coef = s * (beta * (1 - c) - 1)
         y.lerp_(zz, c.to(y.dtype) if c.dim() == 0 else c)
         y.addcmul_(dd, coef)
@@ -83,6 +89,50 @@ def schedule_free_update(
         if low:
             p.detach().copy_(y)
             z.copy_(zz)
+
+
+def _init(p: Tensor, s: Tensor, st: dict[str, Any]) -> None:
+    if "z" not in st:
+        st["z"] = p.detach().clone(memory_format=torch.preserve_format)
+        st["sf.weight_sum"] = torch.zeros_like(s)
+        st["sf.lr_max"] = torch.zeros_like(s)
+
+
+def _schedule_free_foreach(
+    params: Sequence[Tensor],
+    directions: Sequence[Tensor],
+    scales: Sequence[Tensor | float],
+    states: Sequence[dict[str, Any]],
+    beta: float,
+    weight_decay: float,
+) -> bool:
+    """The multi-tensor path of ``schedule_free_update``; False (nothing done) where it does
+    not apply (a parameter whose dtype is not its rate's: the reference rounds once)."""
+    ss = [_scale_tensor(sc, p) for sc, p in zip(scales, params)]
+    if any(p.dtype != s.dtype for p, s in zip(params, ss)):
+        return False
+    for p, s, st in zip(params, ss, states):
+        _init(p, s, st)
+    zs = [st["z"] for st in states]
+    wsums = [st["sf.weight_sum"] for st in states]
+    lr_maxs = [st["sf.lr_max"] for st in states]
+    torch._foreach_maximum_(lr_maxs, ss)
+    ws = torch._foreach_mul(lr_maxs, lr_maxs)
+    torch._foreach_mul_(ws, torch._foreach_sign(ss))  # rate 0 (s >= 0): weight 0
+    torch._foreach_add_(wsums, ws)
+    tiny = torch.finfo(ss[0].dtype).tiny
+    cs = torch._foreach_div(ws, torch._foreach_clamp_min(wsums, tiny))  # 0 / tiny = 0
+    coefs = torch._foreach_mul(cs, beta)  # -coef = s (1 - beta + beta c)
+    torch._foreach_add_(coefs, 1 - beta)
+    torch._foreach_mul_(coefs, ss)
+    ys = [p.detach() for p in params]
+    dds = list(directions)
+    if weight_decay != 0:
+        dds = list(torch._foreach_add(dds, ys, alpha=weight_decay))
+    torch._foreach_lerp_(ys, zs, cs)
+    torch._foreach_addcmul_(ys, dds, coefs, value=-1)
+    torch._foreach_addcmul_(zs, dds, ss, value=-1)
+    return True
 
 
 @torch.no_grad()

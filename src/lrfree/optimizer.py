@@ -482,6 +482,7 @@ class Composed(torch.optim.Optimizer):
                 [self.state[p] for p in ps],
                 beta=group["sf_beta"],
                 weight_decay=wd,
+                foreach=foreach,
             )
         elif alphas is None:  # constant rule: exactly torch's arithmetic
             if foreach:

@@ -82,7 +82,8 @@ class Adam(Direction):
         # d = m / (bc1 denom): equal to the loop's (m / bc1) / denom to 2 ulp, and on the CPU
         # written into denom, one parameter-sized temporary instead of two (a fresh CPU
         # allocation costs page faults, ~2.4x an in-place pass; benchmarks/reductions.py)
-        torch._foreach_mul_(denom, bias_correction1)
+        if beta1 != 0:  # 1 - 0^t = 1: no pass
+            torch._foreach_mul_(denom, bias_correction1)
         if params[0].device.type == "cpu" and not torch.compiler.is_compiling():
             for m, dn in zip(exp_avgs, denom):
                 torch.div(m, dn, out=dn)

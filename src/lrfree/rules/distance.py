@@ -88,15 +88,39 @@ class Distance(Rule):
         sq_dist, sq_dir = part.inner_many(
             [(diffs, diffs), (ctx.directions, ctx.directions)], foreach=ctx.foreach
         )
+        if ctx.foreach:
+            fast = self._update_stacked(ctx, sq_dist, sq_dir)
+            if fast is not None:
+                return fast
         out = []
-        for b, s in enumerate(part.sets):
+        for b, s in enumerate(part.sets):  # the readable reference, block by block
             rbar = ctx.block_state(s)[self.key("rbar")]
             G = self.ensure(ctx, s, "G", 0.0)
             alpha = self.ensure(ctx, s, "alpha", 0.0)
             dist = sq_dist[b].to(s.dtype).sqrt()
-            rbar.copy_(torch.where(torch.isfinite(dist), torch.maximum(rbar, dist), rbar))
-            g = sq_dir[b].to(s.dtype)
-            G.add_(torch.where(torch.isfinite(g), g, torch.zeros_like(g)))
+            rbar.copy_(torch.fmax(rbar, dist))  # fmax: a NaN distance keeps rbar
+            G.add_(torch.nan_to_num(sq_dir[b].to(s.dtype), nan=0.0, posinf=0.0))
             alpha.copy_(torch.where(G > 0, rbar / G.sqrt(), torch.zeros_like(G)))
             out.append(alpha)
         return out
+
+    def _update_stacked(
+        self, ctx: StepContext, sq_dist: list[Tensor], sq_dir: list[Tensor]
+    ) -> list[Tensor] | None:
+        """The reference's arithmetic on stacked block values (a fixed number of kernels per
+        step); ``None`` where the blocks are not scalars of one dtype (the reference)."""
+        sets = ctx.partition.sets
+        if not sets or any(s.shape for s in sets) or len({s.dtype for s in sets}) != 1:
+            return None
+        dtype = sets[0].dtype
+        rbars = [ctx.block_state(s)[self.key("rbar")] for s in sets]
+        Gs = [self.ensure(ctx, s, "G", 0.0) for s in sets]
+        alphas = [self.ensure(ctx, s, "alpha", 0.0) for s in sets]
+        dist = torch.stack(sq_dist).to(dtype).sqrt()
+        rbar = torch.fmax(torch.stack(rbars), dist)
+        G = torch.stack(Gs) + torch.nan_to_num(torch.stack(sq_dir).to(dtype), nan=0.0, posinf=0.0)
+        alpha = torch.where(G > 0, rbar / G.sqrt(), torch.zeros_like(G))
+        torch._foreach_copy_(rbars, list(rbar.unbind()))
+        torch._foreach_copy_(Gs, list(G.unbind()))
+        torch._foreach_copy_(alphas, list(alpha.unbind()))
+        return alphas
