@@ -3,7 +3,7 @@
 Per block ``b`` and step ``t`` (from 0), with ``d_i`` the direction the block moved along::
 
     rbar_t  = max(r_eps, max_{i <= t} ||x_i - x_0||_b),     r_eps = reps_rel (1 + ||x_0||_b)
-    G_t     = sum_{i <= t} ||d_i||_b^2
+    G_t     = sum_{i <= t} ||d_i||_b^2            (g_decay < 1: G_t = g_decay G_{t-1} + ||d_t||^2)
     alpha_t = rbar_t / sqrt(G_t)
 
 and the step is ``p <- p - lr * alpha_t * d_t`` (``lr = 1`` by default: the rate is absolute).
@@ -50,6 +50,7 @@ class Distance(Rule):
         "reps_rel": Hyper(
             1e-6, real(0.0, lo_open=True), "the first move r_eps = reps_rel (1 + ||x_0||_b)"
         ),
+        "g_decay": Hyper(1.0, real(0.0, 1.0), "G_t = g_decay G_{t-1} + ||d_t||^2 (1: DoG's sum)"),
     }
     default_lr = 1.0
 
@@ -99,6 +100,7 @@ class Distance(Rule):
             alpha = self.ensure(ctx, s, "alpha", 0.0)
             dist = sq_dist[b].to(s.dtype).sqrt()
             rbar.copy_(torch.fmax(rbar, dist))  # fmax: a NaN distance keeps rbar
+            G.mul_(ctx.group["g_decay"])
             G.add_(torch.nan_to_num(sq_dir[b].to(s.dtype), nan=0.0, posinf=0.0))
             alpha.copy_(torch.where(G > 0, rbar / G.sqrt(), torch.zeros_like(G)))
             out.append(alpha)
@@ -118,7 +120,8 @@ class Distance(Rule):
         alphas = [self.ensure(ctx, s, "alpha", 0.0) for s in sets]
         dist = torch.stack(sq_dist).to(dtype).sqrt()
         rbar = torch.fmax(torch.stack(rbars), dist)
-        G = torch.stack(Gs) + torch.nan_to_num(torch.stack(sq_dir).to(dtype), nan=0.0, posinf=0.0)
+        G = torch.stack(Gs) * ctx.group["g_decay"]
+        G += torch.nan_to_num(torch.stack(sq_dir).to(dtype), nan=0.0, posinf=0.0)
         alpha = torch.where(G > 0, rbar / G.sqrt(), torch.zeros_like(G))
         torch._foreach_copy_(rbars, list(rbar.unbind()))
         torch._foreach_copy_(Gs, list(G.unbind()))
