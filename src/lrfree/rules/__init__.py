@@ -53,6 +53,7 @@ from .lipschitz import Lipschitz, LipschitzU  # noqa: E402
 register_rule(Lipschitz())
 register_rule(LipschitzU())
 
-from .distance import Distance  # noqa: E402
+from .distance import Distance, DistanceEstimate  # noqa: E402
 
 register_rule(Distance())
+register_rule(DistanceEstimate())

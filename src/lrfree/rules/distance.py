@@ -30,6 +30,7 @@ State (the public contract): per parameter ``"dog.x0"`` (at least float32); per 
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -39,7 +40,7 @@ from ..blocks import acc_dtype
 from ..hyper import Hyper, real
 from .base import Rule, StepContext
 
-__all__ = ["Distance"]
+__all__ = ["Distance", "DistanceEstimate"]
 
 
 class Distance(Rule):
@@ -59,8 +60,10 @@ class Distance(Rule):
         z = st.get("z")
         return p.detach() if z is None else z
 
-    def rates(self, ctx: StepContext) -> list[Tensor]:
-        part, idx = ctx.partition, ctx.active
+    def _displacements(self, ctx: StepContext) -> tuple[list[Tensor | None], list[Tensor | None]]:
+        """``(x0s, diffs)`` per parameter: the starting points (stored on a parameter's first
+        step) and ``x_t - x_0`` of the base iterate (``None`` without a gradient)."""
+        idx = ctx.active
         x0_key = self.key("x0")
         new = [i for i in idx if x0_key not in ctx.state(i)]
         for i in new:
@@ -71,13 +74,6 @@ class Distance(Rule):
         for i in idx:
             xs[i] = self._iterate(ctx.state(i), ctx.params[i])
             x0s[i] = ctx.state(i)[x0_key]
-        fresh = [b for b, s in enumerate(part.sets) if self.key("rbar") not in ctx.block_state(s)]
-        if fresh:  # r_eps from ||x_0||_b, once per block
-            sq_x0 = part.sq_norm(x0s, foreach=ctx.foreach)
-            for b in fresh:
-                s = part.sets[b]
-                r_eps = ctx.group["reps_rel"] * (1 + sq_x0[b].sqrt())
-                ctx.block_state(s)[self.key("rbar")] = r_eps.to(s.dtype)
         diffs: list[Tensor | None] = [None] * len(ctx.params)
         if ctx.foreach and idx and all(xs[i].dtype == x0s[i].dtype for i in idx):  # type: ignore[union-attr]
             moved = torch._foreach_sub([xs[i] for i in idx], [x0s[i] for i in idx])
@@ -86,6 +82,18 @@ class Distance(Rule):
         else:
             for i in idx:
                 diffs[i] = xs[i] - x0s[i]  # type: ignore[operator]
+        return x0s, diffs
+
+    def rates(self, ctx: StepContext) -> list[Tensor]:
+        part = ctx.partition
+        x0s, diffs = self._displacements(ctx)
+        fresh = [b for b, s in enumerate(part.sets) if self.key("rbar") not in ctx.block_state(s)]
+        if fresh:  # r_eps from ||x_0||_b, once per block
+            sq_x0 = part.sq_norm(x0s, foreach=ctx.foreach)
+            for b in fresh:
+                s = part.sets[b]
+                r_eps = ctx.group["reps_rel"] * (1 + sq_x0[b].sqrt())
+                ctx.block_state(s)[self.key("rbar")] = r_eps.to(s.dtype)
         sq_dist, sq_dir = part.inner_many(
             [(diffs, diffs), (ctx.directions, ctx.directions)], foreach=ctx.foreach
         )
@@ -127,3 +135,59 @@ class Distance(Rule):
         torch._foreach_copy_(Gs, list(G.unbind()))
         torch._foreach_copy_(alphas, list(alpha.unbind()))
         return alphas
+
+
+class DistanceEstimate(Distance):
+    """D-Adaptation's distance estimate from the displacement, per block (rule ``"dadapt"``).
+
+    Per block ``b`` with ``n_b`` entries (per output unit for filter blocks), ``s_i`` the step
+    size applied at step ``i`` (``lr * alpha_i``) and ``d_i`` the direction::
+
+        num_t   = sum_{i < t} s_i <d_i, x_0 - x_i>
+        D_t     = num_t / (||x_t - x_0||_b sqrt(n_b))        (x_t - x_0 = -sum_{i<t} s_i d_i)
+        alpha_t = max(alpha_{t-1}, d_coef D_t),   alpha_0 = d0
+
+    For convex ``f`` and the gradient direction, ``num_t / ||sum s_i g_i||`` is
+    D-Adaptation's lower bound on ``||x_0 - x*||`` (Defazio & Mishchenko, ICML 2023; Prodigy
+    weights it differently); here the denominator is the displacement itself, so no gradient
+    sum is stored, and ``/ sqrt(n_b)`` turns the block's distance into a per-entry one, the
+    scale of a step along a normalised (Adam) direction. While the iterates move consistently
+    ``D`` grows about geometrically (the warm-up); once they stop moving away the numerator
+    stops growing and so does ``alpha``: it never decreases.
+
+    State: per parameter ``"dadapt.x0"``; per block ``"dadapt.num"``, ``"dadapt.alpha"``.
+    """
+
+    name = "dadapt"
+    hyper: ClassVar[dict[str, Hyper]] = {
+        "d0": Hyper(1e-6, real(0.0, lo_open=True), "the first rate alpha_0"),
+        "d_coef": Hyper(1.0, real(0.0, lo_open=True), "multiplies the distance estimate"),
+    }
+    default_lr = 1.0
+
+    @staticmethod
+    def _entries(ctx: StepContext, s: Any) -> int:
+        n = 0
+        for i in s.members:
+            p = ctx.params[i]
+            n += p.numel() // max(p.shape[0], 1) if (s.shape and p.dim() > 0) else p.numel()
+        return max(n, 1)
+
+    def rates(self, ctx: StepContext) -> list[Tensor]:
+        part, group = ctx.partition, ctx.group
+        _, diffs = self._displacements(ctx)
+        sq_dist, d_dot = part.inner_many(
+            [(diffs, diffs), (ctx.directions, diffs)], foreach=ctx.foreach
+        )
+        out = []
+        for b, s in enumerate(part.sets):
+            num = self.ensure(ctx, s, "num", 0.0)
+            alpha = self.ensure(ctx, s, "alpha", group["d0"])
+            dist = sq_dist[b].to(s.dtype).sqrt()
+            est = group["d_coef"] * num / (dist * math.sqrt(self._entries(ctx, s)))
+            ok = torch.isfinite(est) & (dist > 0)
+            alpha.copy_(torch.where(ok, torch.fmax(alpha, est), alpha))
+            gain = -ctx.lr * alpha * d_dot[b].to(s.dtype)  # s_t <d_t, x_0 - x_t>
+            num.add_(torch.nan_to_num(gain, nan=0.0, posinf=0.0, neginf=0.0))
+            out.append(alpha)
+        return out
