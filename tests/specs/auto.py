@@ -66,3 +66,22 @@ SPECS = [
         errors=_ERRORS[2:],
     ),
 ]
+
+SPECS += [
+    OptimSpec(
+        name="auto-dadapt",
+        factory=lrfree.Auto,
+        kwargs=dict(rule="dadapt", d0=1e-3, weight_decay=1e-3),
+        errors=[
+            ErrorCase({"rule": "dadapt", "d0": 0.0}, ValueError, r"Invalid d0: 0\.0"),
+            ErrorCase({"rule": "dadapt", "d_coef": -1.0}, ValueError, r"Invalid d_coef: -1\.0"),
+            *_ERRORS[2:],
+        ],
+    ),
+    OptimSpec(
+        name="adam0-dadapt-layer",
+        factory=_composed(direction="adam", betas=(0.0, 0.999), rule="dadapt", blocks="layer"),
+        kwargs=dict(d0=1e-3),
+        errors=_ERRORS[2:],
+    ),
+]

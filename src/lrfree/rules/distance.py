@@ -153,7 +153,9 @@ class DistanceEstimate(Distance):
     sum is stored, and ``/ sqrt(n_b)`` turns the block's distance into a per-entry one, the
     scale of a step along a normalised (Adam) direction. While the iterates move consistently
     ``D`` grows about geometrically (the warm-up); once they stop moving away the numerator
-    stops growing and so does ``alpha``: it never decreases.
+    stops growing and so does ``alpha``: it never decreases. It is meant for normalised
+    directions (Adam, RMSprop: entries of order 1); along raw SGD gradients the per-entry
+    estimate is the gradient's RMS times the distance and barely grows (use ``"dog"``).
 
     State: per parameter ``"dadapt.x0"``; per block ``"dadapt.num"``, ``"dadapt.alpha"``.
     """
