@@ -181,8 +181,12 @@ class DistanceEstimate(Distance):
         sq_dist, d_dot = part.inner_many(
             [(diffs, diffs), (ctx.directions, diffs)], foreach=ctx.foreach
         )
+        if ctx.foreach:
+            fast = self._update_stacked(ctx, sq_dist, d_dot)
+            if fast is not None:
+                return fast
         out = []
-        for b, s in enumerate(part.sets):
+        for b, s in enumerate(part.sets):  # the readable reference, block by block
             num = self.ensure(ctx, s, "num", 0.0)
             alpha = self.ensure(ctx, s, "alpha", group["d0"])
             dist = sq_dist[b].to(s.dtype).sqrt()
@@ -193,3 +197,28 @@ class DistanceEstimate(Distance):
             num.add_(torch.nan_to_num(gain, nan=0.0, posinf=0.0, neginf=0.0))
             out.append(alpha)
         return out
+
+    def _update_stacked(  # type: ignore[override]
+        self, ctx: StepContext, sq_dist: list[Tensor], d_dot: list[Tensor]
+    ) -> list[Tensor] | None:
+        """The reference's arithmetic on stacked block values; ``None`` where the blocks
+        are not scalars of one dtype."""
+        sets, group = ctx.partition.sets, ctx.group
+        if not sets or any(s.shape for s in sets) or len({s.dtype for s in sets}) != 1:
+            return None
+        dtype = sets[0].dtype
+        nums = [self.ensure(ctx, s, "num", 0.0) for s in sets]
+        alphas = [self.ensure(ctx, s, "alpha", group["d0"]) for s in sets]
+        roots = torch.tensor(
+            [math.sqrt(self._entries(ctx, s)) for s in sets], dtype=dtype, device=nums[0].device
+        )
+        dist = torch.stack(sq_dist).to(dtype).sqrt()
+        num, alpha = torch.stack(nums), torch.stack(alphas)
+        est = group["d_coef"] * num / (dist * roots)
+        ok = torch.isfinite(est) & (dist > 0)
+        alpha = torch.where(ok, torch.fmax(alpha, est), alpha)
+        gain = -ctx.lr * alpha * torch.stack(d_dot).to(dtype)
+        num = num + torch.nan_to_num(gain, nan=0.0, posinf=0.0, neginf=0.0)
+        torch._foreach_copy_(nums, list(num.unbind()))
+        torch._foreach_copy_(alphas, list(alpha.unbind()))
+        return alphas
