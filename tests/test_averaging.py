@@ -70,7 +70,7 @@ def test_matches_schedulefree_adamw_step_for_step(foreach, wd):
 def test_eval_then_train_restores_the_gradient_point_and_step_in_eval_mode_raises():
     x, y = _data()
     model = _net().double()
-    opt = lrfree.Auto(model.named_parameters(), reps_rel=1e-3)
+    opt = lrfree.Auto(model.named_parameters(), d0=1e-3)
     for _ in range(10):
         _step(model, opt, x, y)
     ys = [p.detach().clone() for p in model.parameters()]
@@ -105,13 +105,13 @@ def test_train_and_eval_are_no_ops_without_averaging():
 def test_checkpoint_in_eval_mode_resumes_in_eval_mode():
     x, y = _data()
     model = _net().double()
-    opt = lrfree.Auto(model.named_parameters(), reps_rel=1e-3)
+    opt = lrfree.Auto(model.named_parameters(), d0=1e-3)
     for _ in range(5):
         _step(model, opt, x, y)
     opt.eval()
     sd = copy.deepcopy(opt.state_dict())
     model2 = copy.deepcopy(model)
-    opt2 = lrfree.Auto(model2.named_parameters(), reps_rel=1e-3)
+    opt2 = lrfree.Auto(model2.named_parameters(), d0=1e-3)
     opt2.load_state_dict(sd)
     assert opt2.param_groups[0]["train_mode"] is False
     opt.train()
@@ -166,7 +166,7 @@ def test_zero_learning_rate_moves_nothing_even_while_averaging():
 def test_bf16_parameters_average_in_float32_and_round_once():
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3).to(torch.bfloat16)
-    opt = lrfree.Auto(model.named_parameters(), reps_rel=1e-3)
+    opt = lrfree.Auto(model.named_parameters(), d0=1e-3)
     x = torch.randn(8, 4, dtype=torch.bfloat16)
     for _ in range(5):
         opt.zero_grad()
@@ -174,5 +174,5 @@ def test_bf16_parameters_average_in_float32_and_round_once():
         opt.step()
     st = opt.state[model.weight]
     assert st["z"].dtype == torch.bfloat16 and st["sf.weight_sum"].dtype == torch.float32
-    assert st["dog.x0"].dtype == torch.float32
+    assert st["dadapt.x0"].dtype == torch.float32
     assert all(torch.isfinite(p.float()).all() for p in model.parameters())

@@ -154,7 +154,7 @@ def test_auto_uses_three_parameter_sized_buffers_and_needs_no_names():
         opt.step()
     for p in model.parameters():
         big = [k for k, v in opt.state[p].items() if torch.is_tensor(v) and v.shape == p.shape]
-        assert sorted(big) == ["dog.x0", "exp_avg_sq", "z"], big
+        assert sorted(big) == ["dadapt.x0", "exp_avg_sq", "z"], big
     assert set(opt.effective_lr()) == {"param0", "param1", "param2", "param3"}
 
 

@@ -160,10 +160,10 @@ def test_lightning_auto_validates_at_the_average(lightning_module, tmp_path, mon
 
     monkeypatch.setattr(lightning_module, "FMNISTClassifier", Recording)
     # --tiny: 8 batches an epoch; 10 steps: a validation after step 8, training goes on.
-    # reps_rel: a larger first move than Auto's 1e-6, so that in 10 steps x and y differ by
+    # d0: a larger first rate than Auto's 1e-4, so that in 10 steps x and y differ by
     # far more than rounding
     metrics = lightning_module.main(
-        ["--tiny", "--optimizer", "Auto", "--opt-kwargs", '{"reps_rel": 1e-2}',
+        ["--tiny", "--optimizer", "Auto", "--opt-kwargs", '{"d0": 1e-2}',
          "--epochs", "2", "--max-steps", "10", "--logger", "csv", "--out", str(tmp_path)]
     )  # fmt: skip
     assert metrics["global_step"] == 10
@@ -273,7 +273,7 @@ def test_hf_trainer_auto_evaluates_at_the_average(hf_example, tmp_path):
     """--optimizer Auto with transformers.Trainer itself: the Trainer calls opt.eval() before
     each evaluation (here after steps 2 and 4, and the example's final one) and opt.train() in
     each training step, so every step runs in train mode, the evaluation loss is the loss at
-    x, and opt.train() afterwards brings y back. reps_rel: as in the Lightning test above."""
+    x, and opt.train() afterwards brings y back. d0: as in the Lightning test above."""
     from torch.optim.optimizer import register_optimizer_step_pre_hook
 
     modes: list[bool] = []
@@ -282,7 +282,7 @@ def test_hf_trainer_auto_evaluates_at_the_average(hf_example, tmp_path):
     )
     try:
         res = hf_example.main(
-            ["--optimizer", "Auto", "--opt-kwargs", '{"reps_rel": 1e-2}', "--max-steps", "6",
+            ["--optimizer", "Auto", "--opt-kwargs", '{"d0": 1e-2}', "--max-steps", "6",
              "--eval-steps", "2", "--eval-examples", "32", "--plain-trainer",
              "--out", str(tmp_path)]
         )  # fmt: skip

@@ -5,14 +5,15 @@ that any other composition can use:
 
 * direction ``"adamw"`` with ``betas=(0.0, 0.999)``: the gradient over the root of its
   bias-corrected second moment (no first-moment buffer: the averaging below plays that part);
-* rule ``"dog"`` (``lrfree.rules.distance``): per block, the distance travelled from the
-  initial point over the root of the summed squared step norms, ``rbar_t / sqrt(G_t)``;
+* rule ``"dadapt"`` (``lrfree.rules.distance``): per tensor, an estimate of the distance to
+  the solution from the displacement, ``alpha_t = max(alpha_{t-1}, num_t / (||x_t - x_0||
+  sqrt(n)))`` with ``num_t = sum_i s_i <d_i, x_0 - x_i>``, starting from ``d0 = 1e-4``;
 * ``averaging="schedule_free"`` (``lrfree.averaging``): the rule's steps move ``z``; the
   model is evaluated at the average ``x`` and the gradient taken at ``y = 0.1 z + 0.9 x``;
 * ``blocks="tensor"``: one rate per parameter tensor (no module names needed).
 
 The design was chosen on the development tasks only (docs/auto.md: the candidates, their
-scores and why this one won). State: ``exp_avg_sq``, ``z`` and ``dog.x0``, three
+scores and why this one won). State: ``exp_avg_sq``, ``z`` and ``dadapt.x0``, three
 parameter-sized buffers.
 
 Use it like any optimizer; call ``opt.eval()`` before evaluating or saving the model and
@@ -45,7 +46,7 @@ __all__ = ["Auto"]
 
 AUTO_DEFAULTS: dict[str, Any] = {
     "direction": "adamw",
-    "rule": "dog",
+    "rule": "dadapt",
     "blocks": "tensor",
     "lr": 1.0,
     "betas": (0.0, 0.999),
@@ -65,7 +66,7 @@ class Auto(Composed):
             AdamW does (the effective decay per step is ``rate * weight_decay``).
         **overrides: any hyperparameter of the composition (``lr`` is a multiplier of the
             rule's rate, 1 by default, and what a scheduler scales; ``blocks``,
-            ``averaging``, ``sf_beta``, ``betas``, ``eps``, ``reps_rel``, ...).
+            ``averaging``, ``sf_beta``, ``betas``, ``eps``, ``d0``, ``d_coef``, ``rule``, ...).
     """
 
     def __init__(self, params: Iterable[Any], weight_decay: float = 0.0, **overrides: Any) -> None:

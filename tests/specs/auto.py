@@ -1,5 +1,6 @@
-"""``Auto`` and its parts: the DoG rule ("dog") and schedule-free averaging, alone and
-composed. ``reps_rel=1e-3`` shortens DoG's warm-up to the few steps the generic tests run."""
+"""``Auto`` and its parts: the distance rules ("dadapt", "dog") and schedule-free averaging,
+alone and composed. ``d0=1e-3`` / ``reps_rel=1e-3`` shorten the warm-up to the few steps the
+generic tests run."""
 
 from __future__ import annotations
 
@@ -22,6 +23,15 @@ _ERRORS = [
 ]
 
 
+_AUTO_ERRORS = [
+    ErrorCase({"d0": 0.0}, ValueError, r"Invalid d0: 0\.0 \(expected 0 < d0\)"),
+    ErrorCase({"d0": "1e-4"}, TypeError, r"Invalid d0: '1e-4' \(expected a real"),
+    ErrorCase({"d_coef": -1.0}, ValueError, r"Invalid d_coef: -1\.0"),
+    ErrorCase({"reps_rel": 1e-3}, TypeError, r"Unknown hyperparameter\(s\) \['reps_rel'\]"),
+    *_ERRORS[2:],
+]
+
+
 def _composed(**fixed):
     return lambda params, **kw: lrfree.Composed(params, **{**fixed, **kw})
 
@@ -30,14 +40,14 @@ SPECS = [
     OptimSpec(
         name="auto",
         factory=lrfree.Auto,
-        kwargs=dict(reps_rel=1e-3, weight_decay=1e-3),
-        errors=_ERRORS,
+        kwargs=dict(d0=1e-3, weight_decay=1e-3),
+        errors=_AUTO_ERRORS,
     ),
     OptimSpec(
         name="auto-layer-named",
         factory=lrfree.Auto,
-        kwargs=dict(reps_rel=1e-3, blocks="layer"),
-        errors=_ERRORS,
+        kwargs=dict(d0=1e-3, blocks="layer"),
+        errors=_AUTO_ERRORS,
     ),
     OptimSpec(
         name="sgd-dog-global",
@@ -69,14 +79,10 @@ SPECS = [
 
 SPECS += [
     OptimSpec(
-        name="auto-dadapt",
+        name="auto-dog",
         factory=lrfree.Auto,
-        kwargs=dict(rule="dadapt", d0=1e-3, weight_decay=1e-3),
-        errors=[
-            ErrorCase({"rule": "dadapt", "d0": 0.0}, ValueError, r"Invalid d0: 0\.0"),
-            ErrorCase({"rule": "dadapt", "d_coef": -1.0}, ValueError, r"Invalid d_coef: -1\.0"),
-            *_ERRORS[2:],
-        ],
+        kwargs=dict(rule="dog", reps_rel=1e-3, weight_decay=1e-3),
+        errors=[*_ERRORS[:2], ErrorCase({"d0": 1e-3}, TypeError, r"Unknown hyperparameter")],
     ),
     OptimSpec(
         name="adam0-dadapt-layer",

@@ -145,7 +145,7 @@ class DistanceEstimate(Distance):
 
         num_t   = sum_{i < t} s_i <d_i, x_0 - x_i>
         D_t     = num_t / (||x_t - x_0||_b sqrt(n_b))        (x_t - x_0 = -sum_{i<t} s_i d_i)
-        alpha_t = max(alpha_{t-1}, d_coef D_t),   alpha_0 = d0
+        alpha_t = max(alpha_{t-1}, d_coef D_t),   alpha_0 = d0 (1e-4)
 
     For convex ``f`` and the gradient direction, ``num_t / ||sum s_i g_i||`` is
     D-Adaptation's lower bound on ``||x_0 - x*||`` (Defazio & Mishchenko, ICML 2023; Prodigy
@@ -162,7 +162,7 @@ class DistanceEstimate(Distance):
 
     name = "dadapt"
     hyper: ClassVar[dict[str, Hyper]] = {
-        "d0": Hyper(1e-6, real(0.0, lo_open=True), "the first rate alpha_0"),
+        "d0": Hyper(1e-4, real(0.0, lo_open=True), "the first rate alpha_0"),
         "d_coef": Hyper(1.0, real(0.0, lo_open=True), "multiplies the distance estimate"),
     }
     default_lr = 1.0
