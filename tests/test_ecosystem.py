@@ -160,7 +160,7 @@ def test_lightning_auto_validates_at_the_average(lightning_module, tmp_path, mon
 
     monkeypatch.setattr(lightning_module, "FMNISTClassifier", Recording)
     # --tiny: 8 batches an epoch; 10 steps: a validation after step 8, training goes on.
-    # d0: a larger first rate than Auto's 1e-4, so that in 10 steps x and y differ by
+    # d0: a larger first rate than Auto's 1e-3, so that in 10 steps x and y differ by
     # far more than rounding
     metrics = lightning_module.main(
         ["--tiny", "--optimizer", "Auto", "--opt-kwargs", '{"d0": 1e-2}',

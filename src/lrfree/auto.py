@@ -7,7 +7,7 @@ that any other composition can use:
   bias-corrected second moment (no first-moment buffer: the averaging below plays that part);
 * rule ``"dadapt"`` (``lrfree.rules.distance``): per tensor, an estimate of the distance to
   the solution from the displacement, ``alpha_t = max(alpha_{t-1}, num_t / (||x_t - x_0||
-  sqrt(n)))`` with ``num_t = sum_i s_i <d_i, x_0 - x_i>``, starting from ``d0 = 1e-4``;
+  sqrt(n)))`` with ``num_t = sum_i s_i <d_i, x_0 - x_i>``, starting from ``d0 = 1e-3``;
 * ``averaging="schedule_free"`` (``lrfree.averaging``): the rule's steps move ``z``; the
   model is evaluated at the average ``x`` and the gradient taken at ``y = 0.1 z + 0.9 x``;
 * ``blocks="tensor"``: one rate per parameter tensor (no module names needed).
