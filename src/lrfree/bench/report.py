@@ -10,7 +10,10 @@ Protocol (AlgoPerf-like, at small scale):
 * the *tuned baseline* of a task is the best grid entry; the *target* is 99% of its final
   metric; *time to target* is the training time (seconds, mean over seeds) until the test
   metric first reaches the target ("-" if never);
-* *gap* is the entry's final test metric minus the tuned baseline's (in points).
+* *gap* is the entry's final test metric minus the tuned baseline's (in points);
+* the *paired* comparison (``paired``) sets each entry against the tuned baseline seed by
+  seed (runs of one seed share initial weights and data order) and calls it a win, a tie or
+  a loss from a bootstrap interval of the mean per-seed difference (``verdict``).
 """
 
 from __future__ import annotations
@@ -20,22 +23,31 @@ import math
 import shutil
 import statistics
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "aggregate",
+    "auto_lines",
     "base_gaps",
     "base_lines",
+    "baseline_spread",
+    "bootstrap_interval",
+    "compare",
     "deficits",
     "lr_sensitivity_plot",
     "markdown",
     "method_family",
+    "paired",
+    "paired_differences",
+    "paired_lines",
     "plots",
     "profile",
     "profile_plot",
     "results_page",
     "summary_lines",
+    "verdict",
     "write_json",
 ]
 
@@ -182,7 +194,10 @@ def markdown(agg: dict[str, Any], meta: dict[str, Any]) -> str:
                 f"{r['seconds']:.1f} | {r['compute']:.1f} |"
             )
         lines.append("")
-    lines += summary_lines(agg)
+    verdicts = paired(agg)
+    lines += auto_lines(agg, verdicts)
+    lines += summary_lines(agg, verdicts)
+    lines += paired_lines(agg, verdicts)
     lines += base_lines(agg)
     lines.append(
         f"Seeds: {meta.get('seeds')}; {_sizes_text(meta)}; "
@@ -285,10 +300,435 @@ def profile(agg: dict[str, Any], taus: list[float]) -> dict[str, list[float]]:
     }
 
 
-def summary_lines(agg: dict[str, Any]) -> list[str]:
+# --- the paired comparison over seeds -----------------------------------------------------
+
+PAIRED_LEVEL = 0.95  # the bootstrap interval's coverage
+PAIRED_RESAMPLES = 10_000
+PAIRED_SEED = 0  # numpy Generator seed: the same records always give the same report
+ONE_POINT = 1.0  # the fixed line of a single seed: accuracy points, or percent of the loss
+
+
+def paired_differences(
+    values: Mapping[Any, float], base: Mapping[Any, float], higher_is_better: bool = True
+) -> dict[Any, float]:
+    """Per seed run by both sides, how much better ``values`` is than ``base`` (seed ->
+    difference, in seed order; positive = better than the baseline).
+
+    Accuracy (``higher_is_better``): ``values[s] - base[s]``, in points. Loss (lower is
+    better): ``100 (base[s] - values[s]) / ref``, in percent of ``ref``, the mean of the
+    baseline's finite values over *all* its seeds (its mean in the report's tables, the
+    denominator ``deficits`` and the 1%-of-loss line use). Seeds present on one side only are
+    left out: a seed pairs two runs with the same initial weights and data order, a run
+    without its partner has nothing to be compared with. A non-finite value is a failed run
+    (diverged): against a finite partner it gives ``-inf`` (the entry failed) or ``+inf``
+    (the baseline failed), and ``0.0`` when both failed.
+
+    Example::
+
+        >>> paired_differences({0: 81.0, 1: 82.5, 2: 70.0}, {0: 80.0, 1: 80.0, 3: 90.0})
+        {0: 1.0, 1: 2.5}
+        >>> paired_differences({0: 0.75, 1: 1.25}, {0: 1.0, 1: 1.0}, higher_is_better=False)
+        {0: 25.0, 1: -25.0}
+    """
+    finite = [b for b in base.values() if math.isfinite(b)]
+    ref = sum(finite) / len(finite) if finite else math.nan
+    out: dict[Any, float] = {}
+    for seed in sorted(set(values) & set(base)):
+        x, b = values[seed], base[seed]
+        if not math.isfinite(x) and not math.isfinite(b):  # both failed: even
+            out[seed] = 0.0
+        elif not math.isfinite(x):  # the entry failed, the baseline did not
+            out[seed] = -math.inf
+        elif not math.isfinite(b):
+            out[seed] = math.inf
+        elif higher_is_better:
+            out[seed] = x - b
+        else:
+            out[seed] = 100.0 * (b - x) / ref if ref > 0 else math.nan
+    return out
+
+
+def baseline_spread(base: Mapping[Any, float], higher_is_better: bool = True) -> float:
+    """The baseline's own seed-to-seed spread, in the units of ``paired_differences``: the
+    sample standard deviation of its finite values over all its seeds (accuracy points; loss
+    tasks: percent of its mean loss). NaN with fewer than two finite values.
+
+    Example::
+
+        >>> baseline_spread({0: 80.0, 1: 81.0, 2: 82.0})
+        1.0
+        >>> round(baseline_spread({0: 0.4, 1: 0.6}, higher_is_better=False), 2)  # 0.1414 / 0.5
+        28.28
+    """
+    finite = [b for b in base.values() if math.isfinite(b)]
+    if len(finite) < 2:
+        return math.nan
+    sd = statistics.stdev(finite)
+    if higher_is_better:
+        return sd
+    ref = statistics.fmean(finite)
+    return 100.0 * sd / ref if ref > 0 else math.nan
+
+
+def bootstrap_interval(
+    diffs: Sequence[float],
+    level: float = PAIRED_LEVEL,
+    resamples: int = PAIRED_RESAMPLES,
+    seed: int = PAIRED_SEED,
+) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the mean of ``diffs`` at coverage ``level``.
+
+    Draws ``resamples`` samples of ``len(diffs)`` values with replacement from
+    ``numpy.random.default_rng(seed)`` (fixed: the same input always gives the same interval),
+    takes each sample's mean and returns the ``(1 - level) / 2`` and ``(1 + level) / 2``
+    quantiles of those means (numpy's ``inverted_cdf`` quantile, an order statistic without
+    interpolation, so an infinite difference stays infinite instead of becoming NaN).
+    ``(nan, nan)`` for no values; ``(d, d)`` for one value ``d``.
+
+    Coarse for few values: ``n`` values have only ``C(2n - 1, n)`` distinct samples (10 for
+    3 seeds), and the sample of ``n`` copies of the smallest difference has probability
+    ``n**-n`` (1/27 for 3, 1/4 for 2), more than 2.5%: for 2 or 3 seeds the 95% interval is
+    the range ``[min(diffs), max(diffs)]`` of the per-seed differences.
+
+    Example::
+
+        >>> bootstrap_interval([2.0, 2.0, 2.0])
+        (2.0, 2.0)
+        >>> bootstrap_interval([-1.0, 0.5, 3.0])
+        (-1.0, 3.0)
+    """
+    import numpy as np
+
+    d = np.asarray(list(diffs), dtype=float)
+    if d.size == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, d.size, size=(resamples, d.size))
+    with np.errstate(invalid="ignore"):  # +inf and -inf in one sample: a NaN mean
+        means = d[idx].mean(axis=1)
+    q = [100.0 * (1.0 - level) / 2.0, 100.0 * (1.0 + level) / 2.0]
+    lo, hi = np.percentile(means, q, method="inverted_cdf")
+    return float(lo), float(hi)
+
+
+def verdict(
+    diffs: Sequence[float],
+    interval: tuple[float, float],
+    spread: float,
+    one_point: float = ONE_POINT,
+) -> str | None:
+    """``"win"``, ``"tie"`` or ``"loss"`` of an entry against the baseline from its per-seed
+    differences (``paired_differences``: positive = better), their ``bootstrap_interval`` and
+    the baseline's ``baseline_spread``; ``None`` with no paired seed.
+
+    * Two or more paired seeds: **tie** if ``|mean difference| <= spread`` (the entry is not
+      further from the baseline than the baseline's own seeds are from each other); else
+      **win** if the interval lies entirely above 0 (``lo > 0``), **loss** if entirely below
+      (``hi < 0``), **tie** otherwise (including an undefined, NaN, mean or interval).
+    * A run that diverged (``-inf``: the entry failed where the baseline did not) on any
+      paired seed is a **loss**, whatever the other seeds say: a user meets that seed too.
+    * One paired seed (no interval, no spread to speak of): the report's fixed 1-point line,
+      **win** if ``d > one_point``, **loss** if ``d < -one_point``, else **tie** (1 accuracy
+      point; loss tasks: 1% of the baseline's loss).
+
+    Example::
+
+        >>> verdict([2.0, 2.0, 2.0], (2.0, 2.0), spread=0.5)
+        'win'
+        >>> verdict([2.0, 2.0, 2.0], (2.0, 2.0), spread=3.0), verdict([1.5], (1.5, 1.5), 0.0)
+        ('tie', 'win')
+        >>> verdict([-3.0, 1.0, -4.0], (-4.0, 1.0), spread=0.5)
+        'tie'
+        >>> verdict([float("-inf"), 0.0, 0.0], (float("-inf"), 0.0), spread=0.5)
+        'loss'
+    """
+    diffs = list(diffs)
+    if not diffs:
+        return None
+    if any(d == -math.inf for d in diffs):
+        return "loss"
+    if len(diffs) == 1:
+        d = diffs[0]
+        return "win" if d > one_point else "loss" if d < -one_point else "tie"
+    mean = sum(diffs) / len(diffs)  # not fmean: +inf and -inf give NaN, not an error
+    lo, hi = interval
+    if abs(mean) <= spread:
+        return "tie"
+    if lo > 0:
+        return "win"
+    if hi < 0:
+        return "loss"
+    return "tie"
+
+
+def compare(
+    values: Mapping[Any, float],
+    base: Mapping[Any, float],
+    higher_is_better: bool = True,
+    *,
+    level: float = PAIRED_LEVEL,
+    resamples: int = PAIRED_RESAMPLES,
+    seed: int = PAIRED_SEED,
+) -> dict[str, Any]:
+    """The paired comparison of one entry's per-seed final metrics (seed -> value) with the
+    baseline's: ``seeds`` and ``diffs`` (``paired_differences``), ``n`` paired seeds, their
+    ``mean``, the ``interval`` (``bootstrap_interval``), the baseline's ``spread``
+    (``baseline_spread``), the ``verdict`` and the ``rule`` that gave it (``"bootstrap"``
+    with two or more paired seeds, ``"1-point"`` with one, ``None`` with none).
+
+    Example::
+
+        >>> c = compare({0: 82.0, 1: 83.0, 2: 84.0}, {0: 80.0, 1: 81.0, 2: 82.0})
+        >>> c["diffs"], c["interval"], c["spread"], c["verdict"], c["rule"]
+        ([2.0, 2.0, 2.0], (2.0, 2.0), 1.0, 'win', 'bootstrap')
+    """
+    per_seed = paired_differences(values, base, higher_is_better)
+    diffs = list(per_seed.values())
+    interval = bootstrap_interval(diffs, level, resamples, seed)
+    spread = baseline_spread(base, higher_is_better)
+    n = len(diffs)
+    return {
+        "seeds": list(per_seed),
+        "diffs": diffs,
+        "n": n,
+        "mean": sum(diffs) / n if n else math.nan,
+        "interval": interval,
+        "spread": spread,
+        "verdict": verdict(diffs, interval, spread),
+        "rule": None if n == 0 else "1-point" if n == 1 else "bootstrap",
+    }
+
+
+def _per_seed(row: dict[str, Any]) -> dict[Any, float]:
+    """A row's final metric per seed (its chosen rate's runs, for a grid)."""
+    return {c.get("seed", 0): c["final_metric"] for c in row["curves"]}
+
+
+def paired(agg: dict[str, Any], **kw: Any) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per entry spec, per task: ``compare`` of its runs with the task's tuned baseline's
+    (the best grid entry at its best rate, as ``aggregate`` picks it), seed by seed, plus the
+    ``baseline`` spec. The tuned baseline itself is not compared with itself; tasks without a
+    grid have no baseline and no comparison. Keyword arguments go to ``compare``.
+
+    Example::
+
+        >>> recs = [{"task": "t", "spec": s, "optimizer": s, "family": "baseline", "lr": lr,
+        ...          "grid": g, "seed": k, "final_metric": v, "final_train_loss": 0.1,
+        ...          "seconds": 1.0, "diverged": False, "per_epoch": []}
+        ...         for k in range(3)
+        ...         for s, lr, g, v in [("a@grid", 0.1, True, 80.0 + k),
+        ...                             ("a@grid", 1.0, True, 50.0),
+        ...                             ("b", None, False, 83.0 + k)]]
+        >>> p = paired(aggregate(recs))
+        >>> sorted(p), p["b"]["t"]["baseline"], p["b"]["t"]["verdict"], p["b"]["t"]["interval"]
+        (['b'], 'a@grid', 'win', (3.0, 3.0))
+    """
+    out: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for task, t in agg.items():
+        base = next((r for r in t["rows"] if r["spec"] == t.get("tuned")), None)
+        if base is None:
+            continue
+        base_values = _per_seed(base)
+        for r in t["rows"]:
+            if r is base:
+                continue
+            c = compare(_per_seed(r), base_values, t["higher_is_better"], **kw)
+            out[r["spec"]][task] = {**c, "baseline": base["spec"]}
+    return dict(out)
+
+
+def _counts(per_task: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Wins, ties and losses of one entry across its tasks (unpaired tasks left out)."""
+    out = {"win": 0, "tie": 0, "loss": 0}
+    for c in per_task.values():
+        if c["verdict"] is not None:
+            out[c["verdict"]] += 1
+    return out
+
+
+def _seeds_text(verdicts: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """How many seeds the comparisons paired, and where the 1-point line stood in."""
+    ns = [c["n"] for per in verdicts.values() for c in per.values() if c["n"]]
+    one = sum(n == 1 for n in ns)
+    if not ns:
+        return "No comparison had a seed run by both sides."
+    if max(ns) == 1:
+        return (
+            "One seed per comparison: no interval can be drawn from one run, so every verdict "
+            "here is the fixed 1-point line (win: better by more than 1 point, loss: worse by "
+            "more than 1 point, tie: within 1 point; loss tasks: 1% of the baseline's loss)."
+        )
+    if min(ns) == max(ns):
+        text = f"Seeds paired in every comparison: {ns[0]}."
+    else:
+        text = f"Seeds paired per comparison: {min(ns)} to {max(ns)}."
+    if one:
+        text += (
+            f" {one} comparison{'s' * (one != 1)} with a single paired seed use"
+            f"{'s' * (one == 1)} the fixed 1-point line (win / loss: better / worse by more "
+            "than 1 point or 1% of the loss, tie otherwise)."
+        )
+    if max(ns) <= 3:
+        text += (
+            f" With {max(ns)} seeds a bootstrap is coarse: the samples of all-equal seeds "
+            "are likely enough that the 95% interval is the range of the per-seed "
+            "differences, so a win means better on every seed (and by more than the "
+            "baseline's spread)."
+        )
+    return text
+
+
+def paired_lines(
+    agg: dict[str, Any], verdicts: dict[str, dict[str, dict[str, Any]]] | None = None
+) -> list[str]:
+    """Markdown lines: the rule of ``paired`` / ``verdict``, the number of seeds, and per
+    entry its wins, ties and losses against the tuned baseline across tasks (and which
+    tasks it won and lost)."""
+    verdicts = paired(agg) if verdicts is None else verdicts
+    if not verdicts:
+        return []
+    family = {r["spec"]: r["family"] for t in agg.values() for r in t["rows"]}
+    pct = round(100 * PAIRED_LEVEL)
+    lines = [
+        "### Paired over seeds against the tuned baseline\n",
+        "Each entry against its task's tuned baseline (the best rate of the best grid, "
+        "named above each task's table), seed by seed: the runs of one seed share initial "
+        "weights and data order. Per seed, the difference is the entry's final test metric "
+        "minus the baseline's, in accuracy points (loss tasks: the baseline's loss minus the "
+        "entry's, in percent of the baseline's mean loss); positive = better. Seeds run by "
+        "one side only are left out; a diverged run counts as infinitely worse on its seed. "
+        f"Interval: {pct}% percentile bootstrap of the mean difference ({PAIRED_RESAMPLES} "
+        f"resamples of the seeds, numpy generator seed {PAIRED_SEED}). Spread: the standard "
+        "deviation of the baseline's own seeds, same units. Rule: a run that diverged where "
+        "the baseline did not is a **loss**; else, with two or more paired "
+        "seeds: **tie** if |mean difference| <= spread; else **win** if the interval lies "
+        "entirely above 0, **loss** if entirely below, **tie** otherwise. With one paired "
+        "seed: the fixed 1-point line (win / loss: better / worse by more than 1 point, or "
+        "1% of the loss; tie otherwise).\n",
+        _seeds_text(verdicts) + "\n",
+        "| optimizer | family | win | tie | loss | tasks | won on | lost on |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    counts = {spec: _counts(per) for spec, per in verdicts.items()}
+
+    def order(spec: str) -> tuple:
+        c = counts[spec]
+        return (-c["win"], c["loss"], -c["tie"], spec)
+
+    for spec in sorted(verdicts, key=order):
+        c, per = counts[spec], verdicts[spec]
+        won = ", ".join(t for t, v in per.items() if v["verdict"] == "win") or "-"
+        lost = ", ".join(t for t, v in per.items() if v["verdict"] == "loss") or "-"
+        lines.append(
+            f"| {spec} | {family.get(spec, '')} | {c['win']} | {c['tie']} | {c['loss']} | "
+            f"{sum(c.values())} | {won} | {lost} |"
+        )
+    unpaired = [(s, t) for s, per in verdicts.items() for t, v in per.items() if v["n"] == 0]
+    if unpaired:
+        lines.append(
+            "\nNot compared (no seed run by both sides): "
+            + ", ".join(f"{s} on {t}" for s, t in unpaired)
+            + "."
+        )
+    lines.append("")
+    return lines
+
+
+AUTO = "auto"
+"""The bench name of ``lrfree.Auto``: ``auto_lines`` reports it against every peer."""
+
+
+def auto_lines(
+    agg: dict[str, Any], verdicts: dict[str, dict[str, dict[str, Any]]] | None = None
+) -> list[str]:
+    """``lrfree.Auto`` against the tuned baseline and every peer at its defaults (markdown
+    lines between ``<!-- auto-table -->`` markers, which the README copies; empty when no
+    task ran ``auto``). Per task: the tuned baseline, Auto, its gap and paired verdict, and
+    the best peer; then, per entry (Auto, each peer, AdamW at its default), on how many tasks
+    it is within 1 point of the tuned baseline (1% of the loss) and its worst gap.
+
+    Example::
+
+        >>> recs = [{"task": "t", "spec": s, "optimizer": s, "family": f, "lr": lr,
+        ...          "grid": g, "seed": k, "final_metric": v, "final_train_loss": 0.1,
+        ...          "seconds": 1.0, "diverged": False, "per_epoch": []}
+        ...         for k in range(3)
+        ...         for s, f, lr, g, v in [("adamw@grid", "baseline", 0.1, True, 80.0),
+        ...                                ("auto", "lrfree", None, False, 79.5),
+        ...                                ("prodigy", "peer", None, False, 75.0)]]
+        >>> print(auto_lines(aggregate(recs))[4])
+        | t | `adamw@grid` 80.00 | 79.50 ± 0.00 | -0.50 | loss | `prodigy` 75.00 |
+    """
+    if not any(r["spec"] == AUTO for t in agg.values() for r in t["rows"]):
+        return []
+    verdicts = paired(agg) if verdicts is None else verdicts
+    lines = [
+        "### Auto against the tuned baseline and every peer\n",
+        "<!-- auto-table -->",
+        "| task | tuned baseline | `Auto` (mean ± std) | gap | paired | best peer at its "
+        "defaults |",
+        "|---|---|---|---|---|---|",
+    ]
+    entries = [AUTO]
+    for t in agg.values():
+        for r in t["rows"]:
+            if (r["family"] == "peer" or r["spec"] == "adamw") and r["spec"] not in entries:
+                entries.append(r["spec"])
+    within: dict[str, list[int]] = {e: [0, 0] for e in entries}
+    worst: dict[str, float] = {e: -math.inf for e in entries}
+    for task, t in agg.items():
+        rows = {r["spec"]: r for r in t["rows"]}
+        auto, tuned = rows.get(AUTO), rows.get(t.get("tuned") or "")
+        if auto is None or tuned is None:
+            continue
+        higher = t["higher_is_better"]
+        fmt = ".2f" if higher else ".4f"
+
+        def gap(r: dict[str, Any], ref: float = tuned["acc_mean"], hi: bool = higher) -> float:
+            """Points below the tuned baseline (loss tasks: percent of its loss)."""
+            return ref - r["acc_mean"] if hi else 100 * (r["acc_mean"] - ref) / ref
+
+        for e in entries:
+            if e in rows:
+                g = gap(rows[e])
+                within[e][1] += 1
+                within[e][0] += g <= 1.0
+                worst[e] = max(worst[e], g)
+        peers = [r for r in t["rows"] if r["family"] == "peer"]
+        best = max(peers, key=lambda r: (1 if higher else -1) * r["acc_mean"], default=None)
+        peer = f"`{best['spec']}` {best['acc_mean']:{fmt}}" if best else "-"
+        v = verdicts.get(AUTO, {}).get(task, {}).get("verdict") or "-"
+        lines.append(
+            f"| {task} | `{tuned['spec']}` {tuned['acc_mean']:{fmt}} | "
+            f"{auto['acc_mean']:{fmt}} ± {auto['acc_std']:{fmt}} | {-gap(auto):+{fmt}} | {v} "
+            f"| {peer} |"
+        )
+    lines += [
+        "",
+        "| entry (at its defaults) | within 1 point of the tuned baseline | worst gap |",
+        "|---|---|---|",
+    ]
+    for e in sorted(entries, key=lambda e: (-within[e][0], worst[e])):
+        k, n = within[e]
+        lines.append(f"| `{e}` | {k} / {n} | {worst[e]:.1f} |")
+    lines += [
+        "<!-- /auto-table -->",
+        "",
+        "Gap: accuracy points (loss tasks: percent of the loss, as a negative number when "
+        "worse) against the tuned baseline, the better of the AdamW and SGD-momentum grids "
+        "at its best rate; paired: the seed-by-seed verdict of the section below.\n",
+    ]
+    return lines
+
+
+def summary_lines(
+    agg: dict[str, Any], verdicts: dict[str, dict[str, dict[str, Any]]] | None = None
+) -> list[str]:
     """The summary across tasks (markdown lines): per optimizer spec, on how many tasks it
     is within 1 point of accuracy (1% of loss) of the tuned baseline and of the best entry,
-    and its median and worst distance to the best entry (see ``deficits``)."""
+    its paired wins / ties / losses against the tuned baseline (``paired``; computed here
+    unless ``verdicts`` is given), and its median and worst distance to the best entry (see
+    ``deficits``)."""
     close: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for t in agg.values():
         for r in t["rows"]:
@@ -299,15 +739,19 @@ def summary_lines(agg: dict[str, Any]) -> list[str]:
     if not defs:
         return []
     family = {r["spec"]: r["family"] for t in agg.values() for r in t["rows"]}
+    verdicts = paired(agg) if verdicts is None else verdicts
     lines = [
         "### Summary across tasks\n",
         "Within 1 point: within 1 accuracy point (for loss tasks: 1% of the loss) of the "
-        "tuned baseline (the best learning-rate grid) or of the best entry of the task. "
-        "Points below the best: accuracy points (loss tasks: percent of loss) below the "
-        "task's best entry; `inf` for a diverged run.\n",
-        "| optimizer | family | within 1 point of tuned baseline | within 1 point of best "
-        "| median points below best | worst | tasks |",
-        "|---|---|---|---|---|---|---|",
+        "tuned baseline (the best learning-rate grid) or of the best entry of the task, "
+        "on the means over seeds. Paired: wins / ties / losses against the tuned baseline "
+        "seed by seed (rule in the next section; the tuned baseline is not compared with "
+        "itself). Points below the best: accuracy points (loss tasks: percent of loss) below "
+        "the task's best entry; `inf` for a diverged run.\n",
+        "| optimizer | family | within 1 point of tuned baseline | paired vs tuned baseline "
+        "(win / tie / loss) | within 1 point of best | median points below best | worst "
+        "| tasks |",
+        "|---|---|---|---|---|---|---|---|",
     ]
 
     def order(spec: str) -> tuple:
@@ -318,9 +762,12 @@ def summary_lines(agg: dict[str, Any]) -> list[str]:
         d = sorted(defs[spec].values())
         k, n = close.get(spec, (0, 0))
         tuned = f"{k} / {n}" if n else "-"
+        c = _counts(verdicts.get(spec, {}))
+        pv = f"{c['win']} / {c['tie']} / {c['loss']}" if sum(c.values()) else "-"
         lines.append(
-            f"| {spec} | {family.get(spec, '')} | {tuned} | {sum(x <= 1.0 for x in d)} / "
-            f"{len(d)} | {statistics.median(d):.2f} | {d[-1]:.2f} | {len(d)} |"
+            f"| {spec} | {family.get(spec, '')} | {tuned} | {pv} | "
+            f"{sum(x <= 1.0 for x in d)} / {len(d)} | {statistics.median(d):.2f} | "
+            f"{d[-1]:.2f} | {len(d)} |"
         )
     lines.append("")
     return lines
