@@ -17,11 +17,19 @@ so they reach TensorBoard, W&B or whatever ``report_to`` names. With graph mode,
 keep ``max_grad_norm=0`` (clipping rescales gradients in place after the graph was built) and
 ``attn_implementation="eager"`` (CPU's fused attention kernel has no double backward).
 
+After training, the model is evaluated on held-out sequences (``--eval-examples``; also every
+``--eval-steps`` steps during training). ``--optimizer Auto`` (schedule-free averaging: the
+parameters hold ``y`` while training, the average ``x`` after ``opt.eval()``) needs nothing
+more: the Trainer itself calls ``optimizer.train()`` in every training step and
+``optimizer.eval()`` before every evaluation (no-ops for optimizers without averaging), so it
+evaluates at ``x`` and trains at ``y``, and the model holds ``x`` after the final evaluation.
+
 Run::
 
     python examples/hf_trainer.py --optimizer AdamHD --max-steps 50
     python examples/hf_trainer.py --optimizer AdamWLW --opt-kwargs '{"update_every": 5}'
     python examples/hf_trainer.py --tiny --optimizer AdamTLR --opt-kwargs '{"update_every": 2}'
+    python examples/hf_trainer.py --optimizer Auto --plain-trainer --eval-steps 5
 
 ``--tiny`` is the smoke test ``tests/test_examples.py`` runs (3 steps, 64 sequences).
 """
@@ -103,6 +111,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--examples", type=int, default=512)
     ap.add_argument("--seq-len", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--eval-examples", type=int, default=128, help="held-out sequences (0: no evaluation)"
+    )
+    ap.add_argument(
+        "--eval-steps", type=int, default=0, help="also evaluate every N steps while training"
+    )
     ap.add_argument("--plain-trainer", action="store_true", help="transformers.Trainer itself")
     ap.add_argument("--out", default=None, help="output_dir (default: a temporary folder)")
     ap.add_argument("--report-to", default="none", help="e.g. tensorboard")
@@ -110,11 +124,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.tiny:
         args.max_steps, args.examples, args.batch_size = 3, 64, 8
+        args.eval_examples = min(args.eval_examples, 32)
+    if args.eval_examples < 0 or args.eval_steps < 0:
+        ap.error("--eval-examples and --eval-steps must be >= 0")
+    if args.eval_steps and not args.eval_examples:
+        ap.error("--eval-steps needs --eval-examples >= 1")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Train for ``--max-steps`` steps; returns ``train_loss``, the log history, the rates."""
+    """Train for ``--max-steps`` steps, then evaluate (``--eval-examples``); returns
+    ``train_loss``, ``eval_loss`` (None without evaluation), the log history, the rates, the
+    optimizer and the trainer."""
     args = parse_args(argv)
     torch.manual_seed(args.seed)
     model = tiny_bert()
@@ -126,6 +147,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         output_dir=out,
         max_steps=args.max_steps,
         per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.batch_size,
+        eval_strategy="steps" if args.eval_steps else "no",
+        eval_steps=args.eval_steps or None,
         logging_steps=max(1, args.max_steps // 5),
         save_strategy="no",
         report_to=args.report_to,
@@ -136,23 +160,30 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         disable_tqdm=True,
     )
     trainer_cls = Trainer if args.plain_trainer else LrfreeTrainer
+    held_out = RandomTokens(args.eval_examples, args.seq_len, model.config.vocab_size, seed=1)
     trainer = trainer_cls(
         model=model,
         args=training_args,
         train_dataset=RandomTokens(args.examples, args.seq_len, model.config.vocab_size),
+        eval_dataset=held_out if args.eval_examples else None,
         optimizers=(opt, sched),
         callbacks=[HFRateLogger()],  # the rates used, into every training log record
     )
-    result = trainer.train()
+    result = trainer.train()  # calls opt.train() in every training step
+    # evaluate() calls opt.eval() first: for Auto the model holds x from here on
+    eval_loss = trainer.evaluate()["eval_loss"] if args.eval_examples else None
     return {
         "train_loss": result.training_loss,
+        "eval_loss": eval_loss,
         "global_step": result.global_step,
         "log_history": trainer.state.log_history,
         "effective_lr": opt.effective_lr(),
         "optimizer": opt,
+        "trainer": trainer,
     }
 
 
 if __name__ == "__main__":
     res = main()
-    print(json.dumps({k: res[k] for k in ("train_loss", "global_step", "effective_lr")}, indent=2))
+    keys = ("train_loss", "eval_loss", "global_step", "effective_lr")
+    print(json.dumps({k: res[k] for k in keys}, indent=2))

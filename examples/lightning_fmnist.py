@@ -6,6 +6,12 @@ each layer uses is ``lr * alpha`` (``opt.effective_lr()``). A callback logs thos
 the rule's diagnostics through the Trainer's loggers: ``lrfree.integrations.LightningRateLogger``
 (Lightning's own ``LearningRateMonitor`` shows ``group["lr"]`` only, not the rate used).
 
+``--optimizer Auto`` (schedule-free averaging) trains the parameters at ``y`` and should be
+evaluated at the average ``x``: ``lrfree.integrations.LightningAveraging`` calls
+``opt.eval()`` before every validation (and test, predict) loop and ``opt.train()`` after it
+and at each training epoch's start. It is always in the callbacks here: for an optimizer
+without averaging both calls are no-ops.
+
 Curvature rules (``SGDLW``, ``AdamWLW``) need ``loss.backward(create_graph=True)`` on the
 steps where they estimate curvature. Lightning's automatic optimization calls ``backward``
 itself, so this example uses **manual optimization** by default (graph mode)::
@@ -38,6 +44,7 @@ a few steps on random images (a smoke test: ``tests/test_examples.py`` runs it):
 
     python examples/lightning_fmnist.py --tiny --optimizer AdamTLR \
         --opt-kwargs '{"update_every": 2}'
+    python examples/lightning_fmnist.py --tiny --optimizer Auto
 """
 
 from __future__ import annotations
@@ -58,7 +65,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import lrfree
-from lrfree.integrations import LightningRateLogger
+from lrfree.integrations import LightningAveraging, LightningRateLogger
 
 FMNIST_FILES = (
     "train-images-idx3-ubyte.gz",
@@ -309,8 +316,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         accelerator="cpu",
         devices=1,
         logger=logger,
-        # the rate each layer used (lr * alpha), at Lightning's logging cadence
-        callbacks=[LightningRateLogger()],
+        # the rate each layer used (lr * alpha), at Lightning's logging cadence; validation at
+        # the averaged iterate x for optimizers with averaging (Auto), a no-op for the others
+        callbacks=[LightningRateLogger(), LightningAveraging()],
         log_every_n_steps=args.log_every,
         enable_checkpointing=False,
         enable_progress_bar=False,

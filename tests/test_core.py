@@ -38,7 +38,8 @@ def _net():
             {"direction": "sgd", "momentum": 0.9},
             TypeError,
             r"Unknown hyperparameter\(s\) \['momentum'\] for direction 'sgd' and rule 'constant'; "
-            r"known: \['foreach', 'lr', 'maximize', 'nonfinite', 'weight_decay'\]",
+            r"known: \['averaging', 'foreach', 'lr', 'maximize', 'nonfinite', 'sf_beta', "
+            r"'weight_decay'\]",
         ),
         (
             {"betas": (0.9, 1.0)},

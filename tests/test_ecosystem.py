@@ -30,12 +30,17 @@ def load_example(name: str) -> ModuleType:
 
 # ------------------------------------------------------------------ Lightning
 @pytest.fixture(scope="module")
-def lightning_example() -> ModuleType:
+def lightning_module() -> ModuleType:
+    """The Lightning example's module (its ``--tiny`` runs need no data)."""
     pytest.importorskip("lightning")
-    example = load_example("lightning_fmnist")
-    if example.find_fashion_mnist() is None:
+    return load_example("lightning_fmnist")
+
+
+@pytest.fixture(scope="module")
+def lightning_example(lightning_module) -> ModuleType:
+    if lightning_module.find_fashion_mnist() is None:
         pytest.skip("Fashion-MNIST not on this machine (tests/test_examples.py runs --tiny)")
-    return example
+    return lightning_module
 
 
 def test_lightning_graph_mode_curvature(lightning_example, tmp_path):
@@ -117,6 +122,106 @@ def test_lightning_rejects_unknown_optimizer(lightning_example):
         lightning_example.make_optimizer("Adam", [torch.nn.Parameter(torch.ones(1))])
 
 
+def _sf_points(opt: torch.optim.Optimizer) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(y, x) of a schedule-free optimizer in train mode: x = (y - (1 - beta) z) / beta."""
+    group = opt.param_groups[0]
+    assert group.get("train_mode", True) is True
+    beta = group["sf_beta"]
+    ys = [p.detach().clone() for p in group["params"]]
+    xs = [(y - (1 - beta) * opt.state[p]["z"]) / beta for y, p in zip(ys, group["params"])]
+    return ys, xs
+
+
+def test_lightning_auto_validates_at_the_average(lightning_module, tmp_path, monkeypatch):
+    """--optimizer Auto: the example's LightningAveraging puts the average x into the
+    parameters for every validation (the sanity check, the one after epoch 1, the final
+    trainer.validate) and y back for training (step() raises in eval mode); after the final
+    validation the model holds y again, and what validation saw was x."""
+    from lrfree.integrations import unwrap
+
+    modes: dict[str, list[bool]] = {"train": [], "val": []}
+    snapshots: list[list[torch.Tensor]] = []
+    built: list[object] = []
+
+    class Recording(lightning_module.FMNISTClassifier):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+        def training_step(self, batch, batch_idx):
+            modes["train"].append(unwrap(self.optimizers()).param_groups[0].get("train_mode", True))
+            return super().training_step(batch, batch_idx)
+
+        def validation_step(self, batch, batch_idx):
+            opt = unwrap(self.trainer.optimizers[0])
+            modes["val"].append(opt.param_groups[0].get("train_mode", True))
+            snapshots.append([p.detach().clone() for p in opt.param_groups[0]["params"]])
+            return super().validation_step(batch, batch_idx)
+
+    monkeypatch.setattr(lightning_module, "FMNISTClassifier", Recording)
+    # --tiny: 8 batches an epoch; 10 steps: a validation after step 8, training goes on.
+    # d0: a larger first rate than Auto's 1e-3, so that in 10 steps x and y differ by
+    # far more than rounding
+    metrics = lightning_module.main(
+        ["--tiny", "--optimizer", "Auto", "--opt-kwargs", '{"d0": 1e-2}',
+         "--epochs", "2", "--max-steps", "10", "--logger", "csv", "--out", str(tmp_path)]
+    )  # fmt: skip
+    assert metrics["global_step"] == 10
+    assert math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["val_loss"])
+    assert modes["train"] == [True] * 10
+    assert len(modes["val"]) >= 3 and not any(modes["val"])  # sanity, epoch 1, final
+    (module,) = built
+    opt = unwrap(module.trainer.optimizers[0])
+    assert isinstance(opt, lightning_module.lrfree.Auto)
+    ys, xs = _sf_points(opt)  # train mode again after the final validation
+    for x, seen in zip(xs, snapshots[-1]):
+        torch.testing.assert_close(seen, x, rtol=1e-6, atol=1e-7)
+    assert max(float((y - x).abs().max()) for y, x in zip(ys, xs)) > 1e-5  # x is not y
+
+
+def test_lightning_averaging_hooks():
+    """LightningAveraging on a stand-in Trainer: a torch optimizer is left alone, Lightning's
+    wrapper is seen through, a loop's end restores the mode from before it (eval stays eval),
+    a training epoch's start and an exception in a loop go back to train mode."""
+    pytest.importorskip("lightning")
+    from types import SimpleNamespace
+
+    import lrfree
+    from lrfree.integrations import LightningAveraging
+
+    model = torch.nn.Linear(3, 2)
+    auto = lrfree.Auto(model.parameters())
+    sgd = torch.optim.SGD([torch.nn.Parameter(torch.ones(2))], lr=0.1)
+    wrapped = SimpleNamespace(_optimizer=auto)  # as Lightning's LightningOptimizer
+    trainer = SimpleNamespace(optimizers=[sgd, wrapped])
+    for _ in range(3):
+        model(torch.randn(8, 3)).square().mean().backward()
+        auto.step()
+        auto.zero_grad()
+    y = [p.detach().clone() for p in model.parameters()]
+    cb = LightningAveraging()
+
+    def mode() -> bool:
+        return auto.param_groups[0].get("train_mode", True)
+
+    cb.on_validation_start(trainer, None)
+    assert mode() is False and not torch.equal(model.weight, y[0])
+    cb.on_validation_end(trainer, None)
+    assert mode() is True
+    torch.testing.assert_close(list(model.parameters()), y)
+    auto.eval()  # the user's choice before trainer.test: kept after it
+    cb.on_test_start(trainer, None)
+    cb.on_test_end(trainer, None)
+    assert mode() is False
+    cb.on_train_epoch_start(trainer, None)
+    assert mode() is True
+    cb.on_predict_start(trainer, None)
+    assert mode() is False
+    cb.on_exception(trainer, None, RuntimeError("interrupted"))
+    assert mode() is True
+    torch.testing.assert_close(list(model.parameters()), y)
+
+
 # ------------------------------------------------------------- HF Trainer
 @pytest.fixture(scope="module")
 def hf_example() -> ModuleType:
@@ -164,6 +269,52 @@ def test_hf_trainer_graph_mode_and_logs(hf_example, tmp_path):
     assert "lrfree/layerwise/skipped/classifier" in records[-1]
 
 
+def test_hf_trainer_auto_evaluates_at_the_average(hf_example, tmp_path):
+    """--optimizer Auto with transformers.Trainer itself: the Trainer calls opt.eval() before
+    each evaluation (here after steps 2 and 4, and the example's final one) and opt.train() in
+    each training step, so every step runs in train mode, the evaluation loss is the loss at
+    x, and opt.train() afterwards brings y back. d0: as in the Lightning test above."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    modes: list[bool] = []
+    handle = register_optimizer_step_pre_hook(
+        lambda opt, args, kwargs: modes.append(opt.param_groups[0].get("train_mode", True))
+    )
+    try:
+        res = hf_example.main(
+            ["--optimizer", "Auto", "--opt-kwargs", '{"d0": 1e-2}', "--max-steps", "6",
+             "--eval-steps", "2", "--eval-examples", "32", "--plain-trainer",
+             "--out", str(tmp_path)]
+        )  # fmt: skip
+    finally:
+        handle.remove()
+    opt, trainer = res["optimizer"], res["trainer"]
+    assert type(trainer).__name__ == "Trainer"
+    assert res["global_step"] == 6 and math.isfinite(res["train_loss"])
+    assert modes == [True] * 6  # opt.train() before every step, after each evaluation
+    evals = [r for r in res["log_history"] if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [2, 4, 6, 6]  # every 2 steps, then the final one
+    assert all(math.isfinite(r["eval_loss"]) for r in evals)
+    assert opt.param_groups[0].get("train_mode", True) is False  # the final evaluation: x
+
+    data = trainer.eval_dataset
+    batch = {k: torch.stack([data[i][k] for i in range(len(data))]) for k in data[0]}
+
+    def loss_now() -> float:
+        with torch.no_grad():
+            return float(trainer.model(**batch).loss)
+
+    xs = [p.detach().clone() for p in opt.param_groups[0]["params"]]
+    assert res["eval_loss"] == pytest.approx(loss_now(), rel=1e-5)  # evaluated at x
+    opt.train()
+    ys, _ = _sf_points(opt)
+    beta = opt.param_groups[0]["sf_beta"]
+    for x, y, p in zip(xs, ys, opt.param_groups[0]["params"]):
+        torch.testing.assert_close(y, beta * x + (1 - beta) * opt.state[p]["z"])
+    assert max(float((y - x).abs().max()) for y, x in zip(ys, xs)) > 1e-4  # y is back
+    assert loss_now() != pytest.approx(res["eval_loss"], rel=1e-4)  # not what was evaluated
+
+
 def test_hf_unwrap_finds_the_lrfree_optimizer(hf_example):
     import lrfree
 
@@ -194,6 +345,7 @@ def test_integrations_import_needs_no_framework():
     code = (
         "import sys, lrfree, lrfree.integrations as i; "
         "assert callable(i.rates) and 'HFRateLogger' in dir(i); "
+        "assert 'LightningAveraging' in dir(i); "
         "bad = [m for m in ('lightning', 'pytorch_lightning', 'transformers') "
         "if m in sys.modules]; "
         "assert not bad, bad"
@@ -208,6 +360,8 @@ def test_integrations_missing_framework_names_the_extra(monkeypatch):
         monkeypatch.setitem(sys.modules, mod, None)  # `import mod` raises ImportError
     with pytest.raises(ImportError, match=r"LightningRateLogger.*pip install lrfree\[ecosystem\]"):
         integrations._make_lightning_logger()
+    with pytest.raises(ImportError, match=r"LightningAveraging.*pip install lrfree\[ecosystem\]"):
+        integrations._make_lightning_averaging()
     with pytest.raises(ImportError, match=r"HFRateLogger.*pip install lrfree\[ecosystem\]"):
         integrations._make_hf_logger()
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
@@ -286,8 +440,14 @@ def test_lightning_rate_logger_logs_the_rate_used(manual, tmp_path):
             return loss
 
         def configure_optimizers(self):
+            # the additive form (as in the HF test below): with the multiplicative default the
+            # rate moved by less than the 0.1% the checks need for some initial weights
             opt = lrfree.AdamHD(
-                self.net.named_parameters(), lr=0.01, blocks="layer", hypergrad_lr=0.01
+                self.net.named_parameters(),
+                lr=0.01,
+                blocks="layer",
+                hypergrad_lr=0.01,
+                form="additive",
             )
             self.seen = _record_steps(opt)
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 / (1 + s))

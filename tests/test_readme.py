@@ -30,3 +30,16 @@ def test_readme_opens_with_the_two_commands():
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def _block(text: str, name: str) -> str:
+    m = re.search(rf"<!-- {name} -->\n(.*?)\n<!-- /{name} -->", text, re.S)
+    assert m, f"no {name} markers"
+    return m.group(1).strip()
+
+
+def test_readme_auto_table_is_the_results_page_one():
+    """The README's table of where Auto stands is copied from the results page the bench
+    wrote (docs/results-auto.md, section "Auto against the tuned baseline and every peer")."""
+    page = README.parent / "docs" / "results-auto.md"
+    assert _block(README.read_text(), "auto-table") == _block(page.read_text(), "auto-table")

@@ -6,6 +6,7 @@ rule and a block partition, and the named optimizers for each paper's defaults.
 
 from __future__ import annotations
 
+from .auto import Auto
 from .blocks import GRANULARITIES
 from .directions import DIRECTIONS
 from .optimizer import Composed
@@ -37,6 +38,7 @@ __all__ = [
     "AdamLipU",
     "AdamTLR",
     "AdamWLW",
+    "Auto",
     "Composed",
     "RMSLip",
     "RMSLipU",

@@ -1,9 +1,10 @@
-"""Log the rate each block actually used from PyTorch Lightning and the Hugging Face Trainer.
+"""Log the rate each block actually used from PyTorch Lightning and the Hugging Face Trainer,
+and evaluate an averaging optimizer's average from Lightning.
 
 Framework learning-rate monitors show ``group["lr"]``: Lightning's ``LearningRateMonitor``
 and the ``learning_rate`` entry of the HF Trainer's logs. For an lrfree optimizer that is the
 user's base rate only; the rate a block used is ``lr * alpha`` (``opt.effective_lr()``), and
-the two can differ by orders of magnitude. The two callbacks here log the rate used, per
+the two can differ by orders of magnitude. Two callbacks here log the rate used, per
 block, and the rule's diagnostics (``lrfree.logging.scalars``), to whatever the framework
 logs to:
 
@@ -14,9 +15,17 @@ logs to:
   training log record (``on_log``), so the values reach every ``report_to`` integration,
   the console and ``trainer.state.log_history``.
 
-Both read the optimizer right after its ``step()`` and before the scheduler's: the values
-are those of the step just taken (``lr`` as the Trainer's ``learning_rate`` shows it, times
-the rule's ``alpha``), not the next step's. Tags are ``<prefix>/effective_lr/<block>`` and
+A third callback, ``LightningAveraging``, is for optimizers with iterate averaging
+(``lrfree.Auto``, ``averaging="schedule_free"``): it calls ``opt.eval()`` before Lightning's
+validation, test and predict loops and ``opt.train()`` after them and at the start of every
+training epoch, so that the model is evaluated at the average ``x`` and trained at ``y``. The
+HF Trainer needs no callback for this: it calls ``optimizer.train()`` in its training step and
+``optimizer.eval()`` before evaluating (``transformers.Trainer.training_step`` and
+``evaluation_loop``), which every lrfree optimizer has (no-ops without averaging).
+
+The rate loggers read the optimizer right after its ``step()`` and before the scheduler's:
+the values are those of the step just taken (``lr`` as the Trainer's ``learning_rate`` shows
+it, times the rule's ``alpha``), not the next step's. Tags are ``<prefix>/effective_lr/<block>`` and
 ``<prefix>/<rule>/<field>/<block>`` (``prefix="lrfree"``); an optimizer that is not an lrfree
 one logs ``<prefix>/lr/group<i>``.
 
@@ -36,7 +45,8 @@ import torch
 
 from .logging import scalars
 
-# the callbacks, LightningRateLogger and HFRateLogger, are module attributes built on first
+# the callbacks, LightningRateLogger, LightningAveraging and HFRateLogger, are module
+# attributes built on first
 # access (``__getattr__``); they stay out of __all__ so that ``import *`` imports no framework
 __all__ = ["rates", "unwrap"]
 
@@ -118,7 +128,7 @@ def _check(every_n_steps: int | None, prefix: str, max_elements: int) -> None:
 
 
 # ------------------------------------------------------------------ Lightning
-def _lightning_base() -> type:
+def _lightning_base(what: str = "LightningRateLogger") -> type:
     try:
         import lightning.pytorch as pl
     except ImportError:
@@ -126,14 +136,14 @@ def _lightning_base() -> type:
             import pytorch_lightning as pl  # the standalone package, same API
         except ImportError as e:
             raise ImportError(
-                "lrfree.integrations.LightningRateLogger needs PyTorch Lightning (the "
+                f"lrfree.integrations.{what} needs PyTorch Lightning (the "
                 f"'lightning' package), which is not installed: {_EXTRA}"
             ) from e
     return pl.Callback
 
 
 def _make_lightning_logger() -> type:
-    base = _lightning_base()
+    base = _lightning_base("LightningRateLogger")
 
     class LightningRateLogger(base):  # type: ignore[misc, valid-type]
         """Logs the rate each block used (``opt.effective_lr()``) and the rule's diagnostics
@@ -240,6 +250,122 @@ def _make_lightning_logger() -> type:
     LightningRateLogger.__module__ = __name__
     LightningRateLogger.__qualname__ = "LightningRateLogger"
     return LightningRateLogger
+
+
+def _with_modes(trainer: Any) -> list[Any]:
+    """The optimizers of ``trainer`` (unwrapped) that have ``train()`` and ``eval()``."""
+    found = []
+    for wrapped in getattr(trainer, "optimizers", None) or []:
+        opt = unwrap(wrapped)
+        if callable(getattr(opt, "train", None)) and callable(getattr(opt, "eval", None)):
+            found.append(opt)
+    return found
+
+
+def _in_train_mode(opt: Any) -> bool:
+    """False when a param group is in eval mode (``group["train_mode"]``: lrfree's and
+    ``schedulefree``'s flag); an optimizer without the flag counts as training."""
+    return all(g.get("train_mode", True) for g in getattr(opt, "param_groups", ()))
+
+
+def _make_lightning_averaging() -> type:
+    base = _lightning_base("LightningAveraging")
+
+    class LightningAveraging(base):  # type: ignore[misc, valid-type]
+        """Evaluates the model at the averaged iterate ``x`` and trains it at ``y``:
+        ``opt.eval()`` / ``opt.train()`` at Lightning's loop boundaries.
+
+        Optimizers with iterate averaging (``lrfree.Auto``; any lrfree optimizer with
+        ``averaging="schedule_free"``; ``schedulefree``'s optimizers too) keep two points:
+        the parameters hold ``y`` (where the gradient is taken) while training and the
+        average ``x`` (the model to evaluate) after ``opt.eval()``. Lightning calls neither
+        method; this callback does, on every optimizer of the Trainer that has both (found
+        inside Lightning's wrapper by ``unwrap``; other optimizers are left alone, and for an
+        lrfree optimizer without averaging both calls are no-ops, so it may always be added):
+
+        * ``opt.eval()`` when a validation, test or predict loop starts (the sanity check
+          and the validation inside ``fit`` included), and, when the loop ends, ``opt.train()``
+          for each optimizer that was in train mode before it (the model is back at ``y``,
+          as it was);
+        * ``opt.train()`` when a training epoch starts (e.g. after a resume from a
+          checkpoint saved in eval mode).
+
+        Checkpoints: a checkpoint Lightning saves during ``fit`` (``ModelCheckpoint``, which
+        runs after this callback's ``on_validation_end``) holds ``y`` in ``state_dict`` and
+        ``z`` and ``train_mode=True`` in the optimizer state, so resuming continues exactly,
+        but ``Model.load_from_checkpoint`` then gives ``y``, not ``x``. To save ``x``, call
+        ``opt.eval()`` before ``trainer.save_checkpoint(...)``: the optimizer state then says
+        ``train_mode=False`` and a resumed ``fit`` with this callback goes back to ``y`` at
+        its first epoch start (without it, ``step()`` raises). The callback only reaches the
+        optimizers ``trainer.optimizers`` holds: those of a ``fit`` (a ``validate`` or
+        ``test`` after ``fit`` on the same Trainer included), none in a Trainer that only
+        evaluates.
+
+        Example::
+
+            import lightning as L
+            import lrfree
+            from lrfree.integrations import LightningAveraging, LightningRateLogger
+
+            class Model(L.LightningModule):
+                ...
+                def configure_optimizers(self):
+                    return lrfree.Auto(self.parameters())
+
+            trainer = L.Trainer(
+                max_epochs=3, callbacks=[LightningAveraging(), LightningRateLogger()]
+            )
+            trainer.fit(Model(), train_loader, val_loader)  # validation at x, training at y
+            opt = trainer.optimizers[0]
+            opt.eval()  # the model now holds x: save or export it
+            trainer.save_checkpoint("final.ckpt")
+        """
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._restore: list[Any] = []
+
+        def _to_eval(self, trainer: Any) -> None:
+            self._to_train(trainer)  # a loop that did not end (an exception): back first
+            for opt in _with_modes(trainer):
+                if _in_train_mode(opt):
+                    self._restore.append(opt)
+                opt.eval()
+
+        def _to_train(self, trainer: Any) -> None:
+            restore, self._restore = self._restore, []
+            for opt in restore:
+                opt.train()
+
+        def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+            self._restore = []
+            for opt in _with_modes(trainer):
+                opt.train()
+
+        def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+            self._to_eval(trainer)
+
+        def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+            self._to_train(trainer)
+
+        def on_test_start(self, trainer: Any, pl_module: Any) -> None:
+            self._to_eval(trainer)
+
+        def on_test_end(self, trainer: Any, pl_module: Any) -> None:
+            self._to_train(trainer)
+
+        def on_predict_start(self, trainer: Any, pl_module: Any) -> None:
+            self._to_eval(trainer)
+
+        def on_predict_end(self, trainer: Any, pl_module: Any) -> None:
+            self._to_train(trainer)
+
+        def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+            self._to_train(trainer)
+
+    LightningAveraging.__module__ = __name__
+    LightningAveraging.__qualname__ = "LightningAveraging"
+    return LightningAveraging
 
 
 # ------------------------------------------------------------- HF Trainer
@@ -359,13 +485,15 @@ def _make_hf_logger() -> type:
 
 _FACTORIES: dict[str, Callable[[], type]] = {
     "LightningRateLogger": _make_lightning_logger,
+    "LightningAveraging": _make_lightning_averaging,
     "HFRateLogger": _make_hf_logger,
 }
 
 
 def __getattr__(name: str) -> Any:
-    """``LightningRateLogger`` and ``HFRateLogger`` are built, on first access, on top of
-    the framework's callback class (imported then, not with ``lrfree``)."""
+    """``LightningRateLogger``, ``LightningAveraging`` and ``HFRateLogger`` are built, on
+    first access, on top of the framework's callback class (imported then, not with
+    ``lrfree``)."""
     factory = _FACTORIES.get(name)
     if factory is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

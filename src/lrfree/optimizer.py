@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .averaging import AVERAGING, schedule_free_update, to_eval, to_train
 from .blocks import GRANULARITIES, Partition
 from .directions import DIRECTIONS, Direction, get_direction
 from .directions.base import scalar_dtype
@@ -67,7 +68,10 @@ class Composed(torch.optim.Optimizer):
             ``nonfinite`` (a step whose gradients hold NaN / inf: ``"skip"``, the default,
             leaves parameters and state unchanged and counts it in ``skipped_steps``;
             ``"raise"`` raises ``FloatingPointError``; ``"off"`` does not check and saves one
-            reduction and one host sync per step; docs/guarantees.md).
+            reduction and one host sync per step; docs/guarantees.md);
+            ``averaging`` (``"none"``; ``"schedule_free"``: schedule-free iterate averaging
+            with interpolation ``sf_beta``, see ``lrfree.averaging``; call ``opt.eval()``
+            before evaluating and ``opt.train()`` before training again).
     """
 
     def __init__(
@@ -404,6 +408,11 @@ class Composed(torch.optim.Optimizer):
                 f"the rules of this optimizer accept {sorted(allowed)}"
             )
         for gi, group in enumerate(self.param_groups):  # plain Python floats: no host sync
+            if not group.get("train_mode", True):
+                raise RuntimeError(
+                    f"step() after opt.eval(): param group {gi} holds the averaged iterate "
+                    "(averaging='schedule_free'); call opt.train() before training again"
+                )
             lr = group["lr"]
             if type(lr) is not float or not 0.0 <= lr < math.inf:
                 _check_lr("lr", lr, f"param group {gi}, {_owner(group)}")
@@ -456,7 +465,26 @@ class Composed(torch.optim.Optimizer):
         alphas = rule.rates(ctx)
         lr = group["lr"]
         wd = group["weight_decay"] if direction.decoupled_decay else 0.0
-        if alphas is None:  # constant rule: exactly torch's arithmetic
+        if group["averaging"] == "schedule_free":
+            if alphas is None:
+                sf_scales: list[Tensor | float] = [lr] * len(ps)
+            else:
+                if len(alphas) != len(part.sets):
+                    raise RuntimeError(
+                        f"{rule!r} returned {len(alphas)} rates for {len(part.sets)} blocks"
+                    )
+                per = part.broadcast(alphas)
+                sf_scales = [per[i] * lr for i in idx]  # type: ignore[operator]
+            schedule_free_update(
+                ps,
+                ds,
+                sf_scales,
+                [self.state[p] for p in ps],
+                beta=group["sf_beta"],
+                weight_decay=wd,
+                foreach=foreach,
+            )
+        elif alphas is None:  # constant rule: exactly torch's arithmetic
             if foreach:
                 if wd != 0:
                     torch._foreach_mul_(ps, 1 - lr * wd)
@@ -581,6 +609,26 @@ class Composed(torch.optim.Optimizer):
             return 0
         return int(self.state.get(self.param_groups[0]["params"][0], {}).get(_SKIPPED, 0))
 
+    # ------------------------------------------------------ averaging modes
+    def eval(self) -> None:
+        """Put the averaged iterate ``x`` into the parameters (``averaging="schedule_free"``):
+        call it before evaluating or saving the model, and ``train()`` before the next
+        ``step()``. A no-op for groups without averaging, so a loop may always call it."""
+        for group in self.param_groups:
+            if group["averaging"] != "none" and group.get("train_mode", True):
+                params = list(group["params"])
+                to_eval(params, [self.state.get(p, {}) for p in params], group["sf_beta"])
+                group["train_mode"] = False
+
+    def train(self) -> None:
+        """Put the gradient point ``y`` back into the parameters after ``eval()`` (schedule-
+        free averaging); a no-op otherwise."""
+        for group in self.param_groups:
+            if group["averaging"] != "none" and not group.get("train_mode", True):
+                params = list(group["params"])
+                to_train(params, [self.state.get(p, {}) for p in params], group["sf_beta"])
+                group["train_mode"] = True
+
     # ------------------------------------------------------------- read-outs
     def curvature_due(self) -> bool:
         """Whether the next ``step()`` needs ``loss.backward(create_graph=True)`` (graph mode).
@@ -642,8 +690,17 @@ def _check_lr(name: str, value: Any, owner: str) -> float:
 
 _LR = Hyper(1e-3, _check_lr, "base learning rate")
 
-_GROUP_KEYS = ("params", "param_names", "initial_lr", "max_lr", "min_lr", "base_lr")
-"""Keys a param group may hold besides hyperparameters: torch's and its LR schedulers'."""
+_GROUP_KEYS = (
+    "params",
+    "param_names",
+    "initial_lr",
+    "max_lr",
+    "min_lr",
+    "base_lr",
+    "train_mode",
+)
+"""Keys a param group may hold besides hyperparameters: torch's, its LR schedulers' and the
+averaging mode (``train_mode``, set by ``train()`` / ``eval()``)."""
 
 
 def _all_hyper() -> set[str]:
@@ -705,5 +762,13 @@ _COMMON: dict[str, Hyper] = {
     ),
     "foreach": Hyper(
         None, _optional_bool, "multi-tensor kernels; None: on when every tensor is on CPU/CUDA"
+    ),
+    "averaging": Hyper(
+        "none",
+        choice(AVERAGING),
+        "iterate averaging: 'schedule_free' keeps z and evaluates at x (opt.eval()/train())",
+    ),
+    "sf_beta": Hyper(
+        0.9, real(0.0, 1.0, lo_open=True), "schedule-free interpolation y = (1-b) z + b x"
     ),
 }

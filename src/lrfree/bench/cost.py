@@ -123,6 +123,10 @@ FACTORS: dict[str, float] = {
     "schedulefree-adamw": 1.14,
     "dog": 0.99,
     "ldog": 1.04,
+    # not measured by benchmarks/overhead.py yet: schedule-free AdamW's factor plus a DoG
+    # distance (two passes over the parameters), and schedule-free's for its Prodigy peer
+    "auto": 1.4,
+    "prodigy-sf": 1.3,
 }
 DEFAULT_FACTOR = 3.0  # an optimizer not measured yet
 DEFAULT_STEP = 0.05  # a task not measured yet: seconds per step

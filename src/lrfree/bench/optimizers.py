@@ -4,7 +4,8 @@
   (``adamw@grid``) a run per learning rate of the grid, reported as the best of the grid, whose
   whole cost counts;
 * ``lrfree`` entries: each library optimizer at its defaults;
-* peers (``prodigy``, ``dadapt-adam``, ``schedulefree-adamw``, ``dog``, ``ldog``) when their
+* peers (``prodigy``, ``dadapt-adam``, ``schedulefree-adamw``, ``prodigy-sf``, ``dog``,
+  ``ldog``) when their
   PyPI packages are installed (``pip install lrfree[peers]``).
 
 An entry builds the optimizer from ``model.named_parameters()``; ``step`` drives one training
@@ -183,6 +184,7 @@ LRFREE_NAMES = {
     "sgd-camhd": "SGDCAMHD",
     "sgdn-camhd": "SGDNCAMHD",
     "adam-camhd": "AdamCAMHD",
+    "auto": "Auto",
 }
 for _name, _cls in LRFREE_NAMES.items():
     if hasattr(lrfree, _cls):
@@ -222,6 +224,15 @@ register(
         "peer",
         requires="schedulefree",
         note="schedulefree.AdamWScheduleFree, lr 2.5e-3",
+    )
+)
+register(
+    BenchOptimizer(
+        "prodigy-sf",
+        _peer("prodigyplus", "ProdigyPlusScheduleFree", lr=1.0),
+        "peer",
+        requires="prodigyplus",
+        note="prodigy-plus-schedule-free ProdigyPlusScheduleFree(lr=1)",
     )
 )
 register(

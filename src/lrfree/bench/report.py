@@ -895,6 +895,7 @@ _FAMILY_OF = {
     **dict.fromkeys(
         ("sgd-hd", "sgdn-hd", "adam-hd", "sgd-camhd", "sgdn-camhd", "adam-camhd"), "HD/CAM-HD"
     ),
+    "auto": "Auto",
 }
 # lrfree families in warm colours, peers in cool ones, baselines black / grey; no colour is
 # used twice among the highlighted entries of a plot
@@ -904,6 +905,7 @@ _FAMILY_COLORS = {
     "AdaLip": "#8c564b",
     "ADLER": "#e377c2",
     "HD/CAM-HD": "#bcbd22",
+    "Auto": "#fdae61",
     "lrfree": "#9e0142",
 }
 _PEER_COLORS = {
@@ -912,6 +914,7 @@ _PEER_COLORS = {
     "schedulefree-adamw": "#2ca02c",
     "dog": "#9467bd",
     "ldog": "#393b79",
+    "prodigy-sf": "#9ecae1",
 }
 _MORE_PEER_COLORS = ("#6baed6", "#74c476", "#08519c", "#005a32", "#756bb1")
 _GRID_STYLE = {"adamw@grid": ("black", "o"), "sgd-m@grid": ("#7f7f7f", "s")}

@@ -192,9 +192,10 @@ def _batches(split: Split, batch_size: int, gen: torch.Generator) -> Iterator[tu
 
 
 def _mode(opt: torch.optim.Optimizer, mode: str) -> None:
-    """Schedule-free optimizers keep two iterates and need opt.train() / opt.eval()."""
+    """Schedule-free optimizers (the peers, and lrfree's with ``averaging``) keep two
+    iterates and need opt.train() / opt.eval(); for the others these are no-ops."""
     fn = getattr(opt, mode, None)
-    if callable(fn) and not isinstance(opt, lrfree.Composed):
+    if callable(fn):
         fn()
 
 

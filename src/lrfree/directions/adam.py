@@ -5,6 +5,8 @@
 
 Adam adds ``weight_decay * p`` to ``g``; AdamW decays the parameter itself,
 ``p <- p (1 - lr * alpha * weight_decay)``, before the step (decoupled decay).
+With ``beta1 = 0`` the first moment is ``g`` itself and no ``exp_avg`` buffer is kept (the
+values are torch's; the direction of schedule-free AdamW, ``lrfree.averaging``).
 """
 
 from __future__ import annotations
@@ -35,10 +37,11 @@ class Adam(Direction):
     def _init(self, p: Tensor, state: dict[str, Any], group: dict) -> None:
         if "step" not in state:
             state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             if group["amsgrad"]:
                 state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        if "exp_avg" not in state and group["betas"][0] != 0:  # beta1 = 0: m = g, no buffer
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
     def _update_foreach(self, params, grads, states, group):
         for p, st in zip(params, states):
@@ -50,9 +53,12 @@ class Adam(Direction):
             grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
         steps = [st["step"] for st in states]
         torch._foreach_add_(steps, 1)
-        exp_avgs = [st["exp_avg"] for st in states]
         exp_avg_sqs = [st["exp_avg_sq"] for st in states]
-        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        if beta1 != 0:
+            exp_avgs = [st["exp_avg"] for st in states]
+            torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        else:  # the first moment is the gradient itself (schedule-free AdamW's direction)
+            exp_avgs = list(grads)
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
         bias_correction1: list[float] | list[Tensor]
@@ -76,7 +82,8 @@ class Adam(Direction):
         # d = m / (bc1 denom): equal to the loop's (m / bc1) / denom to 2 ulp, and on the CPU
         # written into denom, one parameter-sized temporary instead of two (a fresh CPU
         # allocation costs page faults, ~2.4x an in-place pass; benchmarks/reductions.py)
-        torch._foreach_mul_(denom, bias_correction1)
+        if beta1 != 0:  # 1 - 0^t = 1: no pass
+            torch._foreach_mul_(denom, bias_correction1)
         if params[0].device.type == "cpu" and not torch.compiler.is_compiling():
             for m, dn in zip(exp_avgs, denom):
                 torch.div(m, dn, out=dn)
@@ -91,8 +98,12 @@ class Adam(Direction):
         if group["weight_decay"] != 0 and not self.decoupled_decay:
             grad = grad.add(p, alpha=group["weight_decay"])
         state["step"] += 1
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq = state["exp_avg_sq"]
+        if beta1 != 0:
+            exp_avg = state["exp_avg"]
+            exp_avg.lerp_(grad, 1 - beta1)
+        else:  # no first-moment buffer: m = g
+            exp_avg = grad
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         step = cpu_scalar(state["step"])
         bias_correction1 = 1 - beta1**step

@@ -52,3 +52,8 @@ from .lipschitz import Lipschitz, LipschitzU  # noqa: E402
 
 register_rule(Lipschitz())
 register_rule(LipschitzU())
+
+from .distance import Distance, DistanceEstimate  # noqa: E402
+
+register_rule(Distance())
+register_rule(DistanceEstimate())
