@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 FMNIST := /usr/share/datasets/fashion-mnist
 LINTED := src tests $(wildcard benchmarks examples)
 
-.PHONY: bench test lint venv data docs clean results
+.PHONY: bench test lint venv data docs clean results results-auto
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ bench: venv
 results: venv data
 	$(VENV)/bin/lrfree bench --suite full --out benchmarks/out/full-suite \
 	  --results-page docs/results.md
+
+# Auto against the grids and every peer, the whole suite, 3 seeds (docs/results-auto.md)
+results-auto: venv data
+	$(VENV)/bin/lrfree bench --suite full --out benchmarks/out/auto-eval \
+	  --optimizers adamw,adamw@grid,sgd-m@grid,auto,prodigy,dadapt-adam,schedulefree-adamw,prodigy-sf,dog,ldog \
+	  --results-page docs/results-auto.md
 
 test: venv data docs
 	$(VENV)/bin/ruff check $(LINTED)
