@@ -103,6 +103,21 @@ def _rule_hypers(draw, rule: str) -> dict:
             "beta": draw(st.floats(0.0, 1.0)),
             "update_every": draw(st.integers(1, 3)),
         }
+    if rule == "dog":
+        return {
+            "blocks": draw(st.sampled_from(lrfree.GRANULARITIES)),
+            "reps_rel": draw(st.floats(1e-8, 1.0)),
+            "g_decay": draw(st.floats(0.0, 1.0)),
+            "averaging": draw(st.sampled_from(["none", "schedule_free"])),
+        }
+    if rule == "dadapt":
+        return {
+            "blocks": draw(st.sampled_from(lrfree.GRANULARITIES)),
+            "d0": draw(st.floats(1e-8, 1.0)),
+            "d_coef": draw(st.floats(1e-3, 10.0)),
+            "averaging": draw(st.sampled_from(["none", "schedule_free"])),
+            "sf_beta": draw(st.floats(0.05, 1.0)),
+        }
     assert rule == "layerwise", rule
     return {
         "blocks": draw(st.sampled_from(["global", "layer", "tensor"])),

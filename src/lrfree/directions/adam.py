@@ -35,12 +35,14 @@ class Adam(Direction):
     default_lr = 1e-3
 
     def _init(self, p: Tensor, state: dict[str, Any], group: dict) -> None:
-        if "step" not in state:
+        if "step" not in state:  # torch's keys, in torch's order
             state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
+            if group["betas"][0] != 0:  # beta1 = 0: m = g, no buffer
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             if group["amsgrad"]:
                 state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        if "exp_avg" not in state and group["betas"][0] != 0:  # beta1 = 0: m = g, no buffer
+        elif "exp_avg" not in state and group["betas"][0] != 0:  # beta1 raised after a start
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
     def _update_foreach(self, params, grads, states, group):
