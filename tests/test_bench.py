@@ -10,7 +10,7 @@ import torch
 
 from lrfree.bench import optimizers as bopt
 from lrfree.bench import report, runner
-from lrfree.bench.data import DataMissing, load_fashion_mnist
+from lrfree.bench.data import CorpusMismatch, DataMissing, load_fashion_mnist
 from lrfree.bench.tasks import TASKS, BenchConfig
 from lrfree.cli import main
 
@@ -28,10 +28,15 @@ def test_every_task_trains_a_few_batches(task, tmp_path):
     if task.startswith("fmnist") and not _fmnist_available():
         pytest.skip("Fashion-MNIST not installed (make test installs dataset-fashion-mnist)")
     runs = runner.plan([task], ["adamw"], seeds=1, epochs=1, train_subset=256)
-    (rec,) = runner.run_suite(runs, tmp_path, BenchConfig(), progress=False)
+    try:
+        (rec,) = runner.run_suite(runs, tmp_path, BenchConfig(), progress=False)
+    except CorpusMismatch as exc:  # stdlib-charlm on another Python's sources
+        pytest.skip(str(exc))
     assert rec["per_epoch"][0]["train_loss"] > 0
     if rec["metric_name"] == "accuracy":
         assert 0.0 <= rec["final_test_acc"] <= 1.0
+    elif task == "stdlib-charlm":
+        assert 0.0 < rec["final_metric"] < 6.0  # nats per byte; uniform: log(256) = 5.55
     else:
         assert 0.0 < rec["final_metric"] < 1.0  # mean binary cross-entropy per pixel
 

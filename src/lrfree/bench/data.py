@@ -1,11 +1,14 @@
-"""Data for the benchmark: MNIST-1D (generated), Fashion-MNIST (idx files), Planetoid graphs.
+"""Data for the benchmark: MNIST-1D (generated), Fashion-MNIST (idx files), Planetoid graphs,
+and a character-level corpus of Python standard-library sources.
 
 Fashion-MNIST is looked for, in order, in ``data_dir`` (or ``$LRFREE_DATA``), in
 ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``), and in the cache
 folder ``~/.cache/lrfree/fashion-mnist``; with ``download=True`` it is fetched into the cache
 and its SHA-256 checked. Planetoid raw files (Cora, CiteSeer) are read from ``data_dir``
 (``.../planetoid`` or the folder holding ``ind.<name>.*``), ``$LRFREE_DATA``, the ``shared/data``
-folder beside a checkout, or downloaded.
+folder beside a checkout, or downloaded. The standard-library corpus is read from this
+Python's own ``Lib`` folder (``sysconfig.get_paths()["stdlib"]``) and checked against a pinned
+SHA-256 (CPython 3.11.7's files); another Python version raises ``CorpusMismatch``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import hashlib
 import os
 import pickle
 import struct
+import sysconfig
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +29,17 @@ import numpy as np
 import torch
 
 __all__ = [
+    "STDLIB_FILES",
+    "STDLIB_SHA256",
     "ChecksumError",
+    "CorpusMismatch",
     "DataMissing",
     "Split",
     "load_fashion_mnist",
     "load_mnist1d",
     "load_planetoid",
+    "load_stdlib_charlm",
+    "read_stdlib_corpus",
     "verify_planetoid",
 ]
 
@@ -76,6 +85,13 @@ class ChecksumError(OSError):
 
 class DataMissing(FileNotFoundError):
     """A dataset is not on this machine; the message says the ways to get it."""
+
+
+class CorpusMismatch(DataMissing):
+    """The standard-library corpus of this Python is not the pinned one (files missing, or
+    another Python version's sources): the message names the missing files or the expected
+    and actual SHA-256. A ``DataMissing``, so ``lrfree bench`` stops with the message and the
+    tests skip with it."""
 
 
 @dataclass
@@ -357,3 +373,68 @@ def load_planetoid(
     test_mask = torch.zeros(n, dtype=torch.bool)
     test_mask[torch.tensor(test_sorted[:n_test])] = True
     return Graph(x, y, adj, ~test_mask, test_mask, int(labels.shape[1]))
+
+
+# ------------------------------------------------------- standard-library corpus
+STDLIB_FILES = (
+    "argparse.py", "textwrap.py", "contextlib.py", "fractions.py", "random.py",
+    "tempfile.py", "functools.py", "heapq.py", "calendar.py", "csv.py",
+    "shlex.py", "pprint.py", "gettext.py", "tokenize.py", "numbers.py",
+    "string.py", "weakref.py", "operator.py", "graphlib.py", "queue.py",
+)  # fmt: skip
+"""Twenty pure-Python modules of CPython's ``Lib`` (501,348 bytes in 3.11.7), concatenated in
+this order; the validation split (the last 10%) falls in ``weakref`` .. ``queue``."""
+STDLIB_SHA256 = "e8f379aba4c270c0dd73155e3c0db16e63c5acbc6672f705941e5b03da076eb2"
+"""SHA-256 of the concatenated bytes of ``STDLIB_FILES`` as CPython 3.11.7 ships them."""
+
+
+def read_stdlib_corpus(root: str | Path | None = None) -> bytes:
+    """The concatenated bytes of ``STDLIB_FILES`` from ``root`` (default: this Python's
+    ``sysconfig.get_paths()["stdlib"]``), checked against ``STDLIB_SHA256``.
+
+    Raises ``CorpusMismatch`` naming the missing files, or the expected and actual hash (the
+    sources of another Python version differ)."""
+    import platform
+
+    folder = Path(root) if root is not None else Path(sysconfig.get_paths()["stdlib"])
+    missing = [f for f in STDLIB_FILES if not (folder / f).is_file()]
+    if missing:
+        raise CorpusMismatch(
+            f"the stdlib-charlm corpus needs CPython 3.11's sources: {', '.join(missing)} "
+            f"not found in {folder} (Python {platform.python_version()})"
+        )
+    data = b"".join((folder / f).read_bytes() for f in STDLIB_FILES)
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != STDLIB_SHA256:
+        raise CorpusMismatch(
+            f"the stdlib-charlm corpus ({len(STDLIB_FILES)} files of {folder}, Python "
+            f"{platform.python_version()}) has SHA-256 {actual}, expected {STDLIB_SHA256} "
+            "(pinned from CPython 3.11.7's sources; another Python version's files differ, "
+            "so its losses would not be comparable)"
+        )
+    return data
+
+
+@functools.lru_cache(maxsize=2)
+def load_stdlib_charlm(seq_len: int = 64, val_fraction: float = 0.1) -> Split:
+    """Byte-level language modelling on ``read_stdlib_corpus()``: ``x`` holds ``seq_len``
+    consecutive bytes (int64, vocabulary 256), ``y`` the same window shifted by one byte.
+
+    The corpus is split at a fixed position (the first ``1 - val_fraction`` for training, the
+    rest for validation, so the two share no window) and each part is cut into windows at
+    offsets ``0, seq_len, 2 seq_len, ...`` (the bytes after the last whole window are
+    dropped): no randomness, the same tensors on every call. Cached (the benchmark only reads
+    these tensors).
+    """
+    data = torch.frombuffer(bytearray(read_stdlib_corpus()), dtype=torch.uint8).long()
+    cut = int(len(data) * (1 - val_fraction))
+
+    def windows(part: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = (len(part) - 1) // seq_len  # each window needs its next byte as a target
+        x = part[: n * seq_len].view(n, seq_len)
+        y = part[1 : n * seq_len + 1].view(n, seq_len)
+        return x.clone(), y.clone()
+
+    x_train, y_train = windows(data[:cut])
+    x_test, y_test = windows(data[cut:])
+    return Split(x_train, y_train, x_test, y_test)

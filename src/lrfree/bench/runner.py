@@ -8,6 +8,7 @@ finishes only the remaining runs.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -32,7 +33,17 @@ from .data import Split
 from .optimizers import BENCH_OPTIMIZERS, BenchOptimizer, lookup, resolve
 from .tasks import TASKS, BenchConfig, Task, TaskSize, get_task
 
-__all__ = ["Run", "default_jobs", "environment", "plan", "run_one", "run_suite", "subset_split"]
+__all__ = [
+    "Run",
+    "attention_backend",
+    "default_jobs",
+    "environment",
+    "plan",
+    "run_one",
+    "run_suite",
+    "subset_split",
+    "train_step",
+]
 
 
 @dataclass
@@ -232,6 +243,43 @@ def _default_step(task: Task, model, opt, x, y) -> torch.Tensor:
     return opt.step(closure)
 
 
+def _second_order_due(opt: torch.optim.Optimizer) -> bool:
+    """Whether the next step differentiates twice: graph-mode curvature (``curvature_due()``,
+    LW) or an ADLER estimate in the ``backward(loss, outputs)`` route (a backward through the
+    gradient graph)."""
+    if getattr(opt, "curvature_due", lambda: False)():
+        return True
+    from lrfree.rules.adler import _estimate_due
+
+    return _estimate_due(opt)  # (False for optimizers without an ADLER group)
+
+
+def attention_backend(task: Task, opt: torch.optim.Optimizer) -> contextlib.AbstractContextManager:
+    """The attention backend of the next training step: ``sdpa_kernel(SDPBackend.MATH)`` when
+    the task's model needs it (``Task.needs_math_attention``: the fused CPU kernel of
+    ``F.scaled_dot_product_attention`` has no double backward) and the step differentiates
+    twice; else no change (first-order steps keep the fused kernel, as a user's loop would).
+
+    Example::
+
+        >>> from lrfree.bench.tasks import get_task
+        >>> opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters())
+        >>> type(attention_backend(get_task("stdlib-charlm"), opt)).__name__
+        'nullcontext'
+    """
+    if task.needs_math_attention and _second_order_due(opt):
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel(SDPBackend.MATH)
+    return contextlib.nullcontext()
+
+
+def train_step(task: Task, step: Callable[..., Any], model, opt, x, y) -> torch.Tensor:
+    """One training step ``step(task, model, opt, x, y)`` under ``attention_backend``."""
+    with attention_backend(task, opt):
+        return step(task, model, opt, x, y)
+
+
 def _tb_logger(tb_dir: str | os.PathLike[str], run: Run, opt, steps_per_epoch: int):
     """A TensorBoard logger for one run in ``tb_dir/<task>/<optimizer>-lr<lr>-seed<s>`` (the
     folder is emptied first, so a run redone after a crash is not logged twice)."""
@@ -306,7 +354,7 @@ def _train(
         t0, c0 = time.perf_counter(), time.process_time()
         loss_sum, count = torch.zeros(()), 0
         for x, y in _batches(split, task.batch_size, gen):
-            loss = step(task, model, opt, x, y)
+            loss = train_step(task, step, model, opt, x, y)
             loss_sum += loss.detach()
             count += 1
             n_steps += 1

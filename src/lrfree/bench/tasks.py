@@ -2,7 +2,9 @@
 
 Every task has the same interface: ``load(cfg) -> Split`` and ``model() -> nn.Module`` whose
 output is compared to integer labels by ``loss`` (``"cross_entropy"`` on logits, ``"nll"`` on
-log-probabilities); label ``-100`` is ignored (the graph tasks mask nodes that way).
+log-probabilities); label ``-100`` is ignored (the graph tasks mask nodes that way). The
+language model's logits are ``(batch, vocabulary, sequence)`` against ``(batch, sequence)``
+labels, the layout ``F.cross_entropy`` takes for per-position classes.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .data import Split, load_fashion_mnist, load_mnist1d, load_planetoid
+from .data import Split, load_fashion_mnist, load_mnist1d, load_planetoid, load_stdlib_charlm
 
 __all__ = ["SUITES", "TASKS", "BenchConfig", "Task", "TaskSize", "get_task"]
 
@@ -41,6 +44,10 @@ class Task:
     # a run whose final metric is at or below this accuracy (above this loss) has collapsed:
     # chance level, the majority class, or the autoencoder's constant predictor
     collapse: float | None = None
+    # the model calls F.scaled_dot_product_attention, whose fused CPU kernel has no double
+    # backward: the runner runs the steps that differentiate twice (graph-mode curvature,
+    # ADLER's estimate) under the MATH backend (runner.attention_backend)
+    needs_math_attention: bool = False
 
 
 @dataclass(frozen=True)
@@ -224,6 +231,57 @@ class GCN(nn.Module):
         return torch.log_softmax(torch.sparse.mm(self.adj, self.lin3(h)), dim=1)
 
 
+class _DecoderBlock(nn.Module):
+    """A pre-LayerNorm decoder block: causal multi-head self-attention, then a GELU MLP."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.ln1 = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.fc1 = nn.Linear(d_model, d_ff)
+        self.fc2 = nn.Linear(d_ff, d_model)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        b, n, d = h.shape
+        qkv = self.qkv(self.ln1(h)).view(b, n, 3, self.n_heads, d // self.n_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (batch, heads, sequence, head dim)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        h = h + self.proj(a.transpose(1, 2).reshape(b, n, d))
+        return h + self.fc2(F.gelu(self.fc1(self.ln2(h))))
+
+
+class CharTransformer(nn.Module):
+    """A small decoder-only transformer over bytes: token and learned positional embeddings,
+    ``n_layers`` pre-LayerNorm blocks (causal ``F.scaled_dot_product_attention``), a final
+    LayerNorm and a linear head. Input ``(batch, sequence)`` byte ids, output logits
+    ``(batch, vocabulary, sequence)`` (class dimension 1, as ``F.cross_entropy`` takes it)."""
+
+    def __init__(
+        self,
+        vocab: int = 256,
+        seq_len: int = 64,
+        d_model: int = 64,
+        n_heads: int = 4,
+        n_layers: int = 2,
+        d_ff: int = 128,
+    ) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(vocab, d_model)
+        self.pos = nn.Embedding(seq_len, d_model)
+        self.blocks = nn.ModuleList(_DecoderBlock(d_model, n_heads, d_ff) for _ in range(n_layers))
+        self.ln_f = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.tok(x) + self.pos.weight[: x.shape[1]]
+        for block in self.blocks:
+            h = block(h)
+        return self.head(self.ln_f(h)).transpose(1, 2)
+
+
 # ----------------------------------------------------------------------- data
 def _fmnist(flatten: bool) -> Callable[[BenchConfig], Split]:
     def load(cfg: BenchConfig) -> Split:
@@ -269,6 +327,10 @@ def _mnist1d(cfg: BenchConfig) -> Split:
 def _fmnist_reconstruction(cfg: BenchConfig) -> Split:
     d = load_fashion_mnist(cfg.data_dir, download=cfg.download, flatten=True)
     return Split(d.x_train, d.x_train, d.x_test, d.x_test)
+
+
+def _stdlib_charlm(cfg: BenchConfig) -> Split:
+    return load_stdlib_charlm(seq_len=64)
 
 
 _cora_load, _cora_model = _graph_task("cora")
@@ -397,6 +459,22 @@ TASKS: dict[str, Task] = {
             collapse=26.0,
             tags=("full",),
         ),
+        Task(
+            "stdlib-charlm",
+            "Python stdlib sources (20 modules), byte-level 2-layer transformer "
+            "(metric: validation loss)",
+            _stdlib_charlm,
+            CharTransformer,
+            1,
+            16,
+            metric="test_loss",
+            # predicting the training bytes' unigram frequencies (add-one smoothed) costs
+            # 3.05 nats per byte on the validation split (uniform over 256 bytes: 5.55): a
+            # model at or above 3.0 has learned no more than which bytes are common
+            collapse=3.0,
+            tags=("full",),
+            needs_math_attention=True,
+        ),
     ]
 }
 
@@ -422,6 +500,7 @@ FULL = {
     "fmnist-resnet": TaskSize(2, 3000, 1000),
     "cora-gcn": TaskSize(),
     "citeseer-gcn": TaskSize(),
+    "stdlib-charlm": TaskSize(),
 }
 """The full suite (``lrfree bench --suite full``): every task, sized so that every lrfree
 optimizer at its defaults, the AdamW and SGD-momentum grids, AdamW at 1e-3 and the five peers
