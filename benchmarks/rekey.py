@@ -6,8 +6,9 @@ to those files, even one that cannot change a baseline's run (a new registry ent
 taken only by lrfree optimizers), makes every baseline and peer record stale, and the grids are
 most of the suite's cost. This script rewrites the keys of the baseline and peer records made
 under ``--from`` to the current loop fingerprint, after a person has checked that the change
-does not touch what those runs execute; each carried record gets
-``"rekeyed_from": "<old fingerprint>"`` and the reason, so the carry-over stays visible.
+does not touch what those runs execute; each carried record appends
+``{"from": "<old fingerprint>", "reason": ...}`` to its ``"rekeys"`` list, so every carry-over
+stays visible.
 lrfree records are never carried (their code is the library itself).
 
     python benchmarks/rekey.py benchmarks/out/full-suite/results.jsonl --from 6dcc5526f2 \\
@@ -33,8 +34,7 @@ def rekey(path: Path, old: str, reason: str) -> tuple[int, int]:
         rec = json.loads(line)
         if rec.get("family") in ("baseline", "peer") and rec["key"].endswith(f"|code={old}"):
             rec["key"] = rec["key"][: -len(old)] + new
-            rec["rekeyed_from"] = old
-            rec["rekey_reason"] = reason
+            rec["rekeys"] = [*rec.get("rekeys", []), {"from": old, "reason": reason}]
             carried += 1
         else:
             kept += 1

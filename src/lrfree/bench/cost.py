@@ -64,7 +64,7 @@ STEP_SECONDS: dict[str, float] = {
     "fmnist-resnet": 0.1153,
     "cora-gcn": 0.0398,
     "citeseer-gcn": 0.0589,
-    # measured 2026-12-06 with `python -m lrfree.bench.cost --tasks stdlib-charlm
+    # measured 2026-12-05 with `python -m lrfree.bench.cost --tasks stdlib-charlm
     # --factor-tasks stdlib-charlm --steps 40` (one thread, loaded machine); on this task an
     # LW step (graph mode under the MATH attention backend) costs 13.9x (SGD-LW) and 12.7x
     # (AdamW-LW) an AdamW step, above FACTORS' 7.84 / 5.50 from the MLPs: LW's runs here

@@ -198,8 +198,8 @@ def markdown(agg: dict[str, Any], meta: dict[str, Any]) -> str:
     for t in agg.values():
         for r in t["rows"]:
             for c in r["curves"]:
-                if c.get("rekeyed_from"):
-                    carried[(c["rekeyed_from"], c.get("rekey_reason", ""))] += 1
+                for k in c.get("rekeys", []):
+                    carried[(k["from"], k["reason"])] += 1
     for (old, why), n in carried.items():
         lines.append(
             f"Carried over: {n} of the runs above were made under the benchmark loop's "
