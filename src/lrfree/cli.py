@@ -23,8 +23,9 @@ only what is left (--fresh starts over).
 Runs train in parallel, one per CPU with one torch thread each (--jobs, --threads). The
 plan's estimated time (measured costs, lrfree.bench.cost) is printed before training;
 --suite full (3 seeds by default) was sized for 90 minutes on a 2-core CPU with one seed; since
-LW's default estimates its curvature on every step, one seed is estimated at 80 minutes one run
-at a time and three seeds at 2 hours with two runs at once (--estimate prints the plan).
+LW's default estimates its curvature on every step and the transformer task joined, one seed
+is estimated at 1 h 32 min one run at a time and three seeds at 2 h 18 min with two runs at
+once (--estimate prints the plan).
 """
 EPILOG = """\
 examples:
@@ -208,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["quick", "full"],
         default="quick",
         help="quick: MNIST-1D tasks (default, about 2 minutes); full: every task, 3 seeds "
-        "(about 2 hours estimated on 2 CPU cores; see --list and --estimate)",
+        "(about 2 h 20 min estimated on 2 CPU cores; see --list and --estimate)",
     )
     b.add_argument("--task", help="comma-separated task names (see --list); overrides --suite")
     b.add_argument(
