@@ -94,6 +94,24 @@ __all__ = ["SGDCAMHD", "SGDHD", "SGDNCAMHD", "SGDNHD", "AdamCAMHD", "AdamHD"]
 
 _LEVELS = ("layer", "global")
 
+_WHY: dict[str, str] = {
+    "lr": (
+        "the starting rate: the multiplicative step moves it geometrically, 1e-2 starts mid-grid"
+    ),
+    "momentum": (
+        "heavy-ball momentum as the SGD-momentum baseline: without it SGD-HD / SGD-CAMHD "
+        "stayed 12.7-13.6 points behind it on mnist1d-mlp (multiplicative form; 32.6-35.6 in "
+        "the paper's additive form)"
+    ),
+    "hypergrad_lr": "unit-free in the multiplicative form: at most 5% rate change per step",
+    "form": (
+        "the additive step is in absolute rate units and not scale-free: from 1e-3 the rate "
+        "moved ~5e-5 per step (Adam-HD's 1e-8: not at all); the multiplicative step moves it "
+        "from any lr"
+    ),
+}
+"""Why each default differs from the paper (shared by the classes of this module)."""
+
 
 class _CAMReadout(Named):
     def gammas(self, group_index: int = 0) -> Tensor:
@@ -147,21 +165,13 @@ class SGDHD(Named):
         }
     }
     PRESET_WHY: ClassVar[dict[str, str]] = {
-        "lr": (
-            "the starting rate: the multiplicative step moves it geometrically, 1e-2 starts "
-            "mid-grid"
-        ),
-        "momentum": (
-            "heavy-ball momentum as the SGD-momentum baseline: without it SGD-HD / SGD-CAMHD "
-            "stayed 12.7-13.6 points behind it on mnist1d-mlp (multiplicative form; 32.6-35.6 "
-            "in the paper's additive form)"
-        ),
-        "hypergrad_lr": "unit-free in the multiplicative form: at most 5% rate change per step",
-        "form": (
-            "the additive step is in absolute rate units and not scale-free: from 1e-3 the "
-            "rate moved ~5e-5 per step (Adam-HD's 1e-8: not at all); the multiplicative step "
-            "moves it from any lr"
-        ),
+        k: _WHY[k]
+        for k in (
+            "lr",
+            "momentum",
+            "hypergrad_lr",
+            "form",
+        )
     }
 
     def __init__(
@@ -217,16 +227,12 @@ class SGDNHD(SGDHD):
         }
     }
     PRESET_WHY: ClassVar[dict[str, str]] = {
-        "lr": (
-            "the starting rate: the multiplicative step moves it geometrically, 1e-2 starts "
-            "mid-grid"
-        ),
-        "hypergrad_lr": "unit-free in the multiplicative form: at most 5% rate change per step",
-        "form": (
-            "the additive step is in absolute rate units and not scale-free: from 1e-3 the "
-            "rate moved ~5e-5 per step (Adam-HD's 1e-8: not at all); the multiplicative step "
-            "moves it from any lr"
-        ),
+        k: _WHY[k]
+        for k in (
+            "lr",
+            "hypergrad_lr",
+            "form",
+        )
     }
 
     def __init__(
@@ -288,12 +294,11 @@ class AdamHD(Named):
         }
     }
     PRESET_WHY: ClassVar[dict[str, str]] = {
-        "hypergrad_lr": "unit-free in the multiplicative form: at most 5% rate change per step",
-        "form": (
-            "the additive step is in absolute rate units and not scale-free: from 1e-3 the "
-            "rate moved ~5e-5 per step (Adam-HD's 1e-8: not at all); the multiplicative step "
-            "moves it from any lr"
-        ),
+        k: _WHY[k]
+        for k in (
+            "hypergrad_lr",
+            "form",
+        )
     }
 
     def __init__(
@@ -371,21 +376,13 @@ class SGDCAMHD(_CAMReadout):
         }
     }
     PRESET_WHY: ClassVar[dict[str, str]] = {
-        "lr": (
-            "the starting rate: the multiplicative step moves it geometrically, 1e-2 starts "
-            "mid-grid"
-        ),
-        "momentum": (
-            "heavy-ball momentum as the SGD-momentum baseline: without it SGD-HD / SGD-CAMHD "
-            "stayed 12.7-13.6 points behind it on mnist1d-mlp (multiplicative form; 32.6-35.6 "
-            "in the paper's additive form)"
-        ),
-        "hypergrad_lr": "unit-free in the multiplicative form: at most 5% rate change per step",
-        "form": (
-            "the additive step is in absolute rate units and not scale-free: from 1e-3 the "
-            "rate moved ~5e-5 per step (Adam-HD's 1e-8: not at all); the multiplicative step "
-            "moves it from any lr"
-        ),
+        k: _WHY[k]
+        for k in (
+            "lr",
+            "momentum",
+            "hypergrad_lr",
+            "form",
+        )
     }
 
     def __init__(
@@ -445,16 +442,12 @@ class SGDNCAMHD(SGDCAMHD):
         }
     }
     PRESET_WHY: ClassVar[dict[str, str]] = {
-        "lr": (
-            "the starting rate: the multiplicative step moves it geometrically, 1e-2 starts "
-            "mid-grid"
-        ),
-        "hypergrad_lr": "unit-free in the multiplicative form: at most 5% rate change per step",
-        "form": (
-            "the additive step is in absolute rate units and not scale-free: from 1e-3 the "
-            "rate moved ~5e-5 per step (Adam-HD's 1e-8: not at all); the multiplicative step "
-            "moves it from any lr"
-        ),
+        k: _WHY[k]
+        for k in (
+            "lr",
+            "hypergrad_lr",
+            "form",
+        )
     }
 
     def __init__(
@@ -516,12 +509,11 @@ class AdamCAMHD(_CAMReadout):
         }
     }
     PRESET_WHY: ClassVar[dict[str, str]] = {
-        "hypergrad_lr": "unit-free in the multiplicative form: at most 5% rate change per step",
-        "form": (
-            "the additive step is in absolute rate units and not scale-free: from 1e-3 the "
-            "rate moved ~5e-5 per step (Adam-HD's 1e-8: not at all); the multiplicative step "
-            "moves it from any lr"
-        ),
+        k: _WHY[k]
+        for k in (
+            "hypergrad_lr",
+            "form",
+        )
     }
 
     def __init__(

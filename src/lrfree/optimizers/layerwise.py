@@ -56,6 +56,19 @@ from ..presets import Named
 
 __all__ = ["SGDLW", "AdamWLW"]
 
+_WHY: dict[str, str] = {
+    "update_every": (
+        "estimates from the initial point are 30-400x the later ones and an EMA carries them "
+        "(SGD-LW autoencoder diverged 3/3); a fresh estimate every step never collapsed on "
+        "the development tasks (docs/presets.md)"
+    ),
+    "beta_t": (
+        "with a fresh estimate every step, no EMA (Alg. 1 as written): the EMA at 0.99 holds "
+        "only 1 - 0.99^n of the rate after n estimates"
+    ),
+}
+"""Why each default differs from the paper (shared by the classes of this module)."""
+
 
 class SGDLW(Named):
     """SGD with heavy-ball momentum (``m = momentum * m + g``) and layer-wise step sizes.
@@ -96,15 +109,11 @@ class SGDLW(Named):
         }
     }
     PRESET_WHY: ClassVar[dict[str, str]] = {
-        "update_every": (
-            "estimates from the initial point are 30-400x the later ones and an EMA carries "
-            "them (SGD-LW autoencoder diverged 3/3); a fresh estimate every step never "
-            "collapsed on the development tasks (docs/presets.md)"
-        ),
-        "beta_t": (
-            "with a fresh estimate every step, no EMA (Alg. 1 as written): the EMA at 0.99 "
-            "holds only 1 - 0.99^n of the rate after n estimates"
-        ),
+        k: _WHY[k]
+        for k in (
+            "update_every",
+            "beta_t",
+        )
     }
 
     def __init__(
@@ -175,15 +184,11 @@ class AdamWLW(Named):
         }
     }
     PRESET_WHY: ClassVar[dict[str, str]] = {
-        "update_every": (
-            "estimates from the initial point are 30-400x the later ones and an EMA carries "
-            "them (SGD-LW autoencoder diverged 3/3); a fresh estimate every step never "
-            "collapsed on the development tasks (docs/presets.md)"
-        ),
-        "beta_t": (
-            "with a fresh estimate every step, no EMA (Alg. 1 as written): the EMA at 0.99 "
-            "holds only 1 - 0.99^n of the rate after n estimates"
-        ),
+        k: _WHY[k]
+        for k in (
+            "update_every",
+            "beta_t",
+        )
     }
 
     def __init__(
