@@ -49,18 +49,11 @@ import torch
 from torch import Tensor
 
 from .distributed import check_partition, is_sharded, sharded_inner, sharded_inner_each
+from .dtypes import acc_dtype
 
 __all__ = ["GRANULARITIES", "BlockSet", "Partition", "acc_dtype", "inner_each"]
 
 GRANULARITIES = ("global", "layer", "tensor", "filter", "element")
-
-
-def acc_dtype(*dtypes: torch.dtype) -> torch.dtype:
-    """The dtype rates and reductions use: at least float32, float64 for float64 params."""
-    out = torch.float32
-    for d in dtypes:
-        out = torch.promote_types(out, d)
-    return out
 
 
 @dataclass

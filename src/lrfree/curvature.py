@@ -56,7 +56,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .blocks import acc_dtype
+from .dtypes import acc_dtype
 
 __all__ = [
     "fd_hessian_block_forms",

@@ -353,7 +353,7 @@ def sharded_fd_hessian_block_forms(
     ``sq_norms``: ``(||d_b||^2, ||W_b||^2)`` per block, already complete (the caller packed
     them into its own reduction): then only the final reduction remains.
     """
-    from .blocks import acc_dtype
+    from .dtypes import acc_dtype
 
     dt = params[0].dtype if params[0].is_floating_point() else torch.float32
     eps = torch.finfo(dt).eps

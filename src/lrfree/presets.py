@@ -71,6 +71,10 @@ def _with_presets(init: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
+_LIBRARY_CLASSES: list[type[Named]] = []
+"""The named classes the library defines (registered as they are created)."""
+
+
 class Named(Composed):
     """Base of the named optimizers: ``Composed`` with a class-specific signature and presets.
 
@@ -86,6 +90,8 @@ class Named(Composed):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if cls.__module__.startswith("lrfree."):  # the library's own: in preset_table()
+            _LIBRARY_CLASSES.append(cls)
         init = cls.__dict__.get("__init__")
         if init is not None:
             cls.__init__ = _with_presets(init)  # type: ignore[method-assign]
@@ -113,11 +119,8 @@ def preset_table(classes: list[type[Named]] | None = None) -> str:
         >>> print(preset_table([lrfree.ADLER]).splitlines()[0])
         | optimizer | field | paper | default | why the default differs |
     """
-    if classes is None:
-        import lrfree
-
-        classes = [getattr(lrfree, n) for n in lrfree.__all__]
-        classes = [c for c in classes if isinstance(c, type) and issubclass(c, Named)]
+    if classes is None:  # in the order of lrfree.__all__: upper-case names first
+        classes = sorted(_LIBRARY_CLASSES, key=lambda c: (not c.__name__.isupper(), c.__name__))
     rows = [
         "| optimizer | field | paper | default | why the default differs |",
         "|---|---|---|---|---|",

@@ -20,12 +20,12 @@ Checked against real runs (``lrfree bench --task T --optimizers adamw,sgd-lw,adl
 fmnist-2c2d estimated 48 s, the process used 52 s of CPU; fmnist-mlp 5 s vs 11 s and
 cora-gcn 1 s vs 6 s, where start-up (about 5 s, now added) was most of it.
 
-The tables below were measured with ``python -m lrfree.bench.cost`` (one torch thread) on
+The tables below were measured with ``python -m lrfree.bench.measure`` (one torch thread) on
 this project's 2-core x86_64 CPU while other jobs ran. They are CPU seconds of the process
 (``time.process_time``), which a shared machine disturbs much less than wall-clock time; with
 one thread, a step's CPU time is about the wall time it takes on a quiet machine, and two
 threads only make it shorter, so the estimate is on the slow side.
-``python -m lrfree.bench.cost`` re-measures them on any machine.
+``python -m lrfree.bench.measure`` re-measures them on any machine.
 
 Example::
 
@@ -37,18 +37,11 @@ Example::
 
 from __future__ import annotations
 
-import argparse
-import math
-import time
 from typing import Any
 
-import torch
+from .tasks import Task
 
-from .data import Split
-from .optimizers import lookup
-from .tasks import BenchConfig, Task, get_task
-
-__all__ = ["EVAL_SECONDS", "FACTORS", "STEP_SECONDS", "estimate", "format_seconds", "measure"]
+__all__ = ["EVAL_SECONDS", "FACTORS", "STEP_SECONDS", "estimate", "format_seconds"]
 
 # CPU seconds per torch-AdamW training step (the task's batch), per evaluation on the whole
 # test set, and to load the task's data; measured 2026-11-30 (see the module docstring)
@@ -64,7 +57,7 @@ STEP_SECONDS: dict[str, float] = {
     "fmnist-resnet": 0.1153,
     "cora-gcn": 0.0398,
     "citeseer-gcn": 0.0589,
-    # measured 2026-12-05 with `python -m lrfree.bench.cost --tasks stdlib-charlm
+    # measured 2026-12-05 with `python -m lrfree.bench.measure --tasks stdlib-charlm
     # --factor-tasks stdlib-charlm --steps 40` (one thread, loaded machine); on this task an
     # LW step (graph mode under the MATH attention backend) costs 13.9x (SGD-LW) and 12.7x
     # (AdamW-LW) an AdamW step, above FACTORS' 7.84 / 5.50 from the MLPs: LW's runs here
@@ -214,107 +207,3 @@ def format_seconds(s: float) -> str:
     if s >= 60:
         return f"{s // 60} min {s % 60} s"
     return f"{s} s"
-
-
-# ------------------------------------------------------------------ measuring
-def _clock() -> float:
-    """CPU seconds of this process: with one torch thread, the work of a step regardless of
-    what else the machine runs (wall-clock time would count the waits for a shared CPU)."""
-    return time.process_time()
-
-
-def _time_steps(task: Task, split: Split, name: str, n: int, warmup: int = 2) -> float:
-    """Mean CPU seconds of one training step of optimizer ``name`` on ``task``'s batches
-    (the mean, not the median: it must count the periodic curvature steps of LW and TLR)."""
-    from . import runner
-
-    entry = lookup(name)
-    torch.manual_seed(0)
-    model = task.model()
-    steps = _steps_per_epoch(task, len(split.x_train))
-    opt = entry.build(model, entry.default_lr, steps_per_epoch=steps, loss=task.loss)
-    step = entry.step or runner._default_step
-    runner._mode(opt, "train")
-    gen = torch.Generator().manual_seed(0)
-    batches = []
-    while len(batches) < n + warmup:
-        batches += list(runner._batches(split, task.batch_size, gen))
-    times = []
-    for i, (x, y) in enumerate(batches[: n + warmup]):
-        t0 = _clock()
-        runner.train_step(task, step, model, opt, x, y)
-        if i >= warmup:
-            times.append(_clock() - t0)
-    return sum(times) / len(times)
-
-
-def measure(
-    tasks: list[str],
-    optimizers: list[str],
-    factor_tasks: list[str],
-    steps: int = 40,
-    cfg: BenchConfig | None = None,
-) -> dict[str, dict[str, float]]:
-    """Measure ``STEP_SECONDS``, ``EVAL_SECONDS``, ``LOAD_SECONDS`` for ``tasks`` (AdamW) and
-    ``FACTORS`` for ``optimizers`` (largest step-time ratio to AdamW over ``factor_tasks``)."""
-    from . import runner
-
-    cfg = cfg or BenchConfig()
-    step_s, eval_s, load_s, factors = {}, {}, {}, {}
-    splits = {}
-    for name in dict.fromkeys(tasks + factor_tasks):
-        task = get_task(name)
-        t0 = _clock()
-        splits[name] = task.load(cfg)
-        load_s[name] = _clock() - t0
-        step_s[name] = _time_steps(task, splits[name], "adamw", steps)
-        torch.manual_seed(0)
-        model = task.model()
-        t0 = _clock()
-        runner._evaluate(task, model, splits[name])
-        eval_s[name] = _clock() - t0
-        print(
-            f"{name:20s} step {1e3 * step_s[name]:8.2f} ms  eval {eval_s[name]:6.2f} s  "
-            f"load {load_s[name]:5.2f} s",
-            flush=True,
-        )
-    for opt in optimizers:
-        ratios = []
-        for name in factor_tasks:
-            task = get_task(name)
-            ratios.append(_time_steps(task, splits[name], opt, steps) / step_s[name])
-        factors[opt] = max(ratios)
-        print(f"{opt:20s} x{factors[opt]:5.2f}  ({', '.join(f'{r:.2f}' for r in ratios)})")
-    return {"step": step_s, "eval": eval_s, "load": load_s, "factors": factors}
-
-
-def _main() -> None:
-    from .optimizers import available
-
-    p = argparse.ArgumentParser(description="Measure the cost tables of lrfree.bench.cost.")
-    p.add_argument("--tasks", default=None, help="comma-separated (default: all)")
-    p.add_argument("--factor-tasks", default="fmnist-mlp,fmnist-lenet5")
-    p.add_argument("--optimizers", default=None, help="comma-separated (default: all available)")
-    p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--threads", type=int, default=1)
-    a = p.parse_args()
-    from .tasks import TASKS
-
-    torch.set_num_threads(a.threads)
-    tasks = a.tasks.split(",") if a.tasks else list(TASKS)
-    opts = a.optimizers.split(",") if a.optimizers else available()
-    m = measure(tasks, opts, a.factor_tasks.split(","), a.steps)
-    tables = (("STEP_SECONDS", "step"), ("EVAL_SECONDS", "eval"), ("LOAD_SECONDS", "load"))
-    for table, key in tables:
-        print(f"{table} = {{")
-        for k, v in m[key].items():
-            print(f'    "{k}": {v:.4g},')
-        print("}")
-    print("FACTORS = {")
-    for k, v in m["factors"].items():
-        print(f'    "{k}": {math.ceil(v * 100) / 100:.2f},')
-    print("}")
-
-
-if __name__ == "__main__":
-    _main()

@@ -92,7 +92,7 @@ _LOSS_NAMES = {"cross_entropy": "cross_entropy", "nll": "nll", "bce_logits": "bc
 def outputs_step(task: Any, model: nn.Module, opt: torch.optim.Optimizer, x, y) -> torch.Tensor:
     """ADLER's fastest documented loop: ``opt.backward(loss, out)`` keeps what the step needs
     for ``J G`` (docs/adler.md), then the step receives the outputs."""
-    from .runner import task_loss
+    from .tasks import task_loss
 
     opt.zero_grad()
     out = model(x)

@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 import lrfree
 
 from .data import Split
 from .optimizers import BENCH_OPTIMIZERS, BenchOptimizer, lookup, resolve
-from .tasks import TASKS, BenchConfig, Task, TaskSize, get_task
+from .tasks import TASKS, BenchConfig, Task, TaskSize, get_task, task_loss
 
 __all__ = [
     "Run",
@@ -75,7 +74,13 @@ class Run:
         return f"{self.task.name}/{self.entry.name}-lr{lr}-seed{self.seed}"
 
 
-NOT_TRAINING = ("bench/report.py", "bench/cost.py", "cli.py", "integrations.py")
+NOT_TRAINING = (
+    "bench/report.py",
+    "bench/cost.py",
+    "bench/measure.py",
+    "cli.py",
+    "integrations.py",
+)
 """Modules that cannot change a run's record (tables, cost estimates, the command line,
 framework callbacks): left out of ``code_fingerprint``, so editing them keeps results."""
 
@@ -181,14 +186,6 @@ def plan(
                 for entry, lr, is_grid in resolve(spec):
                     runs.append(Run(task, spec, entry, lr, is_grid, seed, n_epochs, subset, test))
     return runs
-
-
-def task_loss(task: Task, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    if task.loss == "nll":
-        return F.nll_loss(out, y, ignore_index=-100)
-    if task.loss == "bce_logits":  # reconstruction: y is the target image in [0, 1]
-        return F.binary_cross_entropy_with_logits(out, y)
-    return F.cross_entropy(out, y, ignore_index=-100)
 
 
 def _batches(split: Split, batch_size: int, gen: torch.Generator) -> Iterator[tuple]:

@@ -20,7 +20,7 @@ from torch import nn
 
 from .data import Split, load_fashion_mnist, load_mnist1d, load_planetoid, load_stdlib_charlm
 
-__all__ = ["SUITES", "TASKS", "BenchConfig", "Task", "TaskSize", "get_task"]
+__all__ = ["SUITES", "TASKS", "BenchConfig", "Task", "TaskSize", "get_task", "task_loss"]
 
 
 @dataclass
@@ -508,3 +508,13 @@ optimizer at its defaults, the AdamW and SGD-momentum grids, AdamW at 1e-3 and t
 --suite full --estimate``; ``lrfree.bench.cost`` holds the measured costs)."""
 
 SUITES: dict[str, dict[str, TaskSize]] = {"quick": QUICK, "full": FULL}
+
+
+def task_loss(task: Task, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The task's training loss: NLL on log-probabilities, BCE with logits for
+    reconstruction, else cross entropy (label ``-100`` ignored)."""
+    if task.loss == "nll":
+        return F.nll_loss(out, y, ignore_index=-100)
+    if task.loss == "bce_logits":  # reconstruction: y is the target image in [0, 1]
+        return F.binary_cross_entropy_with_logits(out, y)
+    return F.cross_entropy(out, y, ignore_index=-100)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
@@ -28,10 +28,19 @@ from torch import Tensor
 from ..blocks import BlockSet, Partition
 from ..hyper import Hyper
 
-if TYPE_CHECKING:
-    from ..optimizer import Composed
 
-__all__ = ["Rule", "StepContext"]
+class Host(Protocol):
+    """What a rule may use of the optimizer that runs it (``lrfree.Composed``): its state,
+    its param groups and their block partitions. Rules depend on this, not on ``Composed``,
+    so the rules package does not import the optimizer that imports it."""
+
+    state: Any
+    param_groups: list[dict[str, Any]]
+
+    def partition(self, group_index: int, blocks: str | None = None) -> Partition: ...
+
+
+__all__ = ["Host", "Rule", "StepContext"]
 
 
 @dataclass
@@ -42,7 +51,7 @@ class StepContext:
     this step are ``None``. ``partition`` holds only the block sets with an active member.
     """
 
-    optimizer: Composed
+    optimizer: Host
     group: dict[str, Any]
     group_index: int
     params: list[Tensor]
@@ -154,7 +163,7 @@ class Rule:
         """Rule statistics of a block worth logging (raw estimates, counters)."""
         return {k: v for k, v in block_state.items() if k.startswith(self.name + ".")}
 
-    def curvature_due(self, optimizer: Composed, group_index: int) -> bool:
+    def curvature_due(self, optimizer: Host, group_index: int) -> bool:
         """Whether the next ``step()`` of this group needs ``backward(create_graph=True)``."""
         return False
 
