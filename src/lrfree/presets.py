@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 from .optimizer import Composed
 
-__all__ = ["PRESET_NAMES", "Named", "preset_table"]
+__all__ = ["PRESET_NAMES", "Named", "preset_table", "reasons"]
 
 PRESET_NAMES = ("default", "paper")
 """The presets every named optimizer has."""
@@ -99,6 +99,15 @@ class Named(Composed):
     def __repr__(self) -> str:
         base = super().__repr__()
         return base if self.preset == "default" else base[:-1] + f", preset={self.preset!r})"
+
+
+def reasons(table: dict[str, str], *fields: str) -> dict[str, str]:
+    """A class's ``PRESET_WHY``: the entries of a module's table of reasons for ``fields``.
+
+    >>> reasons({"lr": "why lr", "eps": "why eps"}, "lr")
+    {'lr': 'why lr'}
+    """
+    return {f: table[f] for f in fields}
 
 
 def defaults_of(cls: type[Named]) -> dict[str, Any]:

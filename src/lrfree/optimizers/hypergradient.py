@@ -87,7 +87,7 @@ from torch import Tensor
 
 from ..blocks import GRANULARITIES
 from ..directions.sgd import sgd_direction
-from ..presets import Named
+from ..presets import Named, reasons
 from ..rules.hypergradient import default_gammas
 
 __all__ = ["SGDCAMHD", "SGDHD", "SGDNCAMHD", "SGDNHD", "AdamCAMHD", "AdamHD"]
@@ -164,15 +164,7 @@ class SGDHD(Named):
             "decay_rate": 0.0,
         }
     }
-    PRESET_WHY: ClassVar[dict[str, str]] = {
-        k: _WHY[k]
-        for k in (
-            "lr",
-            "momentum",
-            "hypergrad_lr",
-            "form",
-        )
-    }
+    PRESET_WHY: ClassVar[dict[str, str]] = reasons(_WHY, "lr", "momentum", "hypergrad_lr", "form")
 
     def __init__(
         self,
@@ -226,14 +218,7 @@ class SGDNHD(SGDHD):
             "decay_rate": 0.0,
         }
     }
-    PRESET_WHY: ClassVar[dict[str, str]] = {
-        k: _WHY[k]
-        for k in (
-            "lr",
-            "hypergrad_lr",
-            "form",
-        )
-    }
+    PRESET_WHY: ClassVar[dict[str, str]] = reasons(_WHY, "lr", "hypergrad_lr", "form")
 
     def __init__(
         self,
@@ -293,13 +278,7 @@ class AdamHD(Named):
             "decay_rate": 0.0,
         }
     }
-    PRESET_WHY: ClassVar[dict[str, str]] = {
-        k: _WHY[k]
-        for k in (
-            "hypergrad_lr",
-            "form",
-        )
-    }
+    PRESET_WHY: ClassVar[dict[str, str]] = reasons(_WHY, "hypergrad_lr", "form")
 
     def __init__(
         self,
@@ -375,15 +354,7 @@ class SGDCAMHD(_CAMReadout):
             "form": "additive",
         }
     }
-    PRESET_WHY: ClassVar[dict[str, str]] = {
-        k: _WHY[k]
-        for k in (
-            "lr",
-            "momentum",
-            "hypergrad_lr",
-            "form",
-        )
-    }
+    PRESET_WHY: ClassVar[dict[str, str]] = reasons(_WHY, "lr", "momentum", "hypergrad_lr", "form")
 
     def __init__(
         self,
@@ -441,14 +412,7 @@ class SGDNCAMHD(SGDCAMHD):
             "form": "additive",
         }
     }
-    PRESET_WHY: ClassVar[dict[str, str]] = {
-        k: _WHY[k]
-        for k in (
-            "lr",
-            "hypergrad_lr",
-            "form",
-        )
-    }
+    PRESET_WHY: ClassVar[dict[str, str]] = reasons(_WHY, "lr", "hypergrad_lr", "form")
 
     def __init__(
         self,
@@ -508,13 +472,7 @@ class AdamCAMHD(_CAMReadout):
             "form": "additive",
         }
     }
-    PRESET_WHY: ClassVar[dict[str, str]] = {
-        k: _WHY[k]
-        for k in (
-            "hypergrad_lr",
-            "form",
-        )
-    }
+    PRESET_WHY: ClassVar[dict[str, str]] = reasons(_WHY, "hypergrad_lr", "form")
 
     def __init__(
         self,

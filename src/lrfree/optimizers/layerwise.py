@@ -52,7 +52,7 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from ..directions.sgd import sgd_direction
-from ..presets import Named
+from ..presets import Named, reasons
 
 __all__ = ["SGDLW", "AdamWLW"]
 
@@ -108,13 +108,7 @@ class SGDLW(Named):
             "curvature": "hessian",
         }
     }
-    PRESET_WHY: ClassVar[dict[str, str]] = {
-        k: _WHY[k]
-        for k in (
-            "update_every",
-            "beta_t",
-        )
-    }
+    PRESET_WHY: ClassVar[dict[str, str]] = reasons(_WHY, "update_every", "beta_t")
 
     def __init__(
         self,
@@ -183,13 +177,7 @@ class AdamWLW(Named):
             "curvature": "hessian",
         }
     }
-    PRESET_WHY: ClassVar[dict[str, str]] = {
-        k: _WHY[k]
-        for k in (
-            "update_every",
-            "beta_t",
-        )
-    }
+    PRESET_WHY: ClassVar[dict[str, str]] = reasons(_WHY, "update_every", "beta_t")
 
     def __init__(
         self,

@@ -43,6 +43,14 @@ from .base import Rule, StepContext
 __all__ = ["Distance", "DistanceEstimate"]
 
 
+def _scalar_dtype(sets: list[Any]) -> torch.dtype | None:
+    """The one dtype of scalar block values, ``None`` where the stacked paths do not apply
+    (no blocks, per-filter values, mixed dtypes)."""
+    if not sets or any(s.shape for s in sets) or len({s.dtype for s in sets}) != 1:
+        return None
+    return sets[0].dtype
+
+
 class Distance(Rule):
     """DoG / L-DoG's rate ``rbar_t / sqrt(G_t)`` per block (see the module docstring)."""
 
@@ -120,9 +128,9 @@ class Distance(Rule):
         """The reference's arithmetic on stacked block values (a fixed number of kernels per
         step); ``None`` where the blocks are not scalars of one dtype (the reference)."""
         sets = ctx.partition.sets
-        if not sets or any(s.shape for s in sets) or len({s.dtype for s in sets}) != 1:
+        dtype = _scalar_dtype(sets)
+        if dtype is None:
             return None
-        dtype = sets[0].dtype
         rbars = [ctx.block_state(s)[self.key("rbar")] for s in sets]
         Gs = [self.ensure(ctx, s, "G", 0.0) for s in sets]
         alphas = [self.ensure(ctx, s, "alpha", 0.0) for s in sets]
@@ -209,9 +217,9 @@ class DistanceEstimate(Distance):
         """The reference's arithmetic on stacked block values; ``None`` where the blocks
         are not scalars of one dtype."""
         sets, group = ctx.partition.sets, ctx.group
-        if not sets or any(s.shape for s in sets) or len({s.dtype for s in sets}) != 1:
+        dtype = _scalar_dtype(sets)
+        if dtype is None:
             return None
-        dtype = sets[0].dtype
         nums = [self.ensure(ctx, s, "num", 0.0) for s in sets]
         alphas = [self.ensure(ctx, s, "alpha", group["d0"]) for s in sets]
         roots = torch.tensor(
