@@ -51,3 +51,41 @@ def test_only_baseline_and_peer_records_of_the_old_loop_are_carried(tmp_path):
     _module().rekey(tmp_path / "r2.jsonl", "old2", "second")
     again = json.loads((tmp_path / "r2.jsonl").read_text())
     assert [k["from"] for k in again["rekeys"]] == ["old1", "old2"]
+
+
+def test_verify_carries_records_that_retrain_identically_and_only_those(tmp_path):
+    """--verify: stored runs retrained for one epoch with this code; an optimizer is carried
+    only if its check matched exactly. A record whose stored loss was altered (standing in
+    for a code change that moved the arithmetic) stays under its old fingerprint."""
+    from lrfree.bench.runner import code_fingerprint, plan, run_suite
+    from lrfree.bench.tasks import BenchConfig
+
+    runs = plan(["mnist1d-mlp"], ["adamw@0.001", "adalip", "sgd-m@0.01"], 1, 2, 256)
+    recs = run_suite(runs, tmp_path / "out", BenchConfig(), progress=False, threads=1)
+    module = _module()
+    stale = []
+    for rec in recs:
+        fp = rec["key"].rsplit("|code=", 1)[1]
+        rec = {
+            **rec,
+            "key": rec["key"][: -len(fp)] + ("oldloop" if fp == loop_fingerprint() else "oldcode"),
+        }
+        if rec["optimizer"] == "sgd-m":  # epoch 1 altered: must not be carried
+            rec["per_epoch"] = [{**rec["per_epoch"][0], "train_loss": 1.0}, *rec["per_epoch"][1:]]
+        stale.append(rec)
+    path = tmp_path / "results.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in stale) + "\n")
+    log: list[str] = []
+    ok = module.verify(path, ["oldloop", "oldcode"], 1, 1, log=log.append)
+    assert sorted(ok) == ["adalip", "adamw"]
+    assert any(line.startswith("MISMATCH mnist1d-mlp/sgd-m") for line in log)
+    carried, kept = module.rekey(path, ["oldloop", "oldcode"], "test", ok)
+    assert (carried, kept) == (2, 1)
+    out = {r["optimizer"]: r for r in map(json.loads, path.read_text().splitlines())}
+    assert out["adalip"]["key"].endswith(f"|code={code_fingerprint()}")
+    assert out["adamw"]["key"].endswith(f"|code={loop_fingerprint()}")
+    assert out["adalip"]["rekeys"][-1]["verified"] == ["mnist1d-mlp/adalip/lr=None/seed=0/epochs=1"]
+    assert out["sgd-m"]["key"].endswith("|code=oldloop")
+    # without --verify an lrfree record is never carried
+    path.write_text(json.dumps(stale[1]) + "\n")
+    assert module.rekey(path, ["oldcode"], "word only") == (0, 1)
