@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 FMNIST := /usr/share/datasets/fashion-mnist
 LINTED := src tests $(wildcard benchmarks examples)
 
-.PHONY: bench test lint venv data docs clean results results-auto
+.PHONY: bench test lint venv data docs clean results results-auto results-pages
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ results-auto: venv data
 	$(VENV)/bin/lrfree bench --suite full --out benchmarks/out/auto-eval \
 	  --optimizers adamw,adamw@grid,sgd-m@grid,auto,prodigy,dadapt-adam,schedulefree-adamw,prodigy-sf,dog,ldog \
 	  --results-page docs/results-auto.md
+
+# both results pages (and their folders' report.md, report.json, PNGs) redrawn from the records
+# already in benchmarks/out/, without training: after a change to the tables or the plots only
+results-pages: venv
+	$(PY) -m lrfree.bench.report benchmarks/out/full-suite --results-page docs/results.md
+	$(PY) -m lrfree.bench.report benchmarks/out/auto-eval --results-page docs/results-auto.md
 
 test: venv data docs
 	$(VENV)/bin/ruff check $(LINTED)

@@ -14,6 +14,11 @@ Protocol (AlgoPerf-like, at small scale):
 * the *paired* comparison (``paired``) sets each entry against the tuned baseline seed by
   seed (runs of one seed share initial weights and data order) and calls it a win, a tie or
   a loss from a bootstrap interval of the mean per-seed difference (``verdict``).
+
+The PNG plots are drawn by ``lrfree.bench.plots`` (``plots`` here writes them all). Without
+training, ``python -m lrfree.bench.report OUT [--results-page PAGE]`` (``main``, ``redraw``)
+rewrites an ``lrfree bench --out`` folder's report.md, report.json and plots, and a results
+page, from the records stored in it (``stored_records``).
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ import statistics
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # answered by ``__getattr__`` below: the plots live in ``plots``
+    from .plots import lr_sensitivity_plot, method_family, profile_plot
 
 __all__ = [
     "aggregate",
@@ -37,6 +45,7 @@ __all__ = [
     "compare",
     "deficits",
     "lr_sensitivity_plot",
+    "main",
     "markdown",
     "method_family",
     "paired",
@@ -45,7 +54,9 @@ __all__ = [
     "plots",
     "profile",
     "profile_plot",
+    "redraw",
     "results_page",
+    "stored_records",
     "summary_lines",
     "verdict",
     "write_json",
@@ -859,469 +870,46 @@ def base_lines(agg: dict[str, Any], within: float = 3.0) -> list[str]:
     return lines
 
 
-def profile_plot(agg: dict[str, Any], path: Path, tau_max: float | None = None) -> Path | None:
-    """The performance profile (``profile``) as a PNG: fraction of tasks within tau of the
-    best entry vs tau; one line per optimizer spec, dashed for baselines, dotted for peers."""
-    import matplotlib
+# --- plots (``lrfree.bench.plots``) and the results page ---------------------------------
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    defs = deficits(agg)
-    if not defs:
-        return None
-    finite = [d for per in defs.values() for d in per.values() if math.isfinite(d)]
-    top = tau_max or 1.05 * max(min(max(finite, default=1.0), 50.0), 2.0)
-    taus = sorted({0.0, top, *[d for d in finite if d <= top]})
-    taus = sorted(set(taus) | {top * k / 200 for k in range(201)})
-    rho = profile(agg, taus)
-    fam = {r["spec"]: r["family"] for t in agg.values() for r in t["rows"]}
-    style = {"baseline": "--", "peer": ":"}
-    fig, ax = plt.subplots(figsize=(10, 6))
-    colors = plt.get_cmap("tab20").colors  # 20 colours; line styles tell families apart
-    for i, spec in enumerate(sorted(rho, key=lambda s: -sum(rho[s]))):
-        ls = style.get(fam.get(spec, ""), "-")
-        ax.step(taus, rho[spec], where="post", label=spec, ls=ls, color=colors[i % 20])
-    ax.axvline(1.0, color="grey", lw=0.8)
-    ax.set(
-        xlabel="tau: accuracy points (loss tasks: % of loss) below the task's best",
-        ylabel="fraction of tasks within tau of the best",
-        xlim=(0, top),
-        ylim=(-0.02, 1.02),
-        title=f"Performance profile over {len(agg)} task(s)",
-    )
-    ax.legend(fontsize=7, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+_PLOTTING = ("lr_sensitivity_plot", "method_family", "profile_plot")
+"""Plotting names ``report`` still answers for; they live in ``lrfree.bench.plots``."""
 
 
-# --- families, colours and the highlighted entries of the plots -------------------------
+def __getattr__(name: str) -> Any:
+    """``report.lr_sensitivity_plot`` etc.: the plotting functions, moved to ``plots``
+    (imported on first use, so tables and statistics need no matplotlib)."""
+    if name in _PLOTTING:
+        from . import plots as _plots
 
-_FAMILY_OF = {
-    **dict.fromkeys(("sgd-lw", "adamw-lw"), "LW"),
-    **dict.fromkeys(("sgd-tlr", "adam-tlr"), "TLR"),
-    **dict.fromkeys(("adalip", "rmslip", "adamlip", "adalip-u", "rmslip-u", "adamlip-u"), "AdaLip"),
-    "adler": "ADLER",
-    **dict.fromkeys(
-        ("sgd-hd", "sgdn-hd", "adam-hd", "sgd-camhd", "sgdn-camhd", "adam-camhd"), "HD/CAM-HD"
-    ),
-    "auto": "Auto",
-}
-# lrfree families in warm colours, peers in cool ones, baselines black / grey; no colour is
-# used twice among the highlighted entries of a plot
-_FAMILY_COLORS = {
-    "LW": "#d62728",
-    "TLR": "#ff7f0e",
-    "AdaLip": "#8c564b",
-    "ADLER": "#e377c2",
-    "HD/CAM-HD": "#bcbd22",
-    "Auto": "#fdae61",
-    "lrfree": "#9e0142",
-}
-_PEER_COLORS = {
-    "prodigy": "#1f77b4",
-    "dadapt-adam": "#17becf",
-    "schedulefree-adamw": "#2ca02c",
-    "dog": "#9467bd",
-    "ldog": "#393b79",
-    "prodigy-sf": "#9ecae1",
-}
-_MORE_PEER_COLORS = ("#6baed6", "#74c476", "#08519c", "#005a32", "#756bb1")
-_GRID_STYLE = {"adamw@grid": ("black", "o"), "sgd-m@grid": ("#7f7f7f", "s")}
-
-
-def method_family(spec: str, family: str = "lrfree") -> str:
-    """The method family a spec belongs to, for colours and for picking each family's best
-    entry in the plots: ``LW``, ``TLR``, ``AdaLip``, ``ADLER`` or ``HD/CAM-HD`` for lrfree
-    specs (a ``NAME[k=v]`` or ``NAME@...`` spec belongs to ``NAME``'s family; an lrfree
-    optimizer of none of them: ``lrfree``), else the record family (``baseline``, ``peer``).
-
-    Example::
-
-        >>> method_family("sgd-lw[update_every=1]@grid"), method_family("rmslip-u")
-        ('LW', 'AdaLip')
-        >>> method_family("prodigy", "peer"), method_family("sgdn-camhd[form='additive']")
-        ('peer', 'HD/CAM-HD')
-    """
-    if family != "lrfree":
-        return family
-    from .optimizers import split_spec
-
-    return _FAMILY_OF.get(split_spec(spec)[0].partition("[")[0], "lrfree")
-
-
-def _score(row: dict[str, Any], higher: bool) -> float:
-    """Larger is better; a non-finite mean is the worst."""
-    v = row["acc_mean"]
-    if not math.isfinite(v):
-        return -math.inf
-    return v if higher else -v
-
-
-def _family_bests(t: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per lrfree method family, its best row of the task (by mean final metric)."""
-    best: dict[str, dict[str, Any]] = {}
-    for r in t["rows"]:
-        if r["family"] != "lrfree":
-            continue
-        fam = method_family(r["spec"])
-        if fam not in best or _score(r, t["higher_is_better"]) > _score(
-            best[fam], t["higher_is_better"]
-        ):
-            best[fam] = r
-    return dict(sorted(best.items(), key=lambda kv: list(_FAMILY_COLORS).index(kv[0])))
-
-
-def _peer_colors(rows: list[dict[str, Any]]) -> dict[str, str]:
-    """A cool colour per peer spec: the known peers' own, others from a spare list."""
-    out, spare = {}, iter(_MORE_PEER_COLORS * 4)
-    for spec in sorted(r["spec"] for r in rows if r["family"] == "peer"):
-        base = spec.partition("[")[0].partition("@")[0]
-        color = _PEER_COLORS.get(base)
-        out[spec] = color if color and color not in out.values() else next(spare)
-    return out
-
-
-def _highlights(t: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The entries of a task drawn in full in its curve plot, with their style: the tuned
-    baseline (black, dashed; the best baseline when the task has no grid), every peer
-    (cool colours, dotted) and each lrfree family's best entry (warm colours, solid)."""
-    higher = t["higher_is_better"]
-    out: dict[str, dict[str, Any]] = {}
-    tuned = t.get("tuned")
-    if tuned is None:
-        base = [r for r in t["rows"] if r["family"] == "baseline"]
-        tuned = max(base, key=lambda r: _score(r, higher))["spec"] if base else None
-    if tuned is not None:
-        out[tuned] = {"color": "black", "ls": "--", "tag": "tuned baseline"}
-    for spec, color in _peer_colors(t["rows"]).items():
-        out[spec] = {"color": color, "ls": ":", "tag": "peer"}
-    for fam, r in _family_bests(t).items():
-        out[r["spec"]] = {"color": _FAMILY_COLORS[fam], "ls": "-", "tag": f"best {fam}"}
-    return out
-
-
-def _short(spec: str, n: int = 44) -> str:
-    return spec if len(spec) <= n else spec[: n - 1] + "\u2026"
-
-
-def _spread(ys: list[float], gap: float, lo: float = 0.0, hi: float = 1.0) -> list[float]:
-    """Move sorted label positions (axes fractions) apart by at least ``gap``, within
-    [lo, hi], keeping their order.
-
-    Example::
-
-        >>> [round(y, 2) for y in _spread([0.5, 0.5, 0.51], 0.1)]
-        [0.5, 0.6, 0.7]
-    """
-    out = list(ys)
-    for i in range(1, len(out)):
-        out[i] = max(out[i], out[i - 1] + gap)
-    if out and out[-1] > hi:  # pushed past the top: push back down
-        out[-1] = hi
-        for i in range(len(out) - 2, -1, -1):
-            out[i] = min(out[i], out[i + 1] - gap)
-    if out and out[0] < lo:  # too many labels: squeeze evenly
-        step = (hi - lo) / max(len(out) - 1, 1)
-        out = [lo + i * step for i in range(len(out))]
-    return out
-
-
-def lr_sensitivity_plot(
-    data: dict[str, Any] | list[dict[str, Any]], task: str, path: Path
-) -> Path | None:
-    """The LR-sensitivity picture of one task as a PNG: final test metric vs learning rate
-    (log scale) for each grid entry (mean over seeds, band: +- std over seeds; a star at
-    its best rate), and every entry run without a grid (lrfree optimizers and peers at
-    their defaults, AdamW at its default rate, marked at that rate) as a horizontal line:
-    where a default lands on the curve a user would otherwise have searched.
-
-    ``data`` is ``aggregate``'s output or the run records. lrfree lines are warm colours
-    (one per method family), peers cool ones; each family's best entry, the peers and the
-    baselines are drawn in full and labelled at the right margin, the other lrfree entries
-    faded and unlabelled. Returns ``None`` (and writes nothing) when the task has no grid.
-    """
-    agg = aggregate(data) if isinstance(data, list) else data
-    t = agg.get(task)
-    if t is None:
-        return None
-    grids = [r for r in t["rows"] if r["grid"]]
-    if not grids:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
-
-    higher = t["higher_is_better"]
-    fmt = ".1f" if higher else ".4g"
-    fig, ax = plt.subplots(figsize=(12, 6.5))
-    fig.subplots_adjust(left=0.07, right=0.68, top=0.91, bottom=0.24)
-    finite: list[float] = []
-    xs_all: list[float] = []
-    handles = []
-    spare = iter(("#1b1b1b", "#4d4d4d", "#999999"))
-    for r in sorted(grids, key=lambda r: r["spec"]):
-        color, marker = _GRID_STYLE.get(r["spec"], (next(spare, "#4d4d4d"), "D"))
-        pts = [p for p in r["by_lr"] if p["lr"] is not None]
-        xs = [p["lr"] for p in pts]
-        xs_all += xs
-        ms = [p["mean"] if math.isfinite(p["mean"]) else float("nan") for p in pts]
-        sd = [p["std"] if math.isfinite(p["std"]) else 0.0 for p in pts]
-        ax.fill_between(
-            xs, [m - s for m, s in zip(ms, sd)], [m + s for m, s in zip(ms, sd)],
-            color=color, alpha=0.12, lw=0,
-        )  # fmt: skip
-        seeds = sorted({p["seeds"] for p in pts})
-        n = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
-        (h,) = ax.plot(
-            xs, ms, color=color, marker=marker, lw=2, ms=5, zorder=4,
-            label=f"{r['spec']} (mean ± std, {n} seed{'s' * (n != '1')})",
-        )  # fmt: skip
-        handles.append(h)
-        if math.isfinite(r["acc_mean"]):
-            ax.plot([r["lr"]], [r["acc_mean"]], marker="*", ms=14, color=color, zorder=5)
-        finite += [m + s for m, s in zip(ms, sd) if math.isfinite(m)]
-        finite += [m - s for m, s in zip(ms, sd) if math.isfinite(m)]
-        bad = [p["lr"] for p in pts if not math.isfinite(p["mean"])]
-        if bad:  # a diverged rate (infinite loss): an x at the worse edge
-            edge = 0.02 if higher else 0.98
-            ax.plot(
-                bad, [edge] * len(bad), ls="", marker="x", ms=9, mew=2, color=color,
-                transform=ax.get_xaxis_transform(), clip_on=False, zorder=5,
-            )  # fmt: skip
-            for x in bad:
-                ax.annotate(
-                    "diverged", (x, edge), xycoords=ax.get_xaxis_transform(),
-                    xytext=(0, -12 if not higher else 8), textcoords="offset points",
-                    ha="center", fontsize=7, color=color,
-                )  # fmt: skip
-    lines = [r for r in t["rows"] if not r["grid"]]
-    hl = _highlights(t)
-    peer_colors = _peer_colors(t["rows"])
-    labelled: list[tuple[float, str, str]] = []  # (y, text, colour)
-    not_drawn, n_faded = [], 0
-    for r in lines:
-        v = r["acc_mean"]
-        if not math.isfinite(v):
-            not_drawn.append(r["spec"])
-            continue
-        finite.append(v)
-        if r["family"] == "peer":
-            color, ls, full = peer_colors[r["spec"]], ":", True
-        elif r["family"] == "baseline":
-            color, ls, full = "#555555", "-.", True
-        else:
-            color, ls = _FAMILY_COLORS[method_family(r["spec"])], "-"
-            full = r["spec"] in hl
-        if full:
-            ax.axhline(v, color=color, ls=ls, lw=1.8, zorder=3)
-            at = f" (lr {r['lr']:g})" if r["family"] == "baseline" and r["lr"] is not None else ""
-            labelled.append((v, f"{_short(r['spec'])}{at}  {v:{fmt}}", color))
-            if r["family"] == "baseline" and r["lr"] is not None:  # a fixed rate: mark it
-                ax.plot([r["lr"]], [v], marker="D", ms=7, color=color, zorder=5)
-                xs_all.append(r["lr"])
-        else:
-            ax.axhline(v, color=color, ls=ls, lw=0.8, alpha=0.3, zorder=2)
-            n_faded += 1
-    ax.set_xscale("log")
-    if xs_all:
-        ax.set_xlim(min(xs_all) / 1.6, max(xs_all) * 1.6)
-    if finite:
-        lo, hi = min(finite), max(finite)
-        if not higher and lo > 0 and hi / lo > 20:
-            ax.set_yscale("log")
-            ax.set_ylim(lo / 1.2, hi * 1.2)
-        else:
-            pad = 0.05 * (hi - lo) or 0.05 * abs(hi) or 1.0
-            ax.set_ylim(lo - pad, hi + pad)
-    metric = (
-        "final test accuracy % (higher is better)"
-        if higher
-        else ("final test loss (lower is better)")
-    )
-    ax.set(xlabel="learning rate (log scale)", ylabel=metric)
-    ax.grid(True, which="major", alpha=0.3)
-    ax.set_title(
-        f"{task}: final test {'accuracy' if higher else 'loss'} vs learning rate; "
-        "horizontal lines: runs without a grid (defaults)",
-        fontsize=10,
-    )
-    # right-margin labels, moved apart so they do not overlap, joined to their lines
-    if labelled:
-        fig.canvas.draw()
-        to_axes = ax.transAxes.inverted()
-        pts = sorted(
-            (to_axes.transform(ax.transData.transform((1.0, y)))[1], text, c)
-            for y, text, c in labelled
-        )
-        ys = _spread([p[0] for p in pts], gap=0.034, lo=-0.02, hi=1.02)
-        for (y0, text, c), y1 in zip(pts, ys):
-            ax.annotate(
-                text, xy=(1.0, y0), xycoords="axes fraction", xytext=(1.05, y1),
-                textcoords="axes fraction", va="center", fontsize=7.5, color=c,
-                arrowprops={"arrowstyle": "-", "color": c, "lw": 0.6, "alpha": 0.7},
-                annotation_clip=False,
-            )  # fmt: skip
-    fams = {r["family"] for r in lines}
-    handles.append(
-        Line2D([], [], marker="*", ls="", ms=12, color="black", label="best rate of a grid")
-    )
-    if "baseline" in fams:
-        handles.append(
-            Line2D([], [], color="#555555", ls="-.", lw=1.8, label="baseline at a fixed rate (◆)")
-        )
-    if "lrfree" in fams:
-        handles.append(
-            Line2D([], [], color=_FAMILY_COLORS["LW"], lw=1.8,
-                   label="lrfree at its defaults: best entry of each family (warm colours)")
-        )  # fmt: skip
-    if n_faded:
-        handles.append(
-            Line2D([], [], color=_FAMILY_COLORS["TLR"], lw=0.8, alpha=0.4,
-                   label=f"other lrfree entries, faded and unlabelled ({n_faded})")
-        )  # fmt: skip
-    if "peer" in fams:
-        handles.append(
-            Line2D([], [], color=_PEER_COLORS["prodigy"], ls=":", lw=1.8,
-                   label="peers at their defaults (cool colours)")
-        )  # fmt: skip
-    ax.legend(
-        handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=2, fontsize=8,
-        frameon=False,
-    )  # fmt: skip
-    if not_drawn:
-        fig.text(
-            0.07, 0.015, "not finite (diverged), not drawn: " + ", ".join(not_drawn),
-            fontsize=7, color="#b2182b",
-        )  # fmt: skip
-    fig.savefig(path, dpi=90, bbox_inches="tight", pad_inches=0.15)
-    plt.close(fig)
-    return Path(path)
+        return getattr(_plots, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def plots(agg: dict[str, Any], out: Path) -> list[Path]:
-    """Per task: the LR-sensitivity picture (``lr_sensitivity_plot``, ``<task>-lr.png``;
-    tasks with a grid), train loss and test metric vs epoch and vs training seconds (first
-    seed; ``<task>.png``: the tuned baseline, the peers and each lrfree family's best entry
-    in full, the other entries thin, grey and unlabelled); the lrfree optimizers' per-block
-    effective rates (``<task>-rates.png``); the performance profile (``profile.png``)."""
-    import matplotlib
+    """Every PNG plot of ``agg`` into the folder ``out`` (``lrfree.bench.plots.write_plots``):
+    per task the LR picture ``<task>-lr.png`` (tasks with a grid), the training curves
+    ``<task>.png`` and the lrfree entries' effective rates ``<task>-rates.png``; then the
+    performance profile ``profile.png``. Returns the paths written."""
+    from .plots import write_plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
+    return write_plots(agg, Path(out))
 
-    written = []
-    for task, t in agg.items():
-        lr_png = lr_sensitivity_plot(agg, task, out / f"{task}-lr.png")
-        if lr_png is not None:
-            written.append(lr_png)
-        hl = _highlights(t)
-        fig, axes = plt.subplots(2, 2, figsize=(16, 9))
-        faded = 0
-        # the faded entries first, the highlighted ones on top in the legend's order
-        rows = [r for r in t["rows"] if r["spec"] not in hl]
-        rows += sorted(
-            (r for r in t["rows"] if r["spec"] in hl), key=lambda r: list(hl).index(r["spec"])
-        )
-        for r in rows:
-            rec = r["curves"][0]  # first seed
-            ep = [e["epoch"] for e in rec["per_epoch"]]
-            tm = [e.get("cpu_time", e["time"]) for e in rec["per_epoch"]]
-            loss = [e["train_loss"] for e in rec["per_epoch"]]
-            metric = [e["metric"] for e in rec["per_epoch"]]
-            style = hl.get(r["spec"])
-            if style is None:
-                kw: dict[str, Any] = {"color": "#9a9a9a", "lw": 0.7, "alpha": 0.35, "zorder": 1}
-                faded += 1
-            else:
-                lr = "" if r["lr"] is None else f" ({r['lr']:g})"
-                kw = {
-                    "color": style["color"],
-                    "ls": style["ls"],
-                    "lw": 2.2 if style["tag"] == "tuned baseline" else 1.7,
-                    "zorder": 3,
-                    "label": f"{style['tag']}: {_short(r['spec'], 48)}{lr}",
-                    "marker": "." if len(ep) < 12 else None,
-                }
-            for ax, x, y in zip(axes.flat, (ep, tm, ep, tm), (loss, loss, metric, metric)):
-                ax.plot(x, y, **kw)
-        ylabel = "test accuracy %" if t["higher_is_better"] else "test loss (lower is better)"
-        for ax, xl, yl in zip(
-            axes.flat,
-            ("epoch", "training seconds") * 2,
-            ("train loss", "train loss", ylabel, ylabel),
-        ):
-            ax.set(xlabel=xl, ylabel=yl)
-        for ax in axes[0]:
-            if all(e["train_loss"] > 0 for r in t["rows"] for e in r["curves"][0]["per_epoch"]):
-                ax.set_yscale("log")
-        fig.suptitle(
-            f"{task} (first seed): tuned baseline, peers and each lrfree family's best entry; "
-            "others in grey"
-        )
-        handles, _ = axes[0, 1].get_legend_handles_labels()
-        if faded:
-            handles.append(
-                Line2D([], [], color="#9a9a9a", lw=0.7, alpha=0.6, label=f"{faded} other entries")
-            )
-        axes[0, 1].legend(
-            handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.0)
-        )
-        fig.tight_layout()
-        path = out / f"{task}.png"
-        fig.savefig(path, dpi=90, bbox_inches="tight", pad_inches=0.15)
-        plt.close(fig)
-        written.append(path)
-        adaptive = [r for r in t["rows"] if r["family"] == "lrfree" and r["curves"][0].get("rates")]
-        if adaptive:
-            cols = min(4, len(adaptive))
-            nrows = -(-len(adaptive) // cols)
-            fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), squeeze=False)
-            for ax in axes.flat[len(adaptive) :]:
-                ax.axis("off")
-            for ax, r in zip(axes.flat, adaptive):
-                rec = r["curves"][0]  # first seed
-                n_blocks = len(rec["rates"][0])
-                if rec.get("rate_trace"):  # read-outs during training, x in epochs
-                    spe = max(rec.get("steps_per_epoch", 1), 1)
-                    xs = [p["step"] / spe for p in rec["rate_trace"]]
-                    ys_all = [p["rates"] for p in rec["rate_trace"]]
-                else:  # older records: the end of each epoch only
-                    xs = list(range(1, len(rec["rates"]) + 1))
-                    ys_all = rec["rates"]
-                blocks = list(ys_all[0])
-                for block in blocks[:12]:
-                    ys = [e.get(block, float("nan")) for e in ys_all]
-                    ax.plot(xs, ys, marker="." if len(xs) < 12 else None, label=block)
-                more = f" (12 of {n_blocks} blocks)" if n_blocks > 12 else ""
-                ax.set(title=r["spec"] + more, xlabel="epoch", ylabel="effective lr")
-                if all(v > 0 for e in ys_all for v in e.values()):
-                    ax.set_yscale("log")
-                ax.legend(fontsize=5)
-            fig.suptitle(f"{task}: effective learning rate per block over training")
-            fig.tight_layout()
-            path = out / f"{task}-rates.png"
-            fig.savefig(path, dpi=90)
-            plt.close(fig)
-            written.append(path)
-    prof = profile_plot(agg, out / "profile.png")
-    if prof is not None:
-        written.append(prof)
-    return written
+
+REDRAW = "python -m lrfree.bench.report"
+"""The command that redraws a folder's report and results page from its stored records."""
 
 
 def results_page(markdown_text: str, meta: dict[str, Any], pngs: list[Path], page: Path) -> Path:
     """Write the results page (``docs/results.md``) of one benchmark run.
 
     The page holds how it was produced (command, date, machine, versions, wall time and the
-    estimate made before the run), the tables of ``markdown`` and the PNG plots, which are
-    copied into a folder ``<page stem>/`` beside the page (old PNGs there are removed first,
-    so the page and its images always come from the same run).
+    estimate made before the run; and, when ``meta["redrawn"]`` says so, when and by which
+    command the tables and plots were redrawn from the stored records), then per task the
+    learning-rate picture (``<task>-lr.png``: where each default lands on the grids' curves),
+    the performance profile, the tables of ``markdown`` and per task the training curves and
+    effective rates. The PNGs are copied into a folder ``<page stem>/`` beside the page (old
+    PNGs there are removed first, so the page and its images always come from the same run).
     """
     page = Path(page)
     assets = page.parent / page.stem
@@ -1339,7 +927,10 @@ def results_page(markdown_text: str, meta: dict[str, Any], pngs: list[Path], pag
         "",
         "Generated by `lrfree bench` from one run on one machine; do not edit by hand. "
         "Regenerate with the command in the table below (`make results` for the full suite; "
-        "see [the benchmark](benchmark.md) for the protocol).",
+        "it trains only the runs its `--out` folder does not hold yet); redraw the tables and "
+        f"plots from the stored records, without training, with `{REDRAW} OUT "
+        "--results-page PAGE` (OUT: the command's `--out`; `make results-pages` redraws "
+        "both results pages). See [the benchmark](benchmark.md) for the protocol.",
         "",
         "| | |",
         "|---|---|",
@@ -1356,8 +947,20 @@ def results_page(markdown_text: str, meta: dict[str, Any], pngs: list[Path], pag
         f"| training time of all runs (sum, evaluation excluded) | "
         f"{_minutes(meta.get('train_seconds_total'))} |",
         f"| estimated before the run | {_minutes(est)} (`lrfree.bench.cost`) |",
-        "",
     ]
+    redrawn = meta.get("redrawn")
+    if redrawn:
+        codes = ", ".join(f"`{c}` ({n})" for c, n in redrawn.get("codes", {}).items())
+        missing = redrawn.get("missing", 0)
+        lines.append(
+            f"| redrawn (no training) | {redrawn.get('date', '-')} by `{redrawn['command']}`: "
+            "tables and plots from `results.jsonl`, each run's record under the current code "
+            "where there is one, else its newest"
+            + (f"; code fingerprints of the records (runs): {codes}" if codes else "")
+            + (f"; left out: {missing} run(s) of the command without a record" * (missing > 0))
+            + " |"
+        )
+    lines.append("")
     if meta.get("sizes"):
         lines += [
             "Sizes (epochs, first N training examples, first N test examples; `all` = the "
@@ -1372,6 +975,25 @@ def results_page(markdown_text: str, meta: dict[str, Any], pngs: list[Path], pag
                 f"{size['test_subset'] or 'all'} |"
             )
         lines.append("")
+    by_task = _task_pngs([p for p in pngs if p.name != "profile.png"])
+    lr_pics = {task: files[0] for task, files in by_task.items() if files[0].stem == f"{task}-lr"}
+    if lr_pics:
+        lines += [
+            "## Where the defaults land on the learning-rate curves",
+            "",
+            "Per task, the final test metric against the learning rate (log scale) for each "
+            "grid: the mean over seeds, a band of one standard deviation over seeds, a star "
+            "at the best rate (the grid's entry in the tables). Every entry run at its "
+            "defaults is a horizontal line at its mean over seeds: where it lands on the "
+            "curve a user would otherwise have searched. Drawn in full and labelled at the "
+            "right with their mean: the grids, AdamW at its default rate (a diamond at its "
+            "rate), the peers (dotted, cool colours), `Auto` and each lrfree method family's "
+            "best entry (solid, warm colours); the other lrfree entries are thin grey lines. "
+            "Loss tasks say *lower is better* on their axis.",
+            "",
+        ]
+        for task, p in lr_pics.items():
+            lines += [f"### {task}", "", f"![{p.stem}]({assets.name}/{p.name})", ""]
     names = {p.name for p in pngs}
     if "profile.png" in names:
         lines += [
@@ -1381,20 +1003,20 @@ def results_page(markdown_text: str, meta: dict[str, Any], pngs: list[Path], pag
             "",
         ]
     lines += ["## Tables", "", markdown_text, ""]
-    by_task = _task_pngs([p for p in pngs if p.name != "profile.png"])
-    if by_task:
+    rest = {t: [p for p in files if p not in lr_pics.values()] for t, files in by_task.items()}
+    rest = {t: files for t, files in rest.items() if files}
+    if rest:
         lines += [
-            "## Plots",
+            "## Training curves and effective rates",
             "",
-            "Per task, first the final test metric against the learning rate: one curve per "
-            "grid (mean over seeds, band: +- std), and every entry run at its defaults as a "
-            "horizontal line (lrfree in warm colours, one per family, its best entry labelled, "
-            "the others faded; peers in cool colours); then the curves over training (the "
-            "tuned baseline, the peers and each lrfree family's best entry in colour, the "
-            "others in grey) and the lrfree optimizers' effective rates.",
+            "Per task, train loss and test metric over epochs and over training seconds (first "
+            "seed): the grids at their best rate (the tuned baseline thickest), AdamW at its "
+            "default, the peers, `Auto` and each lrfree method family's best entry in colour "
+            "(the same colours as the learning-rate picture), the others thin and grey; then "
+            "the lrfree optimizers' effective rates per block.",
             "",
         ]
-        for task, files in by_task.items():
+        for task, files in rest.items():
             lines += [f"### {task}", ""]
             for p in files:
                 lines += [f"![{p.stem}]({assets.name}/{p.name})", ""]
@@ -1430,3 +1052,135 @@ def _minutes(s: float | None) -> str:
     if s is None:
         return "-"
     return f"{s / 60:.1f} min"
+
+
+# --- the report again from stored records, without training --------------------------------
+
+
+def stored_records(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The records and meta of the last ``lrfree bench`` that wrote the folder ``out``, read
+    back without training: what that command's report was made from.
+
+    The meta is ``out/report.json``'s (the command, its tasks, optimizers, seeds and
+    resolved sizes); the records are those of the command's plan (``runner.plan``, each run
+    with the spec and grid flag it was asked under, as ``runner.run_suite`` returns them),
+    found in ``out/results.jsonl``. A run's key ends with the fingerprint of the code that
+    trained it (``|code=...``), and an edit to the library changes the current one: so each
+    run takes its record under the current fingerprint where there is one, else its newest
+    record under any fingerprint (``results.jsonl`` is append-only). The returned meta gains
+    ``redrawn``: ``codes`` (fingerprint -> runs that use a record made under it) and
+    ``missing`` (runs without any record; left out).
+
+    Raises ``FileNotFoundError`` when ``out`` holds no ``report.json`` or no
+    ``results.jsonl``.
+
+    Example::
+
+        >>> stored_records(Path("no-such-folder"))
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: no-such-folder/report.json: not the --out folder of a finished ...
+    """
+    from .runner import load_results, plan
+    from .tasks import TaskSize
+
+    out = Path(out)
+    for name in ("report.json", "results.jsonl"):
+        if not (out / name).is_file():
+            raise FileNotFoundError(
+                f"{out / name}: not the --out folder of a finished lrfree bench"
+            )
+    meta = json.loads((out / "report.json").read_text())["meta"]
+    sizes = {task: TaskSize(**size) for task, size in (meta.get("sizes") or {}).items()}
+    runs = plan(
+        meta["tasks"],
+        meta["optimizers"],
+        meta["seeds"],
+        meta.get("epochs"),
+        meta.get("train_subset"),
+        sizes=sizes,
+    )
+    done = load_results(out / "results.jsonl")
+    newest: dict[str, dict[str, Any]] = {}
+    for key, rec in done.items():  # in file order: a later record of a run replaces it
+        newest[key.rpartition("|code=")[0]] = rec
+    records, used, missing = [], {}, set()
+    for r in runs:
+        key = r.key
+        rec = done.get(key) or newest.get(key.rpartition("|code=")[0])
+        if rec is None:
+            missing.add(key)
+            continue
+        used[key] = rec["key"].rpartition("|code=")[2]
+        records.append({**rec, "spec": r.spec, "grid": r.grid})
+    codes: dict[str, int] = defaultdict(int)
+    for code in used.values():  # per run (a run asked twice, e.g. adamw in adamw@grid: once)
+        codes[code] += 1
+    return records, {**meta, "redrawn": {"codes": dict(codes), "missing": len(missing)}}
+
+
+def redraw(
+    out: Path, page: Path | None = None, *, plots_too: bool = True, command: str | None = None
+) -> dict[str, Any]:
+    """Rewrite ``out``'s ``report.md``, ``report.json`` and PNG plots (and the results page
+    ``page``, with its plots in ``<page stem>/``) from the records stored there
+    (``stored_records``), without training. ``command`` (default: the equivalent
+    ``python -m lrfree.bench.report`` line) and the date are recorded in the meta's
+    ``redrawn``, which the page shows. Returns the meta; ``meta["written"]`` lists the
+    files written."""
+    import datetime
+
+    out = Path(out)
+    records, meta = stored_records(out)
+    if command is None:
+        command = f"{REDRAW} {out}" + (f" --results-page {page}" if page else "")
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    meta["redrawn"].update(command=command, date=date)
+    agg = aggregate(records)
+    md = markdown(agg, meta)
+    (out / "report.md").write_text(md)
+    write_json(agg, meta, out / "report.json")
+    written = [out / "report.md", out / "report.json"]
+    pngs = plots(agg, out) if plots_too else []
+    written += pngs
+    if page is not None:
+        written.append(results_page(md, meta, pngs, Path(page)))
+    return {**meta, "written": written}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m lrfree.bench.report OUT [--results-page PAGE] [--no-plots]``: redraw a
+    benchmark folder's report (and a results page) from its stored records (``redraw``)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog=REDRAW,
+        description="Redraw report.md, report.json and the PNG plots of an `lrfree bench "
+        "--out` folder (and a results page) from its results.jsonl, without training: the "
+        "runs of the command recorded in its report.json, each from its newest record.",
+    )
+    parser.add_argument("out", type=Path, help="the --out folder of a finished lrfree bench")
+    parser.add_argument("--results-page", type=Path, help="also write this results page")
+    parser.add_argument("--no-plots", action="store_true", help="tables only")
+    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        meta = redraw(
+            args.out, args.results_page, plots_too=not args.no_plots,
+            command=" ".join([REDRAW, *argv]),
+        )  # fmt: skip
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    missing = meta["redrawn"]["missing"]
+    if missing:
+        print(f"warning: left out {missing} run(s) without a record", file=sys.stderr)
+    print(f"wrote {len(meta['written'])} files: " + ", ".join(str(p) for p in meta["written"]))
+    return 0
+
+
+if __name__ == "__main__":  # the package's own module, not a second copy of this file
+    from lrfree.bench import report as _report
+
+    raise SystemExit(_report.main())
