@@ -1,6 +1,10 @@
-"""Oracle tests of lrfree.curvature against dense Hessians / Jacobians on tiny networks."""
+"""Oracle tests of lrfree.curvature against dense Hessians / Jacobians on tiny networks, and
+the package's shape: one implementation per route, its public names, its doctests."""
 
 from __future__ import annotations
+
+import doctest
+import importlib
 
 import pytest
 import torch
@@ -8,16 +12,21 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+import lrfree.curvature
 from lrfree.curvature import (
+    LinearGraph,
     fd_hessian_block_forms,
     full_hessian_dense,
     ggn_block_forms,
     hessian_block_forms,
+    jvp_double_vjp,
+    jvp_forward,
     loss_output_hvp,
     preserve_buffers,
     preserve_forward_buffers,
     second_order_errors,
 )
+from lrfree.curvature.loss import hessian_vector_product, quadratic_form
 
 D = torch.float64
 
@@ -300,3 +309,149 @@ def test_parameters_restored_when_grad_fn_fails():
         fd_hessian_block_forms(grad_fn, params, vecs, blocks)
     for a, b in zip(before, params):
         assert torch.equal(a, b)
+
+
+# ------------------------------------------------------------- one implementation
+def test_ggn_blocks_are_the_shared_jvps_times_the_autograd_q():
+    """LW's ``ggn_block_forms`` is ``jvp_double_vjp`` (ADLER's route) + ``loss_output_hvp``,
+    bit for bit; ``LinearGraph.tangents`` (ADLER's backward route) and forward-mode
+    ``jvp_forward`` give the same ``J u`` up to rounding."""
+    net, x, y, params, blocks, vecs, _, lf = _setup("tanh", "ce")
+    out = net(x)
+    got = ggn_block_forms(out, params, vecs, blocks, lambda z: lf(z, y))
+    pairs = [[(i, vecs[i]) for i in idx] for idx in blocks]
+    jvps = jvp_double_vjp(out, params, pairs)
+    qvs = loss_output_hvp(out, lambda z: lf(z, y), jvps)
+    for g, jv, qv in zip(got, jvps, qvs):
+        assert torch.equal(g, (jv * qv).sum())
+    # the loss's Q through the closed form (ADLER's named losses) agrees to rounding
+    closed = [quadratic_form("cross_entropy", out, jv, y) for jv in jvps]
+    torch.testing.assert_close(torch.stack(got), torch.stack(closed), rtol=1e-12, atol=0)
+    _, fwd = jvp_forward(net, x, params, pairs)
+    for a, b in zip(jvps, fwd):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    # a gradient graph linear in z = dL/dF, as ADLER's backward keeps it
+    z = torch.zeros_like(out, requires_grad=True)
+    ws = torch.autograd.grad(out, params, z, create_graph=True)
+    graph = LinearGraph(out, z, {id(p): w for p, w in zip(params, ws)}, torch.zeros(()))
+    for a, b in zip(jvps, graph.tangents(params, pairs)):
+        assert torch.equal(a, b)
+
+
+def test_jvps_of_a_block_the_outputs_do_not_depend_on_are_zero():
+    net, x, y, params, blocks, vecs, _, lf = _setup("tanh", "ce")
+    unused = nn.Linear(2, 2).to(D)
+    ps = [*params, unused.weight]
+    vs = [*vecs, torch.ones(2, 2, dtype=D)]
+    out = net(x)
+    (jv,) = jvp_double_vjp(out, ps, [[(len(params), vs[-1])]])
+    assert torch.equal(jv, torch.zeros_like(out))
+    q = ggn_block_forms(out, ps, vs, [[len(params)], blocks[0]], lambda z: lf(z, y))
+    assert float(q[0]) == 0.0 and float(q[1]) > 0
+
+
+def test_jvp_double_vjp_names_the_missing_graph_when_asked():
+    net, x, y, params, blocks, vecs, _, lf = _setup("tanh", "ce")
+    out = net(x)
+    lf(out, y).backward()  # frees the graph
+    pairs = [[(i, vecs[i]) for i in blocks[0]]]
+    with pytest.raises(RuntimeError, match=r"^route X needs the graph$") as e:
+        jvp_double_vjp(out, params, pairs, no_graph="route X needs the graph")
+    assert e.value.__cause__ is not None  # torch's error, chained
+    with pytest.raises(RuntimeError, match=r"backward through the graph a second time"):
+        jvp_double_vjp(out, params, pairs)  # no message given: torch's own
+
+
+def test_jvp_forward_names_who_for_a_foreign_parameter():
+    net, x, *_ = _setup("tanh", "ce")
+    other = nn.Linear(2, 2).to(D)
+    with pytest.raises(ValueError, match=r"^my rule: the model does not hold some parameters"):
+        jvp_forward(net, x, [other.weight], [[(0, torch.ones(2, 2, dtype=D))]], who="my rule")
+
+
+def test_loss_hessian_vector_products_are_one_implementation():
+    """``hessian_vector_product`` on a callable is ``loss_output_hvp`` (bit for bit), and a
+    loss linear in the outputs has ``Q = 0`` in both."""
+    torch.manual_seed(0)
+    z, y = torch.randn(5, 4, dtype=D), torch.tensor([0, 1, 2, 3, 0])
+    v = torch.randn(5, 4, dtype=D)
+
+    def ce(t):
+        return F.cross_entropy(t, y)
+
+    assert torch.equal(hessian_vector_product(ce, z, v), loss_output_hvp(z, ce, [v])[0])
+
+    def linear(t):
+        return t.sum()
+
+    (qv,) = loss_output_hvp(z, linear, [v])
+    assert torch.equal(qv, torch.zeros_like(v))
+    assert torch.equal(hessian_vector_product(linear, z, v), torch.zeros_like(v))
+
+
+def test_finite_differences_take_complete_norms_from_the_caller():
+    """``sq_norms`` (the block norms packed into the caller's own reduction, as LW does under
+    FSDP2) gives the value computed without them, bit for bit, when they are the same sums."""
+    from lrfree.curvature._common import dot
+
+    net, x, y, params, blocks, vecs, _, lf = _setup("tanh", "ce")
+
+    def grad_fn():
+        return torch.autograd.grad(lf(net(x), y), params)
+
+    ref = fd_hessian_block_forms(grad_fn, params, vecs, blocks, central=True)
+    dsq = [dot([vecs[i] for i in idx], [vecs[i] for i in idx], D) for idx in blocks]
+    wsq = [dot([params[i] for i in idx], [params[i] for i in idx], D) for idx in blocks]
+    got = fd_hessian_block_forms(grad_fn, params, vecs, blocks, central=True, sq_norms=(dsq, wsq))
+    for a, b in zip(ref, got):
+        assert torch.equal(a, b)
+    # forward differences reuse base_grads when given: one evaluation fewer
+    calls = []
+
+    def counting():
+        calls.append(1)
+        return grad_fn()
+
+    fd_hessian_block_forms(counting, params, vecs, blocks, base_grads=grad_fn())
+    assert len(calls) == len(blocks)
+
+
+# ------------------------------------------------------------------ the package
+OLD_NAMES = {  # lrfree.curvature's public names before it became a package: they stay
+    "fd_hessian_block_forms",
+    "full_hessian_dense",
+    "ggn_block_forms",
+    "hessian_block_forms",
+    "loss_output_hvp",
+    "preserve_buffers",
+    "preserve_forward_buffers",
+    "preserve_rng",
+    "second_order_errors",
+}
+MODULES = [
+    "lrfree.curvature",
+    "lrfree.curvature._common",
+    "lrfree.curvature.fd",
+    "lrfree.curvature.ggn",
+    "lrfree.curvature.hessian",
+    "lrfree.curvature.loss",
+    "lrfree.loss_hessian",
+]
+
+
+def test_public_names_stay_importable():
+    assert set(lrfree.curvature.__all__) >= OLD_NAMES
+    for name in lrfree.curvature.__all__:
+        assert hasattr(lrfree.curvature, name), name
+    import lrfree.curvature.loss as loss
+    import lrfree.loss_hessian as old
+
+    for name in old.__all__:  # the older module name re-exports the same objects
+        assert getattr(old, name) is getattr(loss, name), name
+    assert set(old.__all__) == set(loss.__all__)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_module_doctests_pass(name):
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

@@ -1,6 +1,7 @@
 """No import cycles in src/lrfree (issue 21): every ``import`` and ``from ... import`` of the
 package's own modules, at module level, inside functions or under ``TYPE_CHECKING``, is an
-edge; a cycle fails with its modules named."""
+edge; a cycle fails with its modules named. And the layers point one way: the collectives
+(``lrfree.distributed``) import no curvature, the curvature package no rule or optimizer."""
 
 from __future__ import annotations
 
@@ -95,3 +96,26 @@ def test_a_cycle_is_found_when_there_is_one():
 
 def test_no_import_cycles():
     assert _cycles(import_graph()) == []
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for w in graph[todo.pop()]:
+            if w not in seen:
+                seen.add(w)
+                todo.append(w)
+    return seen
+
+
+def test_collectives_sit_below_curvature_and_curvature_below_the_rules():
+    g = import_graph()
+    curvature = {m for m in g if m == "lrfree.curvature" or m.startswith("lrfree.curvature.")}
+    assert len(curvature) > 1  # a package of several modules
+    assert not _reachable(g, "lrfree.distributed") & curvature
+    assert "lrfree.distributed" in _reachable(g, "lrfree.curvature.fd")  # its collectives
+    above = {m for m in g if m.startswith(("lrfree.rules", "lrfree.optimizer"))}
+    for m in curvature:
+        assert not _reachable(g, m) & above, m
+    # the rules take their curvature from the package, not from each other's modules
+    assert "lrfree.curvature" in g["lrfree.rules.layerwise"] & g["lrfree.rules.adler"]

@@ -1,4 +1,5 @@
-"""Oracle tests of lrfree.loss_hessian against torch.autograd.functional.hessian."""
+"""Oracle tests of lrfree.curvature.loss (the loss Hessians; also importable as
+lrfree.loss_hessian) against torch.autograd.functional.hessian."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lrfree.loss_hessian import (
+from lrfree.curvature.loss import (
     hessian_vector_product,
     loss_value,
     outer_gradient_form,

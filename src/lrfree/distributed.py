@@ -7,7 +7,10 @@ Two kinds of reduction exist, and nothing else in lrfree communicates:
   local shards (``DTensor.to_local()``) and ``complete_shard_sums`` sums them over the mesh
   dimensions along which the tensor is *sharded* (never over replicated ones, which would
   double-count). All blocks of one ``inner`` call are packed into one tensor: one
-  ``all_reduce`` per reduction call.
+  ``all_reduce`` per reduction call. The per-block helpers (``block_shard_groups``,
+  ``block_partial_dot``, ``complete_block_sums``) also complete the finite-difference
+  curvature of sharded parameters (``lrfree.curvature.fd``); this module imports no
+  curvature.
 * **Replica averaging** (DDP, and any data-parallel replicas). Gradients arrive averaged, so
   first-order rules (TLR, AdaLip, HD, CAM-HD) compute the same numbers on every rank and issue
   no collective. Curvature numbers (LW's ``d^T H d``, ADLER's ``v^T Q v``) are computed per
@@ -43,7 +46,7 @@ Example (single process: nothing is reduced)::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +56,10 @@ from torch import Tensor
 
 __all__ = [
     "RateMismatchError",
+    "block_partial_dot",
+    "block_shard_groups",
     "check_rates",
+    "complete_block_sums",
     "complete_shard_sums",
     "configure",
     "is_sharded",
@@ -241,8 +247,11 @@ def complete_shard_sums(
     return out
 
 
-def _block_groups(params: Sequence[Tensor], idx: Sequence[int], name: str) -> tuple[Any, ...]:
-    """The shard groups of a block, from its parameters (structure, the same on every rank)."""
+def block_shard_groups(params: Sequence[Tensor], idx: Sequence[int], name: str) -> tuple[Any, ...]:
+    """The shard groups of the block ``params[i] for i in idx``, from its parameters'
+    placements (structure: the same on every rank); ``()`` for a block of plain tensors.
+    ``NotImplementedError`` when the members are sharded over different meshes (``name``
+    names the block)."""
     found: tuple[Any, ...] = ()
     for i in idx:
         g = shard_groups(params[i])
@@ -254,14 +263,17 @@ def _block_groups(params: Sequence[Tensor], idx: Sequence[int], name: str) -> tu
     return found
 
 
-def _block_dot(
+def block_partial_dot(
     params: Sequence[Tensor],
     xs: Sequence[Tensor | None],
     ys: Sequence[Tensor | None],
     idx: Sequence[int],
     dtype: torch.dtype,
 ) -> tuple[Tensor, Tensor]:
-    """(sum over sharded members, sum over plain members) of ``<local x_i, local y_i>``."""
+    """``(sum over sharded members, sum over plain members)`` of ``<local x_i, local y_i>``
+    over the block ``idx`` (pairs with a ``None`` skipped): the sharded sum is a partial sum
+    to be completed across the block's shard groups (``complete_block_sums``), the plain one
+    is already complete (plain and replicated tensors are not summed across ranks)."""
     dev = local(params[idx[0]]).device
     acc_s = torch.zeros((), dtype=dtype, device=dev)
     acc_p = torch.zeros((), dtype=dtype, device=dev)
@@ -277,7 +289,12 @@ def _block_dot(
     return acc_s, acc_p
 
 
-def _reduce_blocks(pairs: Sequence[tuple[Tensor, Tensor]], groups: Sequence[Any]) -> list[Tensor]:
+def complete_block_sums(
+    pairs: Sequence[tuple[Tensor, Tensor]], groups: Sequence[Any]
+) -> list[Tensor]:
+    """The complete block sums from ``block_partial_dot``'s pairs: the sharded partials added
+    across ``groups[k]`` (``block_shard_groups``; one packed all-reduce per group), plus the
+    plain sums. Every rank must call it with the same number of pairs."""
     done = complete_shard_sums([a for a, _ in pairs], groups)
     return [a + b for a, (_, b) in zip(done, pairs)]
 
@@ -308,11 +325,11 @@ def sharded_inner_each(
         for s in part.sets:
             if s.kind not in ("global", "layer", "tensor"):
                 raise NotImplementedError(_BLOCKS_MSG.format(kind=s.kind))
-            groups.append(_block_groups(part.params, s.members, s.name))
-            partials.append(_block_dot(part.params, xs, ys, s.members, s.dtype))
+            groups.append(block_shard_groups(part.params, s.members, s.name))
+            partials.append(block_partial_dot(part.params, xs, ys, s.members, s.dtype))
         sizes.append(len(part.sets))
     # every rank packs every block (zeros included): the collective sizes always agree
-    flat = _reduce_blocks(partials, groups)
+    flat = complete_block_sums(partials, groups)
     out, k = [], 0
     for n in sizes:
         out.append(flat[k : k + n])
@@ -331,97 +348,6 @@ def check_partition(params: Sequence[Tensor], kind: str) -> None:
     ``element``) when any parameter is a DTensor."""
     if kind in ("filter", "element") and any(is_sharded(p) for p in params):
         raise NotImplementedError(_BLOCKS_MSG.format(kind=kind))
-
-
-def sharded_fd_hessian_block_forms(
-    grad_fn: Callable[[], Sequence[Tensor | None]],
-    params: Sequence[Tensor],
-    vectors: Sequence[Tensor | None],
-    blocks: Sequence[Sequence[int]],
-    *,
-    central: bool,
-    sq_norms: tuple[Sequence[Tensor], Sequence[Tensor]] | None = None,
-) -> list[Tensor]:
-    """``lrfree.curvature.fd_hessian_block_forms`` for DTensor parameters (FSDP2).
-
-    The same differences (``h = rel * (||W_b|| + 1e-3) / ||d_b||``, only block ``b`` moved),
-    on the local shards, with the norms and the final dot products completed across the shard
-    groups: two packed all-reduces per call (the norms first, so every rank moves its shard by
-    the same ``h``), plus what the ``grad_fn`` evaluations communicate (FSDP2's all-gathers
-    and reduce-scatters). The gradients of a sharded model are already averaged over the
-    data-parallel ranks, so the result is the global value (no replica averaging).
-    ``sq_norms``: ``(||d_b||^2, ||W_b||^2)`` per block, already complete (the caller packed
-    them into its own reduction): then only the final reduction remains.
-    """
-    from .dtypes import acc_dtype
-
-    dt = params[0].dtype if params[0].is_floating_point() else torch.float32
-    eps = torch.finfo(dt).eps
-    rel = eps ** (1 / 3) if central else eps**0.5
-    locs = [local(p.detach()) for p in params]
-    saved = [p.clone() for p in locs]
-    vloc = [None if v is None else local(v).detach() for v in vectors]
-    dtypes = [acc_dtype(*(params[i].dtype for i in idx)) for idx in blocks]
-    groups = [_block_groups(params, idx, f"block {b}") for b, idx in enumerate(blocks)]
-    if sq_norms is not None:
-        norms = list(sq_norms[0]) + list(sq_norms[1])
-    else:
-        wloc = [None if v is None else w for w, v in zip(saved, vloc)]
-        norms = _reduce_blocks(
-            [_block_dot(params, vloc, vloc, idx, dt_) for idx, dt_ in zip(blocks, dtypes)]
-            + [_block_dot(params, wloc, wloc, idx, dt_) for idx, dt_ in zip(blocks, dtypes)],
-            groups + groups,
-        )
-    nb = len(blocks)
-
-    from .curvature import _grads_at  # (curvature imports blocks, which imports this module)
-
-    def local_grads() -> list[Tensor | None]:
-        return [None if g is None else local(g) for g in grad_fn()]
-
-    def grads_at(live: list[int], h: Tensor, dtype: torch.dtype) -> list[Tensor | None]:
-        """The local gradient shards at ``W + h v`` (only ``live`` moved), by position."""
-        out: list[Tensor | None] = [None] * len(params)
-        for i, g in zip(live, _grads_at(local_grads, locs, saved, vloc, live, h, dtype)):
-            out[i] = g
-        return out
-
-    pairs = []
-    try:
-        base = None
-        if not central:
-            base = [None if g is None else local(g).detach().clone() for g in grad_fn()]
-        for b, idx in enumerate(blocks):
-            dtype = dtypes[b]
-            live = [i for i in idx if vloc[i] is not None]
-            if not live:  # still takes part in the packed reduction below
-                zero = torch.zeros((), dtype=dtype, device=locs[idx[0]].device)
-                pairs.append((zero, zero))
-                continue
-            dn, wn = norms[b].sqrt(), norms[nb + b].sqrt()
-            h = rel * (wn + 1e-3) / dn.clamp_min(torch.finfo(dtype).tiny)
-            plus = grads_at(live, h, dtype)
-            if central:
-                minus = grads_at(live, -h, dtype)
-                denom = 2 * h
-            else:
-                assert base is not None
-                minus = [None] * len(params)
-                for i in live:
-                    minus[i] = torch.zeros_like(locs[i]) if base[i] is None else base[i]
-                denom = h
-            diff: list[Tensor | None] = [None] * len(params)
-            for i in live:
-                a, m = plus[i], minus[i]
-                assert a is not None and m is not None
-                diff[i] = a.to(dtype) - m.to(dtype)
-            s, p_ = _block_dot(params, diff, vloc, live, dtype)
-            pairs.append((s / denom, p_ / denom))
-    finally:
-        with torch.no_grad():
-            for p, s in zip(locs, saved):
-                p.copy_(s)
-    return _reduce_blocks(pairs, groups)
 
 
 # -------------------------------------------------------------------- rate check

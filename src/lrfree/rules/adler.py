@@ -7,7 +7,7 @@ Every ``update_every`` steps, per block ``b`` (``global``: the paper's single ra
 
 and the block steps ``p <- p - lr * alpha_b * d``. ``G`` is the loss gradient, ``u`` the step
 vector (the direction ``d``; with AdamW's decoupled decay ``d + weight_decay * p``), ``Q`` the
-Hessian of the loss w.r.t. the network outputs (``lrfree.loss_hessian``, PSD for convex losses)
+Hessian of the loss w.r.t. the network outputs (``lrfree.curvature.loss``, PSD for convex losses)
 and ``J`` the Jacobian of the outputs w.r.t. the block's parameters. With ``d = G`` (plain SGD,
 the paper's only setting) ``eta`` is the exact minimiser of the quadratic model along ``-G``;
 over momentum / Adam directions it is the minimiser along ``-u`` (our extension).
@@ -52,7 +52,7 @@ The loss ``Q`` comes from, in this order:
   ``backward(opt, loss, outputs)`` route sees (``d <dL/dF, v> / dF``, the loss head's own
   graph); the other routes then need ``loss_fn=`` (a ``ValueError`` says so);
 * a named loss (``cross_entropy``, the default, ``nll``, ``mse``, ``bce_with_logits``) with
-  ``reduction`` (``mean`` / ``sum``): closed forms (``lrfree.loss_hessian``). In the
+  ``reduction`` (``mean`` / ``sum``): closed forms (``lrfree.curvature.loss``). In the
   ``backward(opt, loss, outputs)`` route the declaration is *verified* on the group's first
   estimate step of this optimizer object (the closed-form ``Q p`` against autograd's on a
   fixed probe vector ``p``; one host sync, once) and a mismatch is a ``ValueError`` naming
@@ -65,17 +65,14 @@ The loss ``Q`` comes from, in this order:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from ..curvature import second_order_errors
-from ..directions import DIRECTIONS
-from ..distributed import is_sharded, replica_mean
-from ..hyper import Hyper, choice, integer, real
-from ..loss_hessian import (
+from ..curvature import LinearGraph as _LinearGraph  # what backward() keeps
+from ..curvature import jvp_double_vjp, jvp_forward, second_order_errors
+from ..curvature.loss import (
     IGNORE_INDEX,
     LOSSES,
     REDUCTIONS,
@@ -83,6 +80,9 @@ from ..loss_hessian import (
     hessian_vector_product,
     quadratic_form,
 )
+from ..directions import DIRECTIONS
+from ..distributed import is_sharded, replica_mean
+from ..hyper import Hyper, choice, integer, real
 from .base import Rule, StepContext
 
 __all__ = ["Adler", "backward", "jvp_double_vjp", "jvp_forward"]
@@ -93,98 +93,11 @@ _ALT = (
     "use opt.step(model=model, inputs=x) with a plain loss.backward() (forward-mode JVPs; "
     "it selects the MATH backend itself)"
 )
-
-
-# ------------------------------------------------------------------ JVP routes
-def _tangents(
-    z: Tensor, w_of: dict[int, Tensor | None], blocks: Sequence[Sequence[tuple[int, Tensor]]]
-) -> list[Tensor]:
-    """``J u_b = d <w_b(z), u_b> / dz`` per block, ``w(z) = J^T z`` a graph linear in ``z``.
-
-    One backward through that graph per block (``grad_outputs = u``: no elementwise product
-    and sum is recorded); the graph is kept for the caller.
-    """
-    out = []
-    for blk in blocks:
-        pairs = [(w_of[i], u) for i, u in blk if w_of.get(i) is not None]
-        pairs = [(w, u) for w, u in pairs if w.requires_grad]  # type: ignore[union-attr]
-        if not pairs:
-            out.append(torch.zeros_like(z))  # the outputs do not depend on the block
-            continue
-        (jv,) = torch.autograd.grad(
-            [w for w, _ in pairs],
-            z,
-            [u.to(w.dtype) for w, u in pairs],  # type: ignore[union-attr]
-            retain_graph=True,
-            allow_unused=True,
-        )
-        out.append(torch.zeros_like(z) if jv is None else jv.detach())
-    return out
-
-
-def jvp_double_vjp(
-    outputs: Tensor, params: Sequence[Tensor], blocks: Sequence[Sequence[tuple[int, Tensor]]]
-) -> list[Tensor]:
-    """``J u_b`` per block through the live graph of ``outputs`` (the double-VJP trick).
-
-    ``blocks``: per block, ``(index into params, u)`` pairs. ``w(z) = J^T z`` is built once
-    with a dummy ``z`` (``create_graph``); ``J u_b = d <w_b(z), u_b> / dz`` is one backward
-    through that graph (linear in ``z``) per block.
-    """
-    used = sorted({i for blk in blocks for i, _ in blk})
-    with torch.enable_grad():
-        z = torch.zeros_like(outputs, requires_grad=True)
-        try:
-            ws = torch.autograd.grad(
-                outputs, [params[i] for i in used], z, create_graph=True, allow_unused=True
-            )
-        except RuntimeError as e:
-            if "is not implemented" in str(e):  # a kernel without double backward
-                raise
-            raise RuntimeError(
-                "ADLER step(outputs=...) needs the outputs' graph: call "
-                "loss.backward(retain_graph=True) before opt.step(outputs=...), or "
-                "opt.backward(loss, outputs) instead of loss.backward()"
-            ) from e
-        return _tangents(z, dict(zip(used, ws)), blocks)
-
-
-class _LinearGraph:
-    """What ``backward`` keeps for the next ``step(outputs=...)``: ``z = dL/dF`` (a leaf), the
-    parameter gradients ``w = J^T z + (terms without z)`` as a graph linear in ``z``, and
-    ``dloss``: ``dL/dF`` itself with the graph of the loss head (``create_graph``), so that
-    ``Q v = d <dL/dF, v> / dF`` is the Hessian of the loss actually computed."""
-
-    def __init__(
-        self, outputs: Tensor, z: Tensor, grads: dict[int, Tensor | None], dloss: Tensor
-    ) -> None:
-        self.outputs, self.z, self.grads, self.dloss = outputs, z, grads, dloss
-
-    @property
-    def linear(self) -> bool:
-        """Whether the loss is linear in the outputs (its gradient has no graph: ``Q = 0``)."""
-        return not self.dloss.requires_grad
-
-    def loss_hvp(self, vs: Sequence[Tensor]) -> list[Tensor]:
-        """``Q v`` for each ``v``, ``Q = d^2 L / dF^2`` of the computed loss (autograd)."""
-        if self.linear:
-            return [torch.zeros_like(v) for v in vs]
-        out = []
-        with torch.enable_grad():
-            for v in vs:
-                (qv,) = torch.autograd.grad(
-                    self.dloss, self.outputs, v.to(self.dloss.dtype), retain_graph=True,
-                    allow_unused=True,
-                )  # fmt: skip
-                out.append(torch.zeros_like(v) if qv is None else qv.detach())
-        return out
-
-    def tangents(
-        self, params: Sequence[Tensor], blocks: Sequence[Sequence[tuple[int, Tensor]]]
-    ) -> list[Tensor]:
-        w_of = {i: self.grads.get(id(params[i])) for blk in blocks for i, _ in blk}
-        with torch.enable_grad():
-            return _tangents(self.z, w_of, blocks)
+_NO_GRAPH = (
+    "ADLER step(outputs=...) needs the outputs' graph: call "
+    "loss.backward(retain_graph=True) before opt.step(outputs=...), or "
+    "opt.backward(loss, outputs) instead of loss.backward()"
+)
 
 
 def _estimate_due(optimizer: torch.optim.Optimizer) -> bool:
@@ -255,52 +168,6 @@ def backward(optimizer: torch.optim.Optimizer, loss: Tensor, outputs: Tensor) ->
     optimizer._adler_graph = _LinearGraph(  # type: ignore[attr-defined]
         outputs, holder["z"], {id(p): g for p, g in zip(params, grads)}, holder["dloss"]
     )
-
-
-def jvp_forward(
-    model: nn.Module,
-    inputs: Any,
-    params: Sequence[Tensor],
-    blocks: Sequence[Sequence[tuple[int, Tensor]]],
-) -> tuple[Tensor, list[Tensor]]:
-    """``(outputs, [J u_b per block])`` by forward-mode AD, one extra forward per block.
-
-    Buffers are passed as copies (BatchNorm running statistics of ``model`` stay untouched);
-    ``inputs``: a tensor, a tuple of positional arguments or a dict of keyword arguments.
-    """
-    names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
-    missing = [i for blk in blocks for i, _ in blk if id(params[i]) not in names]
-    if missing:
-        raise ValueError(
-            "ADLER step(model=...): the model does not hold some parameters of this optimizer "
-            f"(indices {missing[:5]} of the group); pass the module they belong to, or use "
-            "step(outputs=...)"
-        )
-    buffers = {n: b.clone() for n, b in model.named_buffers()}
-    args, kwargs = (
-        ((), inputs)
-        if isinstance(inputs, dict)
-        else ((inputs,), {})
-        if isinstance(inputs, Tensor)
-        else (tuple(inputs), {})
-    )
-    outputs: Tensor | None = None
-    jvps: list[Tensor] = []
-    with torch.nn.attention.sdpa_kernel([torch.nn.attention.SDPBackend.MATH]):
-        for blk in blocks:
-            keys = [names[id(params[i])] for i, _ in blk]
-            primals = {k: params[i].detach() for k, (i, _) in zip(keys, blk)}
-            tangents = {k: u.to(params[i].dtype) for k, (i, u) in zip(keys, blk)}
-
-            def f(ps: dict[str, Tensor]) -> Tensor:
-                call = {**ps, **{n: b.clone() for n, b in buffers.items()}}
-                return torch.func.functional_call(model, call, args, kwargs, strict=False)
-
-            out, jv = torch.func.jvp(f, (primals,), (tangents,))
-            outputs = out if outputs is None else outputs
-            jvps.append(jv)
-    assert outputs is not None
-    return outputs, jvps
 
 
 # ------------------------------------------------------------------- the rule
@@ -478,12 +345,14 @@ class Adler(Rule):
             else:
                 graph = None
                 with second_order_errors("ADLER step(outputs=)", _ALT):
-                    jvps = jvp_double_vjp(outputs, ctx.params, blocks)
+                    jvps = jvp_double_vjp(outputs, ctx.params, blocks, no_graph=_NO_GRAPH)
         elif inputs.get("model") is not None and inputs.get("inputs") is not None:
             model = inputs["model"]
             if isinstance(model, nn.parallel.DistributedDataParallel):
                 model = model.module  # the forward-mode pass runs on the unwrapped module
-            outputs, jvps = jvp_forward(model, inputs["inputs"], ctx.params, blocks)
+            outputs, jvps = jvp_forward(
+                model, inputs["inputs"], ctx.params, blocks, who="ADLER step(model=...)"
+            )
         else:
             raise ValueError(_NO_OUTPUTS)
         out = []

@@ -35,7 +35,7 @@ from the initial point, where a layer's curvature along ``d`` is near zero and `
 How the curvature arrives (decided per curvature step):
 
 * graph mode: the gradients carry a graph (``loss.backward(create_graph=opt.curvature_due())``)
-  -> exact ``d^T H_ll d`` by one double backward per block (``lrfree.curvature``);
+  -> exact ``d^T H_ll d`` by one double backward per block (``lrfree.curvature.hessian``);
 * ``curvature="ggn"``: ``opt.step(outputs=logits, loss_fn=lambda z: F.cross_entropy(z, y))``
   with the outputs' graph alive (``retain_graph``) -> exact Gauss-Newton blocks;
 * closure mode: ``opt.step(closure)`` without a graph -> finite differences of gradients
@@ -68,13 +68,7 @@ from ..curvature import (
     second_order_errors,
 )
 from ..directions import DIRECTIONS
-from ..distributed import (
-    is_sharded,
-    local,
-    replica_group,
-    replica_mean,
-    sharded_fd_hessian_block_forms,
-)
+from ..distributed import is_sharded, local, replica_group, replica_mean
 from ..hyper import Hyper, boolean, choice, integer, real
 from .base import Rule, StepContext
 
@@ -352,7 +346,7 @@ class Layerwise(Rule):
             # them (BatchNorm running statistics: one update per step), model= or not
             with preserve_forward_buffers(modules), contextlib.ExitStack() as stack:
                 if sharded:
-                    return sharded_fd_hessian_block_forms(
+                    return fd_hessian_block_forms(
                         grad_fn,
                         params,
                         d_eff,
