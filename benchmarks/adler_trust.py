@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from lrfree.bench.optimizers import BenchOptimizer, _named, outputs_step
+from lrfree.bench.optimizers import LOOP_NEEDS, BenchOptimizer, _named
 from lrfree.bench.runner import Run
 from lrfree.bench.runner import run_one as _run_one
 from lrfree.bench.tasks import TASKS, BenchConfig
@@ -44,7 +44,7 @@ def main() -> None:
         for trust in a.trusts:
             entry = BenchOptimizer(
                 f"adler-trust{trust:g}", _named(lrfree.ADLER, trust=trust, beta=a.beta), "lrfree",
-                step=outputs_step,
+                **LOOP_NEEDS["adler"],
             )  # fmt: skip
             for seed in a.seeds:
                 run = Run(task, entry.name, entry, None, False, seed, a.epochs or task.epochs, None)

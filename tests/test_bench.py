@@ -375,7 +375,10 @@ def test_full_suite_covers_every_task_with_measured_costs():
         o.split("@")[0] for o in opts
     } == {"composed-adamw"}  # every named lrfree optimizer is in the suite
     # every task and optimizer of the suite has a measured cost (no fallback guesses)
-    assert {r.task.name for r in runs} <= set(cost.STEP_SECONDS) & set(cost.EVAL_SECONDS)
+    for task in {r.task.name: r.task for r in runs}.values():
+        costs = (task.step_seconds, task.eval_seconds, task.load_seconds)
+        assert all(c is not None and c > 0 for c in costs), task.name
+        assert task.examples is not None, task.name
     assert {r.entry.name for r in runs} <= set(cost.FACTORS)
 
 
@@ -396,17 +399,17 @@ def test_cost_estimate_follows_its_formula():
     from lrfree.bench import cost
 
     (r,) = runner.plan(["fmnist-mlp"], ["sgd-lw"], 1, 3, 1000, test_subset=500)
+    task = TASKS["fmnist-mlp"]
+    assert task.step_seconds == 0.02055 and task.examples == (60000, 10000)
     steps = 8  # ceil(1000 / 128)
     expected = (
-        3
-        * (
-            steps * cost.STEP_SECONDS["fmnist-mlp"] * cost.FACTORS["sgd-lw"]
-            + cost.EVAL_SECONDS["fmnist-mlp"] * 500 / 10000
-        )
+        3 * (steps * task.step_seconds * cost.FACTORS["sgd-lw"] + task.eval_seconds * 500 / 10000)
         + cost.SETUP_SECONDS
     )
     assert cost.run_seconds(r) == pytest.approx(expected)
-    once = cost.LOAD_SECONDS["fmnist-mlp"] + cost.STARTUP_SECONDS
+    train = 3 * steps * task.step_seconds * cost.FACTORS["sgd-lw"]  # what "seconds" times
+    assert cost.train_seconds(r) == pytest.approx(train)
+    once = task.load_seconds + cost.STARTUP_SECONDS
     assert cost.estimate([r, r]) == pytest.approx(expected + once)  # a run asked twice: once
     assert cost.format_seconds(4321) == "1 h 12 min" and cost.format_seconds(95) == "1 min 35 s"
 
@@ -491,7 +494,13 @@ def test_tensorboard_log_progress_bar_and_results_page(tmp_path, capsys):
     assert (tmp_path / "out" / "profile.png").is_file()
 
 
-@pytest.mark.parametrize("module", ["cost", "optimizers", "report", "runner"])
+BENCH_MODULES = [
+    "cli", "cost", "data", "loop", "optimizers", "plan", "pool", "progress", "report",
+    "results", "runner", "tasks",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("module", BENCH_MODULES)
 def test_bench_module_examples_run(module):
     import doctest
     import importlib
@@ -522,8 +531,127 @@ def test_planetoid_reader_refuses_anything_but_its_arrays(tmp_path):
 def test_parallel_workers_refuse_code_other_than_the_keys_name(tmp_path, monkeypatch):
     """A worker imports lrfree after the parent hashed its source: if the source changed in
     between, the worker's records would carry keys of code it did not run. It refuses."""
+    from lrfree.bench import pool
+
     runner.code_fingerprint.cache_clear()
-    monkeypatch.setattr(runner, "code_fingerprint", lambda: "not-this-code")
+    monkeypatch.setattr(pool, "code_fingerprint", lambda: "not-this-code")
     runs = runner.plan(["mnist1d-mlp"], ["adamw", "sgd-m"], 1, epochs=1, train_subset=256)
     with pytest.raises(RuntimeError, match="source changed after the benchmark started"):
         runner.run_suite(runs, tmp_path, BenchConfig(), progress=False, jobs=2, threads=1)
+
+
+# ------------------------------------------------------- what an entry declares to the loop
+class _Recorder(torch.optim.SGD):
+    """SGD that records how the loop drives it: ``backward(loss, outputs)`` and
+    ``step(outputs=, targets=)`` (the ``needs_outputs`` route) or ``step(closure)``."""
+
+    def __init__(self, params, **kw):
+        super().__init__(params, lr=0.01)
+        self.calls: list[str] = []
+        self.outputs: list[torch.Tensor] = []
+
+    def backward(self, loss, outputs):
+        self.calls.append("backward")
+        self.outputs.append(outputs)
+        loss.backward()
+
+    def step(self, closure=None, outputs=None, targets=None):
+        self.calls.append("closure" if closure is not None else "outputs")
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+            super().step()
+            return loss
+        assert outputs is self.outputs[-1] and targets is not None
+        return super().step()
+
+
+def _recording_entry(**needs):
+    made: list[_Recorder] = []
+
+    def build(model, lr, **_):
+        made.append(_Recorder(model.parameters()))
+        return made[-1]
+
+    return bopt.BenchOptimizer("recorder", build, "baseline", note="test", **needs), made
+
+
+def _one_run(entry, task=None):
+    """One epoch of ``entry`` on mnist1d-mlp's model (or ``task``), random data of 256
+    examples: two steps."""
+    from lrfree.bench import loop
+    from lrfree.bench.data import Split
+    from lrfree.bench.plan import Run
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 40, generator=g)
+    split = Split(x, torch.randint(0, 10, (256,), generator=g), x[:64], torch.zeros(64).long())
+    run = Run(task or TASKS["mnist1d-mlp"], entry.name, entry, None, False, 0, 1, None)
+    return loop.run_one(run, split)
+
+
+def test_an_entry_that_declares_needs_outputs_gets_them():
+    entry, made = _recording_entry(needs_outputs=True)
+    rec = _one_run(entry)
+    (opt,) = made
+    assert opt.calls == ["backward", "outputs"] * 2  # 256 examples, batches of 128
+    assert all(o.shape == (128, 10) for o in opt.outputs)  # the model's outputs
+    assert rec["per_epoch"][0]["train_loss"] > 0
+    plain, made = _recording_entry()
+    _one_run(plain)
+    assert made[0].calls == ["closure", "closure"]  # no declaration: the closure step
+
+
+def test_declared_second_order_steps_run_under_the_math_attention_backend():
+    """On a task that needs it, the loop runs the steps an entry declares second order
+    under the MATH backend (the fused kernels off) and the others under the default one; on
+    a task that does not, it never switches."""
+    import dataclasses
+
+    from lrfree.bench import loop
+
+    fused: list[bool] = []
+
+    def step(task, model, opt, x, y):
+        fused.append(torch.backends.cuda.flash_sdp_enabled())  # False under MATH
+        return loop.closure_step(task, model, opt, x, y)
+
+    entry, _ = _recording_entry(second_order=lambda opt: len(fused) % 2 == 1)  # every 2nd
+    entry.step = step
+    needs_math = dataclasses.replace(TASKS["mnist1d-mlp"], needs_math_attention=True)
+    _one_run(entry, needs_math)
+    assert fused == [True, False]
+    fused.clear()
+    _one_run(entry)  # mnist1d-mlp: no attention, never switched
+    assert fused == [True, True]
+
+
+def test_the_registry_declares_adlers_loop_and_the_loop_names_no_optimizer():
+    """ADLER's entry (and an entry derived from it) declares its outputs route and its
+    second-order steps; the modules that train name no registered optimizer in a
+    comparison, and none imports a rule or an optimizer class."""
+    import ast
+    from pathlib import Path
+
+    import lrfree.bench
+    from lrfree.bench import loop
+
+    for name in ("adler", "adler[beta=0.9]"):
+        entry = bopt.lookup(name)
+        assert entry.needs_outputs and entry.second_order is not None
+        assert loop.entry_step(entry) is loop.outputs_step
+    assert loop.entry_step(bopt.lookup("sgd-lw")) is loop.closure_step
+    names = {n.lower() for n in bopt.BENCH_OPTIMIZERS} | {
+        c.lower() for c in bopt.LRFREE_NAMES.values()
+    }
+    root = Path(lrfree.bench.__file__).parent
+    for module in ("plan", "loop", "pool", "results", "progress", "cost", "cli"):
+        tree = ast.parse((root / f"{module}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Compare):
+                for side in [node.left, *node.comparators]:
+                    if isinstance(side, ast.Constant) and isinstance(side.value, str):
+                        assert side.value.lower() not in names, (module, side.value)
+            if isinstance(node, ast.ImportFrom):
+                mod = node.module or ""
+                assert not mod.startswith(("lrfree.rules", "lrfree.optimizers")), module

@@ -119,3 +119,39 @@ def test_collectives_sit_below_curvature_and_curvature_below_the_rules():
         assert not _reachable(g, m) & above, m
     # the rules take their curvature from the package, not from each other's modules
     assert "lrfree.curvature" in g["lrfree.rules.layerwise"] & g["lrfree.rules.adler"]
+
+
+BENCH_LAYERS = [
+    ["data"],
+    ["tasks"],
+    ["optimizers"],
+    ["results"],
+    ["plan"],
+    ["cost"],
+    ["loop"],
+    ["progress"],
+    ["pool"],
+    ["report"],
+    ["measure", "cli"],
+    ["runner"],
+]
+"""``lrfree.bench``'s modules, bottom up: a module imports only modules of lower layers
+(issue 21: plan <- loop <- pool <- cli; ``report`` reads records, below the command that
+writes them; ``runner`` is re-exports for scripts, on top)."""
+
+
+def test_the_bench_modules_import_one_way():
+    graph = import_graph()
+    bench = {m.rsplit(".", 1)[1] for m in graph if m.startswith("lrfree.bench.")}
+    rank = {m: i for i, layer in enumerate(BENCH_LAYERS) for m in layer}
+    assert bench == set(rank), f"place the new bench modules in BENCH_LAYERS: {bench ^ set(rank)}"
+    upward = [
+        (m, t)
+        for m in rank
+        for t in (x.removeprefix("lrfree.bench.") for x in graph[f"lrfree.bench.{m}"])
+        if t in rank and rank[t] >= rank[m]
+    ]
+    assert upward == [], f"bench imports against the layers (module, imported): {upward}"
+    # the re-exports are for users: nothing in the package imports them
+    assert not [m for m, ts in graph.items() if "lrfree.bench.runner" in ts]
+    assert "lrfree.bench.cli" in graph["lrfree.cli"]

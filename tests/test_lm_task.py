@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import lrfree
-from lrfree.bench import data, runner
+from lrfree.bench import data, loop, runner
 from lrfree.bench.data import CorpusMismatch, DataMissing
 from lrfree.bench.tasks import CharTransformer, get_task
 
@@ -119,6 +119,7 @@ def test_adler_checks_the_declared_loss_on_the_sequence_layout(split):
     entry = bopt.lookup("adler")
     opt = entry.build(model, None, loss=TASK.loss)
     x, y = split.x_train[:4], split.y_train[:4]
-    runner.train_step(TASK, entry.step, model, opt, x, y)  # the check runs on this step
+    step = loop.entry_step(entry)  # ADLER's declared needs: the outputs, its estimate steps
+    runner.train_step(TASK, step, model, opt, x, y, entry.second_order)  # the check runs here
     assert opt.__dict__["_adler_loss_checked"]  # verified against autograd, and it matched
     assert opt.effective_lr()["global"] > 0

@@ -20,8 +20,10 @@ Checked against real runs (``lrfree bench --task T --optimizers adamw,sgd-lw,adl
 fmnist-2c2d estimated 48 s, the process used 52 s of CPU; fmnist-mlp 5 s vs 11 s and
 cora-gcn 1 s vs 6 s, where start-up (about 5 s, now added) was most of it.
 
-The tables below were measured with ``python -m lrfree.bench.measure`` (one torch thread) on
-this project's 2-core x86_64 CPU while other jobs ran. They are CPU seconds of the process
+The task's costs are ``Task.step_seconds``, ``Task.eval_seconds`` and ``Task.load_seconds``
+(``lrfree.bench.tasks``, each with where it was measured), the optimizers' ``FACTORS`` are
+below; both were measured with ``python -m lrfree.bench.measure`` (one torch thread) on this
+project's 2-core x86_64 CPU while other jobs ran. They are CPU seconds of the process
 (``time.process_time``), which a shared machine disturbs much less than wall-clock time; with
 one thread, a step's CPU time is about the wall time it takes on a quiet machine, and two
 threads only make it shorter, so the estimate is on the slow side.
@@ -29,69 +31,34 @@ threads only make it shorter, so the estimate is on the slow side.
 
 Example::
 
-    >>> from lrfree.bench import cost, runner
-    >>> runs = runner.plan(["mnist1d-mlp"], ["adamw"], seeds=1, epochs=2, train_subset=None)
+    >>> from lrfree.bench import cost
+    >>> from lrfree.bench.plan import plan
+    >>> runs = plan(["mnist1d-mlp"], ["adamw"], seeds=1, epochs=2, train_subset=None)
     >>> cost.estimate(runs) > 0
     True
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .tasks import Task
 
-__all__ = ["EVAL_SECONDS", "FACTORS", "STEP_SECONDS", "estimate", "format_seconds"]
+if TYPE_CHECKING:
+    from .plan import Run
 
-# CPU seconds per torch-AdamW training step (the task's batch), per evaluation on the whole
-# test set, and to load the task's data; measured 2026-11-30 (see the module docstring)
-STEP_SECONDS: dict[str, float] = {
-    "mnist1d-mlp": 0.00119,
-    "mnist1d-cnn": 0.00483,
-    "fmnist-mlp": 0.02055,
-    "fmnist-2c2d": 0.2627,
-    "fmnist-autoencoder": 0.05491,
-    "fmnist-tlr-mlp": 0.01205,
-    "fmnist-adalip-cnn": 0.2304,
-    "fmnist-lenet5": 0.02598,
-    "fmnist-resnet": 0.1153,
-    "cora-gcn": 0.0398,
-    "citeseer-gcn": 0.0589,
-    # measured 2026-12-05 with `python -m lrfree.bench.measure --tasks stdlib-charlm
-    # --factor-tasks stdlib-charlm --steps 40` (one thread, loaded machine); on this task an
-    # LW step (graph mode under the MATH attention backend) costs 13.9x (SGD-LW) and 12.7x
-    # (AdamW-LW) an AdamW step, above FACTORS' 7.84 / 5.50 from the MLPs: LW's runs here
-    # are estimated low (measured: 128 and 168 CPU seconds for one epoch)
-    "stdlib-charlm": 0.01977,
-}
-EVAL_SECONDS: dict[str, float] = {
-    "mnist1d-mlp": 0.002,
-    "mnist1d-cnn": 0.01,
-    "fmnist-mlp": 0.43,
-    "fmnist-2c2d": 10.33,
-    "fmnist-autoencoder": 0.88,
-    "fmnist-tlr-mlp": 0.22,
-    "fmnist-adalip-cnn": 13.30,
-    "fmnist-lenet5": 0.70,
-    "fmnist-resnet": 7.29,
-    "cora-gcn": 0.015,
-    "citeseer-gcn": 0.03,
-    "stdlib-charlm": 1.04,  # 783 validation windows of 64 bytes (same measurement)
-}
-LOAD_SECONDS: dict[str, float] = {
-    "mnist1d-mlp": 5.0,
-    "mnist1d-cnn": 5.0,  # (generated once per process, shared with mnist1d-mlp)
-    "fmnist-mlp": 1.6,
-    "fmnist-2c2d": 1.6,
-    "fmnist-autoencoder": 1.6,
-    "fmnist-tlr-mlp": 1.6,
-    "fmnist-adalip-cnn": 1.6,
-    "fmnist-lenet5": 1.6,
-    "fmnist-resnet": 1.6,
-    "cora-gcn": 0.3,
-    "citeseer-gcn": 0.7,
-    "stdlib-charlm": 0.1,  # reading and hashing 0.5 MB of sources: 0.01 s measured
-}
+__all__ = [
+    "FACTORS",
+    "epoch_seconds",
+    "estimate",
+    "eval_seconds",
+    "format_seconds",
+    "load_seconds",
+    "run_seconds",
+    "step_seconds",
+    "train_seconds",
+]
+
 # optimizer step cost relative to torch AdamW's: the larger of two measurements (the
 # median of 10 steps and the mean of 40 steps), each the largest ratio over fmnist-mlp and
 # fmnist-lenet5; AdamW's own ratio above 1 is the measurement noise on a shared machine
@@ -133,64 +100,77 @@ DEFAULT_FACTOR = 3.0  # an optimizer not measured yet
 DEFAULT_STEP = 0.05  # a task not measured yet: seconds per step
 DEFAULT_EVAL = 2.0
 DEFAULT_LOAD = 5.0
+DEFAULT_EXAMPLES = (60000, 10000)  # a task that does not give its (training, test) examples
 SETUP_SECONDS = 0.05  # model and optimizer construction, bookkeeping per run
 STARTUP_SECONDS = 5.0  # importing torch and the benchmark, once per plan
 
 
-def _steps_per_epoch(task: Task, n_train: int) -> int:
-    bs = task.batch_size
-    return 1 if bs <= 0 or bs >= n_train else -(-n_train // bs)
+def step_seconds(task: Task) -> float:
+    """Measured CPU seconds of one torch-AdamW step on the task (``DEFAULT_STEP`` if none)."""
+    return DEFAULT_STEP if task.step_seconds is None else task.step_seconds
 
 
-# (training, test) examples of each dataset; the graphs are one full-graph batch
-_SIZES = {
-    "mnist1d": (4000, 1000),
-    "fmnist": (60000, 10000),
-    "cora": (1, 1),
-    "citeseer": (1, 1),
-    "stdlib": (7050, 783),  # windows of 64 bytes
-}
+def eval_seconds(task: Task) -> float:
+    """Measured CPU seconds of one evaluation on the whole test set (``DEFAULT_EVAL``)."""
+    return DEFAULT_EVAL if task.eval_seconds is None else task.eval_seconds
+
+
+def load_seconds(task: Task) -> float:
+    """Measured CPU seconds of loading the task's data (``DEFAULT_LOAD`` if none)."""
+    return DEFAULT_LOAD if task.load_seconds is None else task.load_seconds
 
 
 def _n(task: Task, subset: int | None, which: int) -> int:
-    full = _SIZES.get(task.name.split("-")[0], (60000, 10000))[which]
+    full = (task.examples or DEFAULT_EXAMPLES)[which]
     return full if subset is None else min(subset, full)
 
 
-def run_seconds(run: Any) -> float:
-    """Estimated seconds of one planned run (``runner.Run``), evaluation included; the
-    evaluation cost scales with the test examples used (``test_subset``)."""
+def _step_cost(run: Run) -> tuple[int, float]:
+    """Steps per epoch of ``run`` and the estimated seconds of one."""
     task = run.task
-    steps = _steps_per_epoch(task, _n(task, run.train_subset, 0))
     base = run.entry.name.partition("[")[0]  # a NAME[k=v] entry costs as its base
-    step = STEP_SECONDS.get(task.name, DEFAULT_STEP) * FACTORS.get(base, DEFAULT_FACTOR)
+    steps = task.steps_per_epoch(_n(task, run.train_subset, 0))
+    return steps, step_seconds(task) * FACTORS.get(base, DEFAULT_FACTOR)
+
+
+def train_seconds(run: Run) -> float:
+    """Estimated seconds of the training steps of one planned run (no evaluation, no
+    setup): what a record's ``seconds`` measures."""
+    steps, step = _step_cost(run)
+    return run.epochs * steps * step
+
+
+def run_seconds(run: Run) -> float:
+    """Estimated seconds of one planned run, evaluation included; the evaluation cost scales
+    with the test examples used (``test_subset``)."""
+    task = run.task
+    steps, step = _step_cost(run)
     test = _n(task, run.test_subset, 1) / _n(task, None, 1)
-    evaluation = EVAL_SECONDS.get(task.name, DEFAULT_EVAL) * test
-    return run.epochs * (steps * step + evaluation) + SETUP_SECONDS
+    return run.epochs * (steps * step + eval_seconds(task) * test) + SETUP_SECONDS
 
 
-def epoch_seconds(run: Any) -> float:
+def epoch_seconds(run: Run) -> float:
     """Estimated seconds of one epoch of ``run`` (for the progress bar)."""
     return (run_seconds(run) - SETUP_SECONDS) / max(run.epochs, 1)
 
 
-def estimate(runs: list[Any], jobs: int = 1) -> float:
+def estimate(runs: list[Run], jobs: int = 1) -> float:
     """Estimated seconds of a plan: every run, deduplicated by key, plus data loading.
 
-    With ``jobs`` parallel runs (``runner.run_suite(jobs=...)``), the runs are dealt out
-    longest first to whichever worker is free, as the runner does, and the estimate is the
+    With ``jobs`` parallel runs (``pool.run_suite(jobs=...)``), the runs are dealt out
+    longest first to whichever worker is free, as the pool does, and the estimate is the
     busiest worker's total (each worker loads a task's data once, all at about the same
     time, so the loads count once).
 
     Example::
 
-        >>> from lrfree.bench import runner
-        >>> runs = runner.plan(["mnist1d-cnn"], ["sgd-m@grid"], 1, epochs=2, train_subset=None)
+        >>> from lrfree.bench.plan import plan
+        >>> runs = plan(["mnist1d-cnn"], ["sgd-m@grid"], 1, epochs=2, train_subset=None)
         >>> estimate(runs, jobs=2) < estimate(runs)
         True
     """
     unique = list({r.key: r for r in runs}.values())
-    loads = sum(LOAD_SECONDS.get(t, DEFAULT_LOAD) for t in {r.task.name for r in unique})
+    loads = sum(load_seconds(t) for t in {r.task.name: r.task for r in unique}.values())
     if jobs <= 1:
         return sum(run_seconds(r) for r in unique) + loads + STARTUP_SECONDS
     busy = [0.0] * jobs

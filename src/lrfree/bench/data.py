@@ -40,6 +40,7 @@ __all__ = [
     "load_planetoid",
     "load_stdlib_charlm",
     "read_stdlib_corpus",
+    "subset_split",
     "verify_planetoid",
 ]
 
@@ -102,6 +103,28 @@ class Split:
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+
+
+def subset_split(split: Split, train_subset: int | None, test_subset: int | None) -> Split:
+    """The first ``train_subset`` training and ``test_subset`` test examples (``None``: all).
+
+    The graph tasks hold one full-graph "batch" (their split is by node masks), which any
+    subset keeps whole.
+
+    Example::
+
+        >>> s = Split(torch.arange(10.0), torch.arange(10), torch.arange(6.0), torch.arange(6))
+        >>> subset_split(s, 4, 3).y_train.tolist(), subset_split(s, None, None) is s
+        ([0, 1, 2, 3], True)
+    """
+    if train_subset is None and test_subset is None:
+        return split
+    for v in (train_subset, test_subset):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"a subset must be a positive number of examples, got {v!r}")
+    tr = slice(None) if train_subset is None else slice(0, train_subset)
+    te = slice(None) if test_subset is None else slice(0, test_subset)
+    return Split(split.x_train[tr], split.y_train[tr], split.x_test[te], split.y_test[te])
 
 
 # ------------------------------------------------------------------ MNIST-1D

@@ -1,11 +1,12 @@
-"""Measure the cost tables of ``lrfree.bench.cost`` on this machine (a training run of each
-task's model for a few steps, not a benchmark run):
+"""Measure the costs ``lrfree.bench.cost`` estimates with on this machine: each task's
+``step_seconds`` / ``eval_seconds`` / ``load_seconds`` and the optimizers' ``cost.FACTORS``
+(a training run of each task's model for a few steps, not a benchmark run):
 
     OMP_NUM_THREADS=1 python -m lrfree.bench.measure --tasks stdlib-charlm \\
         --factor-tasks fmnist-mlp,fmnist-lenet5
 
-It sits above the runner (it times the runner's own training step), so ``cost`` itself, which
-the runner reads for its plan, imports neither.
+It sits above the training loop (it times the loop's own training step), so ``cost`` itself,
+which the pool reads for its plan, imports neither.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ import time
 
 import torch
 
-from . import runner
-from .cost import _steps_per_epoch
 from .data import Split
+from .loop import batches, entry_step, evaluate, set_mode, train_step
 from .optimizers import lookup
 from .tasks import BenchConfig, Task, get_task
 
@@ -37,18 +37,18 @@ def _time_steps(task: Task, split: Split, name: str, n: int, warmup: int = 2) ->
     entry = lookup(name)
     torch.manual_seed(0)
     model = task.model()
-    steps = _steps_per_epoch(task, len(split.x_train))
+    steps = task.steps_per_epoch(len(split.x_train))
     opt = entry.build(model, entry.default_lr, steps_per_epoch=steps, loss=task.loss)
-    step = entry.step or runner._default_step
-    runner._mode(opt, "train")
+    step = entry_step(entry)
+    set_mode(opt, "train")
     gen = torch.Generator().manual_seed(0)
-    batches = []
-    while len(batches) < n + warmup:
-        batches += list(runner._batches(split, task.batch_size, gen))
+    todo = []
+    while len(todo) < n + warmup:
+        todo += list(batches(split, task.batch_size, gen))
     times = []
-    for i, (x, y) in enumerate(batches[: n + warmup]):
+    for i, (x, y) in enumerate(todo[: n + warmup]):
         t0 = _clock()
-        runner.train_step(task, step, model, opt, x, y)
+        train_step(task, step, model, opt, x, y, entry.second_order)
         if i >= warmup:
             times.append(_clock() - t0)
     return sum(times) / len(times)
@@ -61,8 +61,9 @@ def measure(
     steps: int = 40,
     cfg: BenchConfig | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Measure ``STEP_SECONDS``, ``EVAL_SECONDS``, ``LOAD_SECONDS`` for ``tasks`` (AdamW) and
-    ``FACTORS`` for ``optimizers`` (largest step-time ratio to AdamW over ``factor_tasks``)."""
+    """Measure ``Task.step_seconds`` (AdamW), ``eval_seconds`` and ``load_seconds`` for
+    ``tasks`` and ``cost.FACTORS`` for ``optimizers`` (largest step-time ratio to AdamW over
+    ``factor_tasks``)."""
     cfg = cfg or BenchConfig()
     step_s, eval_s, load_s, factors = {}, {}, {}, {}
     splits = {}
@@ -75,7 +76,7 @@ def measure(
         torch.manual_seed(0)
         model = task.model()
         t0 = _clock()
-        runner._evaluate(task, model, splits[name])
+        evaluate(task, model, splits[name])
         eval_s[name] = _clock() - t0
         print(
             f"{name:20s} step {1e3 * step_s[name]:8.2f} ms  eval {eval_s[name]:6.2f} s  "
@@ -95,7 +96,7 @@ def measure(
 def _main() -> None:
     from .optimizers import available
 
-    p = argparse.ArgumentParser(description="Measure the cost tables of lrfree.bench.cost.")
+    p = argparse.ArgumentParser(description="Measure the costs lrfree.bench.cost estimates with.")
     p.add_argument("--tasks", default=None, help="comma-separated (default: all)")
     p.add_argument("--factor-tasks", default="fmnist-mlp,fmnist-lenet5")
     p.add_argument("--optimizers", default=None, help="comma-separated (default: all available)")
@@ -108,13 +109,15 @@ def _main() -> None:
     tasks = a.tasks.split(",") if a.tasks else list(TASKS)
     opts = a.optimizers.split(",") if a.optimizers else available()
     m = measure(tasks, opts, a.factor_tasks.split(","), a.steps)
-    tables = (("STEP_SECONDS", "step"), ("EVAL_SECONDS", "eval"), ("LOAD_SECONDS", "load"))
-    for table, key in tables:
-        print(f"{table} = {{")
-        for k, v in m[key].items():
-            print(f'    "{k}": {v:.4g},')
-        print("}")
-    print("FACTORS = {")
+    for name in m["step"]:  # the fields of each Task in lrfree.bench.tasks
+        print(f"{name}:")
+        for field, key in (
+            ("step_seconds", "step"),
+            ("eval_seconds", "eval"),
+            ("load_seconds", "load"),
+        ):
+            print(f"    {field}={m[key][name]:.4g},")
+    print("FACTORS = {  # lrfree.bench.cost")
     for k, v in m["factors"].items():
         print(f'    "{k}": {math.ceil(v * 100) / 100:.2f},')
     print("}")

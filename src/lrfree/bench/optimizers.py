@@ -8,9 +8,13 @@
   ``ldog``) when their
   PyPI packages are installed (``pip install lrfree[peers]``).
 
-An entry builds the optimizer from ``model.named_parameters()``; ``step`` drives one training
-step when the optimizer needs more than a closure (default: closure, with graph mode when the
-optimizer's ``curvature_due()`` asks for it).
+An entry builds the optimizer from ``model.named_parameters()`` and declares what its training
+loop needs beyond the default step (a closure, with graph mode when the optimizer's
+``curvature_due()`` asks for it): ``needs_outputs`` (the step is given the model's outputs:
+``opt.backward(loss, out)``, then ``opt.step(outputs=out, targets=y)``) and ``second_order``
+(which of its steps differentiate twice besides graph-mode curvature, so that the loop runs
+them under an attention backend that has a double backward). ``lrfree.bench.loop`` reads
+these declarations; it names no optimizer.
 
 Any entry takes constructor arguments in brackets: ``adam-tlr[preset=paper]``,
 ``sgd-lw[update_every=1,beta_t=0.0]@grid``; values are Python literals (``ast.literal_eval``;
@@ -21,6 +25,7 @@ spelling, arguments sorted), so its runs and records never mix with the plain en
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib.util
 import inspect
 import re
@@ -35,6 +40,7 @@ import lrfree
 
 __all__ = [
     "BENCH_OPTIMIZERS",
+    "LOOP_NEEDS",
     "BenchOptimizer",
     "available",
     "base_grid",
@@ -51,6 +57,22 @@ optimizer's default; ``options`` are extra constructor arguments (``NAME[k=v]`` 
 
 @dataclass
 class BenchOptimizer:
+    """A benchmark entry: how to build the optimizer and what its training loop needs.
+
+    ``needs_outputs``: the loop's step is ``opt.backward(loss, out)`` then
+    ``opt.step(outputs=out, targets=y)`` instead of ``opt.step(closure)``.
+    ``second_order(opt)``: whether ``opt``'s next step differentiates twice in a way its
+    ``curvature_due()`` does not tell (the loop asks both, and runs such a step under the
+    MATH attention backend on a task that needs it). ``step``: a training step of its own,
+    ``step(task, model, opt, x, y) -> loss``, instead of the one ``needs_outputs`` selects.
+
+    Example::
+
+        >>> e = BenchOptimizer("sgd", lambda model, lr, **kw: None, "baseline", needs_outputs=True)
+        >>> e.needs_outputs, e.second_order is None
+        (True, True)
+    """
+
     name: str
     build: Builder
     family: str  # "baseline", "lrfree", "peer"
@@ -59,6 +81,8 @@ class BenchOptimizer:
     requires: str | None = None  # a module that must be importable
     step: Callable[..., Any] | None = None
     note: str = ""
+    needs_outputs: bool = False
+    second_order: Callable[[torch.optim.Optimizer], bool] | None = None
 
     def available(self) -> bool:
         return self.requires is None or importlib.util.find_spec(self.requires) is not None
@@ -87,19 +111,6 @@ def _named(cls: type, **fixed: Any) -> Builder:
 
 
 _LOSS_NAMES = {"cross_entropy": "cross_entropy", "nll": "nll", "bce_logits": "bce_with_logits"}
-
-
-def outputs_step(task: Any, model: nn.Module, opt: torch.optim.Optimizer, x, y) -> torch.Tensor:
-    """ADLER's fastest documented loop: ``opt.backward(loss, out)`` keeps what the step needs
-    for ``J G`` (docs/adler.md), then the step receives the outputs."""
-    from .tasks import task_loss
-
-    opt.zero_grad()
-    out = model(x)
-    loss = task_loss(task, out, y)
-    opt.backward(loss, out)  # type: ignore[attr-defined]
-    opt.step(outputs=out, targets=y)
-    return loss.detach()
 
 
 def _torch(cls: type, **fixed: Any) -> Builder:
@@ -186,6 +197,25 @@ LRFREE_NAMES = {
     "adam-camhd": "AdamCAMHD",
     "auto": "Auto",
 }
+
+
+def _adler_estimate_due(opt: torch.optim.Optimizer) -> bool:
+    """Whether ADLER's next ``backward(loss, outputs)`` estimates its rate: a backward
+    through the gradient graph (``lrfree.rules.adler``)."""
+    from lrfree.rules.adler import _estimate_due
+
+    return _estimate_due(opt)
+
+
+LOOP_NEEDS: dict[str, dict[str, Any]] = {
+    # ADLER's fastest documented loop (docs/adler.md): opt.backward(loss, out) keeps what the
+    # step needs for J G, then the step receives the outputs; its estimate steps
+    # differentiate twice
+    "adler": {"needs_outputs": True, "second_order": _adler_estimate_due},
+}
+"""What the loop of a named lrfree optimizer needs beyond a closure step (``BenchOptimizer``
+fields, by entry name); the entries of ``LRFREE_NAMES`` not listed need nothing more."""
+
 for _name, _cls in LRFREE_NAMES.items():
     if hasattr(lrfree, _cls):
         register(
@@ -193,8 +223,8 @@ for _name, _cls in LRFREE_NAMES.items():
                 _name,
                 _named(getattr(lrfree, _cls)),
                 "lrfree",
-                step=outputs_step if _cls == "ADLER" else None,
                 note=f"lrfree.{_cls}()",
+                **LOOP_NEEDS.get(_name, {}),
             )
         )
 
@@ -353,16 +383,7 @@ def lookup(name: str) -> BenchOptimizer:
     def derived(model: nn.Module, lr: float | None, **kw: Any) -> torch.optim.Optimizer:
         return build(model, lr, **kw, options=options)
 
-    return BenchOptimizer(
-        canon,
-        derived,
-        base.family,
-        base.default_lr,
-        base.grid,
-        base.requires,
-        base.step,
-        note=f"{base.note} with {options}",
-    )
+    return dataclasses.replace(base, name=canon, build=derived, note=f"{base.note} with {options}")
 
 
 def available() -> list[str]:

@@ -45,9 +45,33 @@ class Task:
     # chance level, the majority class, or the autoencoder's constant predictor
     collapse: float | None = None
     # the model calls F.scaled_dot_product_attention, whose fused CPU kernel has no double
-    # backward: the runner runs the steps that differentiate twice (graph-mode curvature,
-    # ADLER's estimate) under the MATH backend (runner.attention_backend)
+    # backward: the loop runs the steps that differentiate twice (graph-mode curvature, an
+    # entry's declared second-order steps) under the MATH backend (loop.attention_backend)
     needs_math_attention: bool = False
+    # measured costs, read by lrfree.bench.cost's estimate (``python -m lrfree.bench.measure``
+    # re-measures them): CPU seconds of one torch-AdamW training step on the task's batch, of
+    # one evaluation on the whole test set, and of loading the task's data; None: not
+    # measured (cost's defaults). Provenance: the comment above ``TASKS``
+    step_seconds: float | None = None
+    eval_seconds: float | None = None
+    load_seconds: float | None = None
+    # (training, test) examples of the whole dataset, for the estimate's steps per epoch
+    # before any data is loaded (a full-graph task is one example); None: 60000 and 10000
+    examples: tuple[int, int] | None = None
+
+    def steps_per_epoch(self, n_train: int) -> int:
+        """Training steps in one epoch over ``n_train`` examples: one for a full batch
+        (``batch_size`` 0, or at least ``n_train``), else ``ceil(n_train / batch_size)``.
+
+        Example::
+
+            >>> get_task("mnist1d-mlp").steps_per_epoch(4000)  # batches of 128
+            32
+            >>> get_task("cora-gcn").steps_per_epoch(1)  # the whole graph at once
+            1
+        """
+        bs = self.batch_size
+        return 1 if bs <= 0 or bs >= n_train else -(-n_train // bs)
 
 
 @dataclass(frozen=True)
@@ -336,6 +360,16 @@ def _stdlib_charlm(cfg: BenchConfig) -> Split:
 _cora_load, _cora_model = _graph_task("cora")
 _citeseer_load, _citeseer_model = _graph_task("citeseer")
 
+# (training, test) examples of the datasets (``Task.examples``)
+_MNIST1D = (4000, 1000)
+_FMNIST = (60000, 10000)
+_GRAPH = (1, 1)  # one full-graph batch
+
+# The measured costs (``step_seconds``, ``eval_seconds``, ``load_seconds``) are CPU seconds of
+# the process (``time.process_time``) from ``python -m lrfree.bench.measure`` (one torch
+# thread) on this project's 2-core x86_64 CPU while other jobs ran, 2026-11-30 (stdlib-charlm:
+# 2026-12-05, its comment); see ``lrfree.bench.cost`` for how the estimate uses them.
+
 TASKS: dict[str, Task] = {
     t.name: t
     for t in [
@@ -348,6 +382,10 @@ TASKS: dict[str, Task] = {
             128,
             collapse=15.0,
             tags=("quick",),
+            step_seconds=0.00119,
+            eval_seconds=0.002,
+            load_seconds=5.0,
+            examples=_MNIST1D,
         ),
         Task(
             "mnist1d-cnn",
@@ -358,6 +396,10 @@ TASKS: dict[str, Task] = {
             128,
             collapse=15.0,
             tags=("quick",),
+            step_seconds=0.00483,
+            eval_seconds=0.01,
+            load_seconds=5.0,  # (generated once per process, shared with mnist1d-mlp)
+            examples=_MNIST1D,
         ),
         Task(
             "fmnist-mlp",
@@ -368,6 +410,10 @@ TASKS: dict[str, Task] = {
             128,
             collapse=15.0,
             tags=("full",),
+            step_seconds=0.02055,
+            eval_seconds=0.43,
+            load_seconds=1.6,
+            examples=_FMNIST,
         ),
         Task(
             "fmnist-2c2d",
@@ -379,6 +425,10 @@ TASKS: dict[str, Task] = {
             collapse=15.0,
             tags=("full",),
             train_subset=10000,
+            step_seconds=0.2627,
+            eval_seconds=10.33,
+            load_seconds=1.6,
+            examples=_FMNIST,
         ),
         Task(
             "fmnist-autoencoder",
@@ -393,6 +443,10 @@ TASKS: dict[str, Task] = {
             collapse=0.68,
             tags=("full",),
             train_subset=20000,
+            step_seconds=0.05491,
+            eval_seconds=0.88,
+            load_seconds=1.6,
+            examples=_FMNIST,
         ),
         Task(
             "fmnist-tlr-mlp",
@@ -403,6 +457,10 @@ TASKS: dict[str, Task] = {
             128,
             collapse=15.0,
             tags=("full",),
+            step_seconds=0.01205,
+            eval_seconds=0.22,
+            load_seconds=1.6,
+            examples=_FMNIST,
         ),
         Task(
             "fmnist-adalip-cnn",
@@ -414,6 +472,10 @@ TASKS: dict[str, Task] = {
             collapse=15.0,
             tags=("full",),
             train_subset=10000,
+            step_seconds=0.2304,
+            eval_seconds=13.30,
+            load_seconds=1.6,
+            examples=_FMNIST,
         ),
         Task(
             "fmnist-lenet5",
@@ -425,6 +487,10 @@ TASKS: dict[str, Task] = {
             collapse=15.0,
             tags=("full",),
             train_subset=20000,
+            step_seconds=0.02598,
+            eval_seconds=0.70,
+            load_seconds=1.6,
+            examples=_FMNIST,
         ),
         Task(
             "fmnist-resnet",
@@ -436,6 +502,10 @@ TASKS: dict[str, Task] = {
             collapse=15.0,
             tags=("full",),
             train_subset=10000,
+            step_seconds=0.1153,
+            eval_seconds=7.29,
+            load_seconds=1.6,
+            examples=_FMNIST,
         ),
         Task(
             "cora-gcn",
@@ -447,6 +517,10 @@ TASKS: dict[str, Task] = {
             loss="nll",
             collapse=35.0,
             tags=("full",),
+            step_seconds=0.0398,
+            eval_seconds=0.015,
+            load_seconds=0.3,
+            examples=_GRAPH,
         ),
         Task(
             "citeseer-gcn",
@@ -458,6 +532,10 @@ TASKS: dict[str, Task] = {
             loss="nll",
             collapse=26.0,
             tags=("full",),
+            step_seconds=0.0589,
+            eval_seconds=0.03,
+            load_seconds=0.7,
+            examples=_GRAPH,
         ),
         Task(
             "stdlib-charlm",
@@ -474,6 +552,16 @@ TASKS: dict[str, Task] = {
             collapse=3.0,
             tags=("full",),
             needs_math_attention=True,
+            # measured 2026-12-05 with `python -m lrfree.bench.measure --tasks stdlib-charlm
+            # --factor-tasks stdlib-charlm --steps 40` (one thread, loaded machine); on this
+            # task an LW step (graph mode under the MATH attention backend) costs 13.9x
+            # (SGD-LW) and 12.7x (AdamW-LW) an AdamW step, above cost.FACTORS' 7.84 / 5.50
+            # from the MLPs: LW's runs here are estimated low (measured: 128 and 168 CPU
+            # seconds for one epoch)
+            step_seconds=0.01977,
+            eval_seconds=1.04,  # 783 validation windows of 64 bytes (same measurement)
+            load_seconds=0.1,  # reading and hashing 0.5 MB of sources: 0.01 s measured
+            examples=(7050, 783),  # windows of 64 bytes
         ),
     ]
 }
