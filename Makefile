@@ -49,8 +49,8 @@ results-auto: venv data
 # both results pages (and their folders' report.md, report.json, PNGs) redrawn from the records
 # already in benchmarks/out/, without training: after a change to the tables or the plots only
 results-pages: venv
-	$(PY) -m lrfree.bench.report benchmarks/out/full-suite --results-page docs/results.md
-	$(PY) -m lrfree.bench.report benchmarks/out/auto-eval --results-page docs/results-auto.md
+	$(PY) -m lrfree.bench.pages benchmarks/out/full-suite --results-page docs/results.md
+	$(PY) -m lrfree.bench.pages benchmarks/out/auto-eval --results-page docs/results-auto.md
 
 test: venv data docs
 	$(VENV)/bin/ruff check $(LINTED)

@@ -36,19 +36,15 @@ from pathlib import Path
 
 from lrfree.bench import cost
 from lrfree.bench.optimizers import default_optimizers
-from lrfree.bench.runner import plan
-from lrfree.bench.tasks import SUITES
+from lrfree.bench.plan import plan
+from lrfree.bench.tasks import SUITES, get_task
 
 
 def _stem(key: str) -> str:
     return key.rsplit("|code=", 1)[0]
 
 
-def train_part(run) -> float:
-    """The training part of ``cost.run_seconds(run)``: without setup and evaluation."""
-    test = cost._n(run.task, run.test_subset, 1) / cost._n(run.task, None, 1)
-    evaluation = cost.EVAL_SECONDS.get(run.task.name, cost.DEFAULT_EVAL) * test
-    return cost.run_seconds(run) - cost.SETUP_SECONDS - run.epochs * evaluation
+train_part = cost.train_seconds  # the training part of cost.run_seconds(run)
 
 
 def fit(
@@ -109,9 +105,9 @@ def main() -> None:
     print(f"{len(rows)} records fitted; residual spread {spread:.2f} (log scale, per run)")
 
     norm = cost.FACTORS["adamw"] * g.get("adamw", 1.0)  # AdamW's factor becomes 1
-    print("\nSTEP_SECONDS (task: old -> new)")
+    print("\nTask.step_seconds (task: old -> new; lrfree.bench.tasks)")
     for task in sizes:
-        old = cost.STEP_SECONDS.get(task, cost.DEFAULT_STEP)
+        old = cost.step_seconds(get_task(task))
         print(f"    {task!r}: {old:.5g} -> {old * s.get(task, 1.0) * norm:.5g},")
     print("\nFACTORS (optimizer: old -> new; unmatched optimizers keep their ratio to AdamW)")
     for name, old in cost.FACTORS.items():

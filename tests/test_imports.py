@@ -132,6 +132,8 @@ BENCH_LAYERS = [
     ["progress"],
     ["pool"],
     ["report"],
+    ["plots"],
+    ["pages"],
     ["measure", "cli"],
     ["runner"],
 ]

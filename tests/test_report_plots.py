@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from lrfree.bench import plots, report, runner
+from lrfree.bench import pages, plots, report, runner
 
 PNG = b"\x89PNG\r\n\x1a\n"
 GRIDS = {
@@ -129,9 +129,9 @@ def test_aggregate_keeps_every_rate_of_a_grid_with_mean_std_and_seeds():
 
 def test_lr_sensitivity_plot_multiple_seeds_from_agg_and_from_records(tmp_path):
     recs = accuracy_records(seeds=3)
-    path = report.lr_sensitivity_plot(report.aggregate(recs), "acc-task", tmp_path / "a.png")
+    path = plots.lr_sensitivity_plot(report.aggregate(recs), "acc-task", tmp_path / "a.png")
     assert path == tmp_path / "a.png" and is_png(path)
-    again = report.lr_sensitivity_plot(recs, "acc-task", tmp_path / "b.png")
+    again = plots.lr_sensitivity_plot(recs, "acc-task", tmp_path / "b.png")
     assert again is not None and is_png(again)
 
 
@@ -141,14 +141,14 @@ def test_lr_sensitivity_plot_loss_task_with_diverged_runs(tmp_path):
     row = next(r for r in agg["loss-task"]["rows"] if r["spec"] == "adamw@grid")
     assert row["by_lr"][-1]["diverged"] == 2 and math.isinf(row["by_lr"][-1]["mean"])
     assert row["lr"] == 1e-3  # the best *lowest* loss
-    path = report.lr_sensitivity_plot(agg, "loss-task", tmp_path / "loss.png")
+    path = plots.lr_sensitivity_plot(agg, "loss-task", tmp_path / "loss.png")
     assert path is not None and is_png(path)
 
 
 def test_lr_sensitivity_plot_skips_a_task_without_grid_or_unknown(tmp_path):
     recs = accuracy_records(task="nogrid", seeds=1, with_grid=False)
-    assert report.lr_sensitivity_plot(recs, "nogrid", tmp_path / "n.png") is None
-    assert report.lr_sensitivity_plot(recs, "no-such-task", tmp_path / "m.png") is None
+    assert plots.lr_sensitivity_plot(recs, "nogrid", tmp_path / "n.png") is None
+    assert plots.lr_sensitivity_plot(recs, "no-such-task", tmp_path / "m.png") is None
     assert not list(tmp_path.iterdir())
 
 
@@ -156,12 +156,12 @@ def test_lr_sensitivity_plot_a_diverged_accuracy_entry_and_a_single_seed(tmp_pat
     recs = accuracy_records(seeds=1)
     recs.append(record("acc-task", "adam-camhd", "lrfree", None, 0, math.inf))
     recs.append(record("acc-task", "ldog", "peer", None, 0, float("nan")))
-    path = report.lr_sensitivity_plot(recs, "acc-task", tmp_path / "d.png")
+    path = plots.lr_sensitivity_plot(recs, "acc-task", tmp_path / "d.png")
     assert path is not None and is_png(path)
 
 
 def test_method_family_follows_the_base_name():
-    fam = report.method_family
+    fam = plots.method_family
     assert fam("sgd-lw[update_every=1,beta_t=0.0]") == "LW" == fam("adamw-lw@grid")
     assert fam("adam-tlr[window_floor=3.0]") == "TLR"
     assert {fam(s) for s in ("adalip", "rmslip", "adamlip", "adalip-u", "adamlip-u[lr=0.001]")} == {
@@ -198,7 +198,7 @@ def test_plots_write_lr_picture_first_and_results_page_shows_it_first(tmp_path):
     agg = report.aggregate(recs)
     out = tmp_path / "out"
     out.mkdir()
-    written = report.plots(agg, out)
+    written = pages.plots(agg, out)
     names = [p.name for p in written]
     assert names.index("acc-task-lr.png") < names.index("acc-task.png")
     assert "loss-task-lr.png" in names and "nogrid-lr.png" not in names
@@ -206,7 +206,7 @@ def test_plots_write_lr_picture_first_and_results_page_shows_it_first(tmp_path):
     assert all(is_png(p) for p in written)
 
     meta = {"env": {"processor": "cpu", "cpus": 2, "threads": 1, "jobs": 1}, "seeds": 2}
-    page = report.results_page("tables", meta, written, tmp_path / "docs" / "results.md")
+    page = pages.results_page("tables", meta, written, tmp_path / "docs" / "results.md")
     text = page.read_text()
     images = [ln[ln.index("(") + 1 : -1] for ln in text.splitlines() if ln.startswith("![")]
     assert all((page.parent / im).is_file() for im in images)
@@ -224,7 +224,7 @@ def test_many_entries_stay_readable_enough_to_render(tmp_path):
     agg = report.aggregate(recs)
     hl = plots.highlights(agg["acc-task"])
     assert len(hl) == len(GRIDS) + 1 + len(PEERS) + 5  # the 20 LW variants add none
-    path = report.lr_sensitivity_plot(agg, "acc-task", tmp_path / "many.png")
+    path = plots.lr_sensitivity_plot(agg, "acc-task", tmp_path / "many.png")
     assert path is not None and is_png(path)
 
 
@@ -350,12 +350,19 @@ def test_plots_module_examples_run():
     assert result.attempted > 0 and result.failed == 0
 
 
-def test_report_still_answers_for_the_plotting_names():
-    assert report.lr_sensitivity_plot is plots.lr_sensitivity_plot
-    assert report.method_family is plots.method_family
-    assert report.profile_plot is plots.profile_plot
-    with pytest.raises(AttributeError):
-        report.no_such_name  # noqa: B018
+def test_tables_and_statistics_need_no_plotting():
+    """report (tables, statistics) is below plots and pages: it imports neither."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(report))
+    imported = {
+        a.name if isinstance(n, ast.Import) else (n.module or "")
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Import, ast.ImportFrom))
+        for a in n.names
+    }
+    assert not {m for m in imported if "plots" in m or "pages" in m or "matplotlib" in m}
 
 
 # --- the report redrawn from the stored records, without training ---------------------------
@@ -409,7 +416,7 @@ def test_stored_records_are_the_plans_runs_current_code_first_else_newest(tmp_pa
             stale += [old, newer]
     other_task = {**lines[0], "key": "fmnist-mlp|adamw|lr=0.001|code=x", "task": "fmnist-mlp"}
     write_folder(out, [*lines, *stale, other_task], meta)
-    records, got = report.stored_records(out)
+    records, got = pages.stored_records(out)
     assert len(records) == len(runs)  # adamw at 1e-3: once as `adamw`, once in the grid
     assert {r["task"] for r in records} == {"mnist1d-mlp"}
     shared = [r for r in records if r["lr"] == 1e-3 and r["seed"] == 0]
@@ -430,13 +437,13 @@ def test_redraw_writes_report_plots_and_a_page_with_the_lr_pictures_first(tmp_pa
     out, _, lines, meta = stored_folder(tmp_path)
     write_folder(out, lines[:-1], meta)  # one run without a record
     page = tmp_path / "docs" / "results.md"
-    assert report.main([str(out), "--results-page", str(page)]) == 0
+    assert pages.main([str(out), "--results-page", str(page)]) == 0
     assert "warning: left out 1 run(s) without a record" in capsys.readouterr().err
     md = (out / "report.md").read_text()
     assert "### mnist1d-mlp" in md and "adamw@grid" in md
     saved = json.loads((out / "report.json").read_text())
     assert saved["meta"]["redrawn"]["missing"] == 1
-    assert saved["meta"]["redrawn"]["command"].startswith("python -m lrfree.bench.report ")
+    assert saved["meta"]["redrawn"]["command"].startswith("python -m lrfree.bench.pages ")
     assert is_png(out / "mnist1d-mlp-lr.png") and is_png(out / "mnist1d-mlp.png")
     text = page.read_text()
     assert (
@@ -458,7 +465,7 @@ def test_redraw_writes_report_plots_and_a_page_with_the_lr_pictures_first(tmp_pa
 
 
 def test_redraw_of_a_folder_without_records_says_so(tmp_path, capsys):
-    assert report.main([str(tmp_path)]) == 2
+    assert pages.main([str(tmp_path)]) == 2
     assert "not the --out folder of a finished lrfree bench" in capsys.readouterr().err
 
 

@@ -117,13 +117,13 @@ def _report(
     args: argparse.Namespace, records: list[dict[str, Any]], meta: dict[str, Any], out: Path
 ) -> None:
     """Write report.md, report.json, the plots and the results page; print the table."""
-    from . import report
+    from . import pages, report
 
     agg = report.aggregate(records)
     md = report.markdown(agg, meta)
     (out / "report.md").write_text(md)
     report.write_json(agg, meta, out / "report.json")
-    pngs = [] if args.no_plots else report.plots(agg, out)
+    pngs = [] if args.no_plots else pages.plots(agg, out)
     print(md)
     print(
         f"wrote {out / 'results.jsonl'}, {out / 'report.md'}, {out / 'report.json'}"
@@ -131,7 +131,7 @@ def _report(
         + (f"; TensorBoard logs in {args.tensorboard}" if args.tensorboard else "")
     )
     if args.results_page:
-        page = report.results_page(md, meta, pngs, Path(args.results_page))
+        page = pages.results_page(md, meta, pngs, Path(args.results_page))
         print(f"wrote {page} and its plots in {page.parent / page.stem}")
 
 

@@ -1,6 +1,6 @@
 """The benchmark's PNG plots, from ``report.aggregate``'s per-task rows.
 
-Per task (``write_plots`` writes them all; ``report.plots`` calls it):
+Per task (``write_plots`` writes them all; ``pages.plots`` calls it):
 
 * ``<task>-lr.png`` (``lr_sensitivity_plot``), the picture to read first: the final test
   metric against the learning rate for each grid (mean over seeds, a band of one std over
