@@ -35,6 +35,7 @@ __all__ = [
     "CorpusMismatch",
     "DataMissing",
     "Split",
+    "csbm_graph",
     "load_fashion_mnist",
     "load_mnist1d",
     "load_planetoid",
@@ -461,3 +462,65 @@ def load_stdlib_charlm(seq_len: int = 64, val_fraction: float = 0.1) -> Split:
     x_train, y_train = windows(data[:cut])
     x_test, y_test = windows(data[cut:])
     return Split(x_train, y_train, x_test, y_test)
+
+
+def csbm_graph(
+    n: int = 2500,
+    classes: int = 7,
+    features: int = 1000,
+    topic: int = 50,
+    p_topic: float = 0.015,
+    p_other: float = 0.01,
+    homophily: float = 0.6,
+    mean_extra_degree: float = 1.5,
+    n_test: int = 1000,
+    seed: int = 20261205,
+) -> Graph:
+    """A generated citation-like graph for development (the ``csbm-gcn`` task): a contextual
+    stochastic block model, the same for every call with the same arguments.
+
+    ``n`` nodes in ``classes`` classes (class shares drawn from a Dirichlet(5)); each node has
+    ``1 + Poisson(mean_extra_degree)`` edge stubs, each joining a node of its own class with
+    probability ``homophily`` and a uniformly random node otherwise; undirected, with the
+    normalised adjacency ``D^-1/2 (A + I) D^-1/2`` of the Planetoid loader. Features:
+    ``features`` binary "words", each class with ``topic`` topic words seen with probability
+    ``p_topic`` (every other word ``p_other``). Split as ``load_planetoid``: ``n_test``
+    random test nodes, every other node labelled for training.
+
+    Example::
+
+        >>> g = csbm_graph(n=300, n_test=100)
+        >>> g.x.shape, g.num_classes, int(g.test_mask.sum()), int(g.train_mask.sum())
+        (torch.Size([300, 1000]), 7, 100, 200)
+        >>> torch.equal(g.x, csbm_graph(n=300, n_test=100).x)
+        True
+    """
+    gen = torch.Generator().manual_seed(seed)
+    share = torch._standard_gamma(torch.full((classes,), 5.0), generator=gen)
+    y = torch.multinomial(share / share.sum(), n, replacement=True, generator=gen)
+    words = torch.full((classes, features), p_other)
+    for c in range(classes):
+        words[c, torch.randperm(features, generator=gen)[:topic]] = p_topic
+    x = torch.bernoulli(words[y], generator=gen)
+    stubs = 1 + torch.poisson(torch.full((n,), mean_extra_degree), generator=gen).long()
+    src = torch.repeat_interleave(torch.arange(n), stubs)
+    same = torch.rand(len(src), generator=gen) < homophily
+    members = [torch.nonzero(y == c).flatten() for c in range(classes)]
+    dst = torch.randint(0, n, (len(src),), generator=gen)
+    for c in range(classes):
+        pick = same & (y[src] == c)
+        idx = torch.randint(0, len(members[c]), (int(pick.sum()),), generator=gen)
+        dst[pick] = members[c][idx]
+    keep = src != dst
+    src, dst = src[keep], dst[keep]
+    loops = torch.arange(n).repeat(2, 1)
+    edges = torch.cat([torch.stack([src, dst]), torch.stack([dst, src]), loops], 1)
+    a = torch.sparse_coo_tensor(edges, torch.ones(edges.shape[1]), (n, n)).coalesce()
+    a = torch.sparse_coo_tensor(a.indices(), torch.ones_like(a.values()), (n, n)).coalesce()
+    deg = torch.sparse.sum(a, 1).to_dense()
+    norm = deg.rsqrt()
+    i = a.indices()
+    adj = torch.sparse_coo_tensor(i, norm[i[0]] * norm[i[1]], (n, n)).coalesce()
+    test_mask = torch.zeros(n, dtype=torch.bool)
+    test_mask[torch.randperm(n, generator=gen)[:n_test]] = True
+    return Graph(x, y, adj, ~test_mask, test_mask, classes)

@@ -18,7 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import Split, load_fashion_mnist, load_mnist1d, load_planetoid, load_stdlib_charlm
+from .data import (
+    Split,
+    csbm_graph,
+    load_fashion_mnist,
+    load_mnist1d,
+    load_planetoid,
+    load_stdlib_charlm,
+)
 
 __all__ = ["SUITES", "TASKS", "BenchConfig", "Task", "TaskSize", "get_task", "task_loss"]
 
@@ -319,7 +326,10 @@ _GRAPHS: dict[str, Any] = {}
 
 def _graph_task(name: str) -> tuple[Callable[[BenchConfig], Split], Callable[[], nn.Module]]:
     def load(cfg: BenchConfig) -> Split:
-        g = load_planetoid(name, cfg.data_dir, download=cfg.download)
+        if name == "csbm":  # generated: no files
+            g = csbm_graph()
+        else:
+            g = load_planetoid(name, cfg.data_dir, download=cfg.download)
         _GRAPHS[name] = g
         y_train = torch.where(g.train_mask, g.y, torch.full_like(g.y, -100))
         y_test = torch.where(g.test_mask, g.y, torch.full_like(g.y, -100))
@@ -359,6 +369,7 @@ def _stdlib_charlm(cfg: BenchConfig) -> Split:
 
 _cora_load, _cora_model = _graph_task("cora")
 _citeseer_load, _citeseer_model = _graph_task("citeseer")
+_csbm_load, _csbm_model = _graph_task("csbm")
 
 # (training, test) examples of the datasets (``Task.examples``)
 _MNIST1D = (4000, 1000)
@@ -535,6 +546,19 @@ TASKS: dict[str, Task] = {
             step_seconds=0.0589,
             eval_seconds=0.03,
             load_seconds=0.7,
+            examples=_GRAPH,
+        ),
+        Task(
+            "csbm-gcn",
+            "generated contextual SBM graph (lrfree.bench.data.csbm_graph), the 3-layer GCN "
+            "of cora-gcn, full batch; development only (tag 'dev'), in no suite",
+            _csbm_load,
+            _csbm_model,
+            200,
+            0,
+            loss="nll",
+            collapse=25.0,  # the largest class is 22% of the nodes
+            tags=("dev",),
             examples=_GRAPH,
         ),
         Task(
