@@ -111,7 +111,8 @@ def main() -> None:
         print(f"    {task!r}: {old:.5g} -> {old * s.get(task, 1.0) * norm:.5g},")
     print("\nFACTORS (optimizer: old -> new; unmatched optimizers keep their ratio to AdamW)")
     for name, old in cost.FACTORS.items():
-        print(f"    {name!r}: {old:.3g} -> {old * g.get(name, 1.0) / norm:.3g},")
+        new = old * g[name] / norm if name in g else old / cost.FACTORS["adamw"]
+        print(f"    {name!r}: {old:.3g} -> {new:.3g},")
 
     def calibrated(run) -> float:
         scale = s.get(run.task.name, 1.0) * g.get(run.entry.name, 1.0)

@@ -358,18 +358,20 @@ def test_subset_split_takes_the_first_examples():
         runner.subset_split(s, 0, None)
 
 
-def _full_suite_runs():
+def _full_suite_runs(seeds: int = 1):
     from lrfree.bench.tasks import SUITES
 
     opts = bopt.default_optimizers("full")
-    return opts, runner.plan(list(TASKS), opts, 1, None, None, sizes=SUITES["full"])
+    return opts, runner.plan(list(SUITES["full"]), opts, seeds, None, None, sizes=SUITES["full"])
 
 
 def test_full_suite_covers_every_task_with_measured_costs():
     from lrfree.bench import cost
     from lrfree.bench.tasks import SUITES
 
-    assert set(SUITES["full"]) == set(TASKS)
+    # every task but the development-only ones (tag "dev": in no suite)
+    assert set(SUITES["full"]) == {n for n, t in TASKS.items() if "dev" not in t.tags}
+    assert all(n not in s for s in SUITES.values() for n, t in TASKS.items() if "dev" in t.tags)
     opts, runs = _full_suite_runs()
     assert {n for n, e in bopt.BENCH_OPTIMIZERS.items() if e.family == "lrfree"} - {
         o.split("@")[0] for o in opts
@@ -384,15 +386,16 @@ def test_full_suite_covers_every_task_with_measured_costs():
 
 @pytest.mark.xfail(
     strict=True,
-    reason="LW's update_every=1 default (issue 17, 2026-12-05) costs a curvature pass per step "
-    "and the transformer task (issue 19) joined: the one-seed full suite is estimated at "
-    "1 h 32 min one run at a time, over the 70 min it was sized for; resizing it is issue 19",
+    reason="issue 19's budget, missed: with the cost tables fitted to the stored runs "
+    "(benchmarks/calibrate_costs.py, 2026-12-05) `make results` (3 seeds, 2 runs at once) is "
+    "estimated at 1 h 44 min; the transformer task (28 min of runs, LW 13-14x an AdamW step "
+    "there) and the graph tasks' per-step evaluation are most of the excess",
 )
 def test_full_suite_fits_its_estimated_budget():
     from lrfree.bench import cost
 
-    _, runs = _full_suite_runs()
-    assert cost.estimate(runs) <= 70 * 60  # the 70 minutes the suite is sized for
+    _, runs = _full_suite_runs(seeds=3)
+    assert cost.estimate(runs, jobs=2) <= 90 * 60  # make results: 90 minutes on 2 cores
 
 
 def test_cost_estimate_follows_its_formula():
@@ -400,7 +403,7 @@ def test_cost_estimate_follows_its_formula():
 
     (r,) = runner.plan(["fmnist-mlp"], ["sgd-lw"], 1, 3, 1000, test_subset=500)
     task = TASKS["fmnist-mlp"]
-    assert task.step_seconds == 0.02055 and task.examples == (60000, 10000)
+    assert task.step_seconds == 0.02544 and task.examples == (60000, 10000)
     steps = 8  # ceil(1000 / 128)
     expected = (
         3 * (steps * task.step_seconds * cost.FACTORS["sgd-lw"] + task.eval_seconds * 500 / 10000)
@@ -412,6 +415,12 @@ def test_cost_estimate_follows_its_formula():
     once = task.load_seconds + cost.STARTUP_SECONDS
     assert cost.estimate([r, r]) == pytest.approx(expected + once)  # a run asked twice: once
     assert cost.format_seconds(4321) == "1 h 12 min" and cost.format_seconds(95) == "1 min 35 s"
+    # a task's own factor for an optimizer overrides FACTORS (LW on the transformer task)
+    (lm,) = runner.plan(["stdlib-charlm"], ["sgd-lw"], 1, 1, None)
+    lm_task = TASKS["stdlib-charlm"]
+    assert lm_task.step_factors["sgd-lw"] != cost.FACTORS["sgd-lw"]
+    per_step = lm_task.step_seconds * lm_task.step_factors["sgd-lw"]
+    assert cost.train_seconds(lm) == pytest.approx(lm_task.steps_per_epoch(7050) * per_step)
 
 
 def test_profile_counts_tasks_within_tau_of_the_best():

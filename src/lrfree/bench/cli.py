@@ -36,10 +36,8 @@ writes results.jsonl, report.md, report.json and PNG plots into --out. Runs alre
 only what is left (--fresh starts over).
 Runs train in parallel, one per CPU with one torch thread each (--jobs, --threads). The
 plan's estimated time (measured costs, lrfree.bench.cost) is printed before training;
---suite full (3 seeds by default) was sized for 90 minutes on a 2-core CPU with one seed; since
-LW's default estimates its curvature on every step and the transformer task joined, one seed
-is estimated at 1 h 32 min one run at a time and three seeds at 2 h 18 min with two runs at
-once (--estimate prints the plan).
+--suite full (3 seeds by default) is estimated at 1 h 44 min with two runs at once on a
+2-core CPU (the costs fitted to the stored runs of the suite; --estimate prints the plan).
 """
 EPILOG = """\
 examples:
@@ -249,7 +247,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         choices=["quick", "full"],
         default="quick",
         help="quick: MNIST-1D tasks (default, about 2 minutes); full: every task, 3 seeds "
-        "(about 2 h 20 min estimated on 2 CPU cores; see --list and --estimate)",
+        "(about 1 h 45 min estimated on 2 CPU cores; see --list and --estimate)",
     )
     b.add_argument("--task", help="comma-separated task names (see --list); overrides --suite")
     b.add_argument(
