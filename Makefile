@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 FMNIST := /usr/share/datasets/fashion-mnist
 LINTED := src tests $(wildcard benchmarks examples)
 
-.PHONY: bench test lint venv data docs clean results results-auto results-pages
+.PHONY: bench test lint venv data docs clean results results-auto results-pages results-long
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,17 @@ results-auto: venv data
 	$(VENV)/bin/lrfree bench --suite full --out benchmarks/out/auto-eval \
 	  --optimizers adamw,adamw@grid,sgd-m@grid,auto,prodigy,dadapt-adam,schedulefree-adamw,prodigy-sf,dog,ldog \
 	  --results-page docs/results-auto.md
+
+# the long suite (docs/results-long.md): the Fashion-MNIST tasks at 10 epochs on up to 60k
+# images, every optimizer of the full suite; about 5 hours per seed on 2 cores, so one seed per
+# sitting: make results-long SEEDS=1, then SEEDS=2, then SEEDS=3 (each trains only what is
+# missing). Its records are committed every 10 minutes while it runs
+# (benchmarks/commit_partial.sh), so a sitting that ends loses only the runs in progress.
+SEEDS ?= 1
+results-long: venv data
+	$(VENV)/bin/lrfree bench --suite long --seeds $(SEEDS) --out benchmarks/out/long-suite \
+	  --results-page docs/results-long.md & pid=$$!; \
+	  bash benchmarks/commit_partial.sh benchmarks/out/long-suite $$pid 10; wait $$pid
 
 # both results pages (and their folders' report.md, report.json, PNGs) redrawn from the records
 # already in benchmarks/out/, without training: after a change to the tables or the plots only

@@ -128,6 +128,7 @@ BENCH_LAYERS = [
     ["results"],
     ["plan"],
     ["cost"],
+    ["suites"],
     ["loop"],
     ["progress"],
     ["pool"],

@@ -13,18 +13,24 @@ import torch
 from lrfree.bench import cost, runner, suites
 from lrfree.bench import optimizers as bopt
 from lrfree.bench.data import DataMissing, load_fashion_mnist
-from lrfree.bench.tasks import SUITES, TASKS, BenchConfig, TaskSize, residual_cnn, task_loss
+from lrfree.bench.tasks import (
+    PAPER_TASKS,
+    SUITES,
+    TASKS,
+    BenchConfig,
+    ResidualCNN,
+    TaskSize,
+    residual_cnn,
+    task_loss,
+)
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 @pytest.fixture
 def registered():
-    """The paper tasks, baselines and costs registered for one test, then taken back (other
-    test files compare ``TASKS`` with the full suite)."""
-    suites.register()
+    """(The paper tasks and baselines are registry entries now: nothing to register.)"""
     yield
-    suites.unregister()
 
 
 def _fmnist_available() -> bool:
@@ -35,23 +41,18 @@ def _fmnist_available() -> bool:
         return False
 
 
-def test_register_is_idempotent_and_undone():
-    before = (set(TASKS), set(bopt.BENCH_OPTIMIZERS), set(cost.STEP_SECONDS), set(cost.FACTORS))
-    suites.register()
-    suites.register()
-    try:
-        assert set(suites.PAPER_TASKS) <= set(TASKS)
-        assert {"adam", "rmsprop"} <= set(bopt.BENCH_OPTIMIZERS)
-        assert set(suites.PAPER_TASKS) <= set(cost.STEP_SECONDS)
-    finally:
-        suites.unregister()
-    after = (set(TASKS), set(bopt.BENCH_OPTIMIZERS), set(cost.STEP_SECONDS), set(cost.FACTORS))
-    assert after == before
+def test_the_papers_tasks_and_baselines_are_registry_entries_in_no_other_suite():
+    paper = {n for n, t in TASKS.items() if "paper" in t.tags}
+    assert paper == set(PAPER_TASKS)
+    assert {"adam", "rmsprop"} <= set(bopt.BENCH_OPTIMIZERS)
+    assert {"adam", "rmsprop"} <= set(cost.FACTORS)
+    for t in paper:  # measured costs, on the task
+        assert TASKS[t].step_seconds and TASKS[t].eval_seconds and TASKS[t].load_seconds
+        assert all(t not in sizes for sizes in SUITES.values())
 
 
 def test_names_are_new_and_the_headline_suites_exist():
     assert not set(suites.PAPER_SUITES) & set(SUITES)
-    assert not set(suites.PAPER_TASKS) & set(TASKS)
     for name in ("paper-lw", "paper-tlr", "paper-adalip", "paper-adler", "paper-camhd"):
         assert name in suites.PAPER_SUITES
     for name, s in suites.PAPER_SUITES.items():
@@ -191,7 +192,7 @@ def test_every_suite_is_named_beside_its_docs_table():
 
 def test_residual_cnn_relu_is_the_bench_resnet():
     torch.manual_seed(0)
-    a = suites.ResidualCNN("relu")
+    a = ResidualCNN("relu")
     torch.manual_seed(0)
     b = residual_cnn()
     pa, pb = list(a.parameters()), list(b.parameters())

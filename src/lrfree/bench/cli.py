@@ -24,6 +24,10 @@ from typing import Any
 
 __all__ = ["add_parser", "main"]
 
+from .suites import PAPER_SUITES
+
+PAPER_SUITE_NAMES = list(PAPER_SUITES)
+
 DESCRIPTION = """\
 Benchmark lrfree's optimizers at their defaults against tuned baselines (a learning-rate grid,
 whose whole cost is reported) and learning-rate-free peers, on the same tasks, seeds and data
@@ -85,14 +89,20 @@ def _error(message: str) -> int:
 def _specs(args: argparse.Namespace) -> tuple[list[str], list[str]] | str:
     """The tasks and optimizer specs asked for, or what is wrong with them."""
     from . import optimizers as bopt
+    from .suites import PAPER_SUITES, suite_plan
     from .tasks import SUITES, TASKS
 
-    tasks = args.task.split(",") if args.task else list(SUITES[args.suite])
+    paper = args.suite in PAPER_SUITES
+    tasks = args.task.split(",") if args.task else (
+        suite_plan(args.suite).tasks if paper else list(SUITES[args.suite])
+    )  # fmt: skip
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         return f"unknown task(s) {unknown}; known: {sorted(TASKS)}"
     if args.optimizers:
         optimizers = bopt.split_specs(args.optimizers)
+    elif paper:
+        optimizers = suite_plan(args.suite).optimizers
     else:
         optimizers = bopt.default_optimizers(args.suite)
 
@@ -147,8 +157,14 @@ def main(args: argparse.Namespace) -> int:
     if args.list:
         _list()
         return 0
-    if args.seeds is None:  # the full suite's verdicts need more than one seed
-        args.seeds = 3 if args.suite == "full" else 1
+    from .suites import PAPER_SUITES, plan_runs, suite_plan
+
+    paper = args.suite in PAPER_SUITES and not (args.task or args.optimizers)
+    seeds_asked = args.seeds
+    if args.seeds is None:  # the full and long suites' verdicts need more than one seed
+        args.seeds = 3 if args.suite in ("full", "long") else 1
+        if args.suite in PAPER_SUITES:
+            args.seeds = suite_plan(args.suite).seeds
     specs = _specs(args)
     if isinstance(specs, str):
         return _error(specs)
@@ -159,15 +175,24 @@ def main(args: argparse.Namespace) -> int:
     threads = args.threads or max(1, default_jobs() // jobs)
     out = Path(args.out or f"bench-out/{args.suite}")
     try:
-        runs = plan(
-            tasks,
-            optimizers,
-            args.seeds,
-            args.epochs,
-            args.train_subset,
-            sizes=SUITES[args.suite],
-            test_subset=args.test_subset,
-        )
+        if paper:  # the paper's parts: each its own tasks, specs and seeds
+            runs = plan_runs(
+                args.suite,
+                epochs=args.epochs,
+                train_subset=args.train_subset,
+                test_subset=args.test_subset,
+                seeds=seeds_asked,
+            )
+        else:
+            runs = plan(
+                tasks,
+                optimizers,
+                args.seeds,
+                args.epochs,
+                args.train_subset,
+                sizes=SUITES[args.suite] if args.suite in SUITES else suite_plan(args.suite).sizes,
+                test_subset=args.test_subset,
+            )
     except ValueError as exc:
         return _error(str(exc))
     done = load_results(out / "results.jsonl") if not args.fresh else {}
@@ -213,6 +238,8 @@ def main(args: argparse.Namespace) -> int:
             {"epochs": r.epochs, "train_subset": r.train_subset, "test_subset": r.test_subset},
         )
     meta = {
+        "suite": args.suite if paper else None,  # a paper suite's runs: plan_runs (redraw)
+        "seeds_asked": seeds_asked,
         "tasks": tasks,
         "optimizers": optimizers,
         "seeds": args.seeds,
@@ -244,10 +271,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--suite",
-        choices=["quick", "full"],
+        choices=["quick", "full", "long", *PAPER_SUITE_NAMES],
         default="quick",
         help="quick: MNIST-1D tasks (default, about 2 minutes); full: every task, 3 seeds "
-        "(about 1 h 45 min estimated on 2 CPU cores; see --list and --estimate)",
+        "(about 1 h 45 min estimated on 2 CPU cores); long: the Fashion-MNIST tasks at 10 "
+        "epochs on up to 60k images (many hours: run it seed by seed); paper-*: one paper's "
+        "experiment (docs/benchmark.md); see --list and --estimate",
     )
     b.add_argument("--task", help="comma-separated task names (see --list); overrides --suite")
     b.add_argument(

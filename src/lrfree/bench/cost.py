@@ -70,6 +70,10 @@ __all__ = [
 FACTORS: dict[str, float] = {
     "adamw": 1,
     "sgd-m": 0.679,
+    # the paper suites' torch Adam / RMSprop (not in the fitted records): measured with
+    # python -m lrfree.bench.measure on 2026-12-05, 1.22 / 1.27 where AdamW measured 1.17
+    "adam": 1.04,
+    "rmsprop": 1.09,
     "composed-adamw": 1.22,  # not in the records: its measured ratio to AdamW, kept
     # LW at update_every=1 (a curvature pass every step): over the suite's tasks its runs cost
     # about 1.2 AdamW runs (on the small MNIST-1D MLP about 5, on the transformer task 13-14:

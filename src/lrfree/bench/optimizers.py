@@ -168,6 +168,27 @@ register(
         note="torch SGD, momentum 0.9",
     )
 )
+# the papers' own baselines (AdaLip, CAM-HD: torch Adam and RMSprop; the paper suites)
+register(
+    BenchOptimizer(
+        "adam",
+        _torch(torch.optim.Adam),
+        "baseline",
+        1e-3,
+        GRID_ADAMW,
+        note="torch Adam (no weight decay), the AdaLip and CAM-HD papers' baseline",
+    )
+)
+register(
+    BenchOptimizer(
+        "rmsprop",
+        _torch(torch.optim.RMSprop),
+        "baseline",
+        1e-3,
+        (3e-4, 5e-4, 7e-4, 1e-3, 5e-3, 1e-2),
+        note="torch RMSprop (alpha 0.99), the AdaLip paper's baseline",
+    )
+)
 register(
     BenchOptimizer(
         "composed-adamw",
@@ -310,13 +331,13 @@ def default_optimizers(suite: str) -> list[str]:
         >>> specs[:3], "adamw-lw" in specs
         (['adamw', 'adamw@grid', 'sgd-m@grid'], True)
     """
-    if suite not in ("quick", "full"):
-        raise ValueError(f"unknown suite {suite!r} (quick or full)")
+    if suite not in ("quick", "full", "long"):
+        raise ValueError(f"unknown suite {suite!r} (quick, full or long)")
     lrfree_named = [
         n for n, e in BENCH_OPTIMIZERS.items() if e.family == "lrfree" and n != "composed-adamw"
     ]
     specs = ["adamw", "adamw@grid", "sgd-m@grid"] + (lrfree_named or ["composed-adamw"])
-    if suite == "full":
+    if suite in ("full", "long"):
         specs += [n for n, e in BENCH_OPTIMIZERS.items() if e.family == "peer" and e.available()]
     return specs
 

@@ -22,6 +22,7 @@ from .plan import plan
 from .plots import write_plots
 from .report import _threads_text, aggregate, markdown, write_json
 from .results import load_results
+from .suites import plan_runs
 from .tasks import TaskSize
 
 __all__ = ["REDRAW", "main", "plots", "redraw", "results_page", "stored_records"]
@@ -228,14 +229,22 @@ def stored_records(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             )
     meta = json.loads((out / "report.json").read_text())["meta"]
     sizes = {task: TaskSize(**size) for task, size in (meta.get("sizes") or {}).items()}
-    runs = plan(
-        meta["tasks"],
-        meta["optimizers"],
-        meta["seeds"],
-        meta.get("epochs"),
-        meta.get("train_subset"),
-        sizes=sizes,
-    )
+    if meta.get("suite"):  # a paper suite: its parts, each with its own specs and seeds
+        runs = plan_runs(
+            meta["suite"],
+            epochs=meta.get("epochs"),
+            train_subset=meta.get("train_subset"),
+            seeds=meta.get("seeds_asked"),
+        )
+    else:
+        runs = plan(
+            meta["tasks"],
+            meta["optimizers"],
+            meta["seeds"],
+            meta.get("epochs"),
+            meta.get("train_subset"),
+            sizes=sizes,
+        )
     done = load_results(out / "results.jsonl")
     newest: dict[str, dict[str, Any]] = {}
     for key, rec in done.items():  # in file order: a later record of a run replaces it

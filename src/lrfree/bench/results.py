@@ -47,6 +47,7 @@ NOT_TRAINING = (
     "bench/report.py",
     "bench/plots.py",
     "bench/pages.py",
+    "bench/suites.py",
     "bench/cost.py",
     "bench/measure.py",
     "bench/progress.py",
@@ -56,10 +57,10 @@ NOT_TRAINING = (
     "cli.py",
     "integrations.py",
 )
-"""Modules that cannot change a run's record (tables, plots, results pages, cost estimates,
-cost measurement, the progress bar, the results file and these fingerprints, the command line,
-the re-exports of ``bench.runner``, framework callbacks): left out of ``code_fingerprint``, so
-editing them keeps results."""
+"""Modules that cannot change a run's record (tables, plots, results pages, the paper suites'
+plans, cost estimates, cost measurement, the progress bar, the results file and these
+fingerprints, the command line, the re-exports of ``bench.runner``, framework callbacks): left
+out of ``code_fingerprint``, so editing them keeps results."""
 
 
 @functools.lru_cache(maxsize=1)

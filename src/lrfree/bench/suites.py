@@ -18,16 +18,16 @@ reports the same model at two sizes, the second size is a suite of its own
 =====================  ===========================================  =====  ============
 suite                  regenerates                                  runs   estimate
 =====================  ===========================================  =====  ============
-``paper-lw``           docs/layerwise.md, full-size table           9      25 min 35 s
-``paper-lw-10k``       docs/layerwise.md, reduced-size table        14     8 min 56 s
-``paper-tlr``          docs/tlr.md, the two 3-epoch tables          26     4 min 25 s
-``paper-tlr-10ep``     docs/tlr.md, the two 10-epoch tables         24     13 min 3 s
-``paper-tlr-20k``      docs/tlr.md, 2026-11-22 table + Table 1      24     5 min 21 s
-``paper-adalip``       docs/adalip.md, Tables 2-3, both schedules   216    55 min 45 s
-``paper-adler``        docs/adler.md, Run B + the trust tables      138    17 min 41 s
-``paper-adler-2048``   docs/adler.md, Run A + ``trust=2``           126    10 min 44 s
-``paper-camhd``        docs/hypergradient.md, Run B (10 epochs)     84     14 min 43 s
-``paper-camhd-5ep``    docs/hypergradient.md, Run A (5 epochs)      84     7 min 27 s
+``paper-lw``           docs/layerwise.md, full-size table           9      11 min 14 s
+``paper-lw-10k``       docs/layerwise.md, reduced-size table        14     3 min 19 s
+``paper-tlr``          docs/tlr.md, the two 3-epoch tables          26     2 min 24 s
+``paper-tlr-10ep``     docs/tlr.md, the two 10-epoch tables         24     7 min 0 s
+``paper-tlr-20k``      docs/tlr.md, 2026-11-22 table + Table 1      24     3 min 27 s
+``paper-adalip``       docs/adalip.md, Tables 2-3, both schedules   216    54 min 2 s
+``paper-adler``        docs/adler.md, Run B + the trust tables      138    11 min 17 s
+``paper-adler-2048``   docs/adler.md, Run A + ``trust=2``           126    7 min 19 s
+``paper-camhd``        docs/hypergradient.md, Run B (10 epochs)     84     11 min 24 s
+``paper-camhd-5ep``    docs/hypergradient.md, Run A (5 epochs)      84     5 min 48 s
 =====================  ===========================================  =====  ============
 
 The estimates are ``lrfree.bench.cost.estimate(plan_runs(name), jobs=2)``: two parallel runs
@@ -38,17 +38,15 @@ pass every 20 steps is estimated at the default's every-step cost (``paper-lw`` 
 (element level) at the 2-level factor 1.45 where docs/hypergradient.md measured 2-3.7x
 Adam's time on the FFNNs (``paper-camhd*`` are estimated low).
 
-Wiring (for ``lrfree bench --suite paper-X``): call ``register()`` once before planning
-(it adds the tasks, the ``adam`` / ``rmsprop`` baselines and their measured costs), then
-``plan_runs(name, epochs=..., train_subset=..., test_subset=..., seeds=...)`` gives the
-runner's runs (the arguments override the suite's sizes and seeds as ``--epochs`` etc. do
-for the other suites); ``suite_plan(name)`` gives ``(tasks, sizes, optimizers, seeds)``
-for ``--list`` / ``--estimate`` style summaries. ``runner.code_fingerprint`` hashes this
-file (it is not in ``runner.NOT_TRAINING``), so editing it re-keys the lrfree runs; the
-baselines' key (``runner.LOOP_FILES``) does not include it, although the tasks and the two
-baselines defined here are training code.
+``lrfree bench --suite paper-X`` plans a suite with ``plan_runs`` (``--epochs``,
+``--train-subset``, ``--test-subset`` and ``--seeds`` override its sizes and seeds as for the
+other suites); ``suite_plan(name)`` gives ``(tasks, sizes, optimizers, seeds)``. The models
+the bench's own tasks lack are bench tasks tagged ``paper`` (``lrfree.bench.tasks``), the
+papers' torch Adam and RMSprop are registry baselines (``lrfree.bench.optimizers``): training
+code lives in the loop files, so this module is data and is left out of every fingerprint
+(``results.NOT_TRAINING``).
 
-Example (``suite_plan`` reads the declarations only; ``plan_runs`` needs ``register()``)::
+Example::
 
     >>> plan = suite_plan("paper-tlr")
     >>> plan.tasks, plan.sizes["fmnist-tlr-mlp"].epochs, plan.seeds
@@ -62,17 +60,14 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import torch
-from torch import nn
-
 from . import cost
-from .data import Split, load_fashion_mnist
-from .optimizers import BENCH_OPTIMIZERS, GRID_ADAMW, BenchOptimizer, split_spec
-from .tasks import TASKS, BenchConfig, Task, TaskSize, lenet5
+from .optimizers import split_spec
+from .plan import plan
+from .tasks import TaskSize
 
 __all__ = [
     "PAPER_SUITES",
@@ -81,247 +76,10 @@ __all__ = [
     "SuitePlan",
     "estimate",
     "plan_runs",
-    "register",
     "robustness_markdown",
     "robustness_table",
     "suite_plan",
-    "unregister",
 ]
-
-
-# ---------------------------------------------------------------------- tasks
-class _ActResidual(nn.Module):
-    def __init__(self, channels: int, act: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.act = act
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(x + self.conv2(self.act(self.conv1(x))))
-
-
-class ResidualCNN(nn.Module):
-    """ADLER's residual CNN without BatchNorm with a chosen activation: conv 1->16, two
-    residual blocks ``act(x + conv(act(conv(x))))`` each followed by a 2x2 max-pool, linear
-    784->10 (``benchmarks/adler_fmnist.py``'s ``ResCNN``). With ``act="relu"`` it is
-    ``tasks.residual_cnn``: the same parameters, created in the same order, so the same
-    initialisation under one seed."""
-
-    ACTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-        "relu": torch.relu,
-        "sigmoid": torch.sigmoid,
-        "tanh": torch.tanh,
-    }
-
-    def __init__(self, act: str = "relu", channels: int = 16) -> None:
-        super().__init__()
-        self.act = self.ACTS[act]
-        self.stem = nn.Conv2d(1, channels, 3, padding=1)
-        self.res1 = _ActResidual(channels, self.act)
-        self.res2 = _ActResidual(channels, self.act)
-        self.head = nn.Linear(channels * 7 * 7, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.act(self.stem(x))
-        h = torch.max_pool2d(self.res1(h), 2)
-        h = torch.max_pool2d(self.res2(h), 2)
-        return self.head(h.flatten(1))
-
-
-def ffnn(*hidden: int) -> nn.Module:
-    """The CAM-HD paper's feed-forward nets: 784 -> hidden... -> 10, ReLU."""
-    layers: list[nn.Module] = [nn.Flatten()]
-    width = 784
-    for h in hidden:
-        layers += [nn.Linear(width, h), nn.ReLU()]
-        width = h
-    layers.append(nn.Linear(width, 10))
-    return nn.Sequential(*layers)
-
-
-FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
-"""Fashion-MNIST's pixel mean and standard deviation (``benchmarks/camhd_fmnist.py``)."""
-
-
-def _fmnist_standardised(cfg: BenchConfig) -> Split:
-    """Fashion-MNIST images ``(N, 1, 28, 28)``, standardised as the CAM-HD experiments do."""
-    d = load_fashion_mnist(cfg.data_dir, download=cfg.download)
-    return Split(
-        (d.x_train - FMNIST_MEAN) / FMNIST_STD,
-        d.y_train,
-        (d.x_test - FMNIST_MEAN) / FMNIST_STD,
-        d.y_test,
-    )
-
-
-def _fmnist_images(cfg: BenchConfig) -> Split:
-    return load_fashion_mnist(cfg.data_dir, download=cfg.download)
-
-
-def _resnet(act: str) -> Callable[[], nn.Module]:
-    def model() -> nn.Module:
-        return ResidualCNN(act)
-
-    return model
-
-
-def _ffnn(*hidden: int) -> Callable[[], nn.Module]:
-    def model() -> nn.Module:
-        return ffnn(*hidden)
-
-    return model
-
-
-def _paper_task(name: str, description: str, load, model, batch_size: int) -> Task:
-    return Task(name, description, load, model, 5, batch_size, collapse=15.0, tags=("paper",))
-
-
-PAPER_TASKS: dict[str, Task] = {
-    t.name: t
-    for t in [
-        _paper_task(
-            "fmnist-resnet-tanh",
-            "Fashion-MNIST, ADLER's residual CNN without BatchNorm, tanh",
-            _fmnist_images,
-            _resnet("tanh"),
-            128,
-        ),
-        _paper_task(
-            "fmnist-resnet-sigmoid",
-            "Fashion-MNIST, ADLER's residual CNN without BatchNorm, sigmoid",
-            _fmnist_images,
-            _resnet("sigmoid"),
-            128,
-        ),
-        _paper_task(
-            "fmnist-ffnn-100-100",
-            "Fashion-MNIST (standardised), CAM-HD FFNN 784-100-100-10, batch 32",
-            _fmnist_standardised,
-            _ffnn(100, 100),
-            32,
-        ),
-        _paper_task(
-            "fmnist-ffnn-1000-100",
-            "Fashion-MNIST (standardised), CAM-HD FFNN 784-1000-100-10, batch 64",
-            _fmnist_standardised,
-            _ffnn(1000, 100),
-            64,
-        ),
-        _paper_task(
-            "fmnist-ffnn-1000-1000",
-            "Fashion-MNIST (standardised), CAM-HD FFNN 784-1000-1000-10, batch 128",
-            _fmnist_standardised,
-            _ffnn(1000, 1000),
-            128,
-        ),
-        _paper_task(
-            "fmnist-lenet5-b256",
-            "Fashion-MNIST (standardised), LeNet-5, batch 256 (CAM-HD)",
-            _fmnist_standardised,
-            lenet5,
-            256,
-        ),
-    ]
-}
-"""The papers' models that the bench's own tasks lack (default sizes: 5 epochs, all data)."""
-
-# measured 2026-12-05 09:12 UTC (CPU seconds, one thread, the 2-core machine under load) with
-#   suites.register(); measure.measure(list(PAPER_TASKS), ["adam", "rmsprop"],
-#                                       ["fmnist-mlp", "fmnist-lenet5"], steps=40)
-# (what `OMP_NUM_THREADS=1 python -m lrfree.bench.measure` does, once the tasks are registered)
-PAPER_STEP_SECONDS: dict[str, float] = {
-    "fmnist-resnet-tanh": 0.08862,
-    "fmnist-resnet-sigmoid": 0.09238,
-    "fmnist-ffnn-100-100": 0.001491,
-    "fmnist-ffnn-1000-100": 0.00927,
-    "fmnist-ffnn-1000-1000": 0.02305,
-    "fmnist-lenet5-b256": 0.03229,
-}
-PAPER_EVAL_SECONDS: dict[str, float] = {
-    "fmnist-resnet-tanh": 3.584,
-    "fmnist-resnet-sigmoid": 4.123,
-    "fmnist-ffnn-100-100": 0.02993,
-    "fmnist-ffnn-1000-100": 0.1772,
-    "fmnist-ffnn-1000-1000": 0.3578,
-    "fmnist-lenet5-b256": 0.9158,
-}
-PAPER_LOAD_SECONDS: dict[str, float] = {
-    "fmnist-resnet-tanh": 1.763,
-    "fmnist-resnet-sigmoid": 1.545,
-    "fmnist-ffnn-100-100": 1.389,
-    "fmnist-ffnn-1000-100": 0.8535,
-    "fmnist-ffnn-1000-1000": 0.8338,
-    "fmnist-lenet5-b256": 0.7842,
-}
-# step time relative to torch AdamW's, the larger ratio over fmnist-mlp and fmnist-lenet5
-# (same measurement: adam 1.05 / 1.22, rmsprop 1.02 / 1.27)
-PAPER_FACTORS: dict[str, float] = {"adam": 1.22, "rmsprop": 1.27}
-
-
-# ------------------------------------------------------------------ baselines
-def _torch_builder(cls: type) -> Callable[..., torch.optim.Optimizer]:
-    """``build(model, lr, options=...)`` for a torch optimizer (the registry's interface)."""
-
-    def build(
-        model: nn.Module, lr: float | None, options: dict[str, Any] | None = None, **_: Any
-    ) -> torch.optim.Optimizer:
-        kw = dict(options or {})
-        if lr is not None:
-            kw["lr"] = lr
-        return cls(model.parameters(), **kw)
-
-    return build
-
-
-PAPER_OPTIMIZERS: list[BenchOptimizer] = [
-    BenchOptimizer(
-        "adam",
-        _torch_builder(torch.optim.Adam),
-        "baseline",
-        1e-3,
-        GRID_ADAMW,
-        note="torch Adam (no weight decay), the AdaLip and CAM-HD papers' baseline",
-    ),
-    BenchOptimizer(
-        "rmsprop",
-        _torch_builder(torch.optim.RMSprop),
-        "baseline",
-        1e-3,
-        (3e-4, 5e-4, 7e-4, 1e-3, 5e-3, 1e-2),
-        note="torch RMSprop (alpha 0.99), the AdaLip paper's baseline",
-    ),
-]
-"""Baselines the papers compare against that the bench registry lacks."""
-
-
-_ADDED: list[tuple[dict[str, Any], str]] = []  # what register() added, for unregister()
-
-
-def register() -> None:
-    """Add ``PAPER_TASKS`` to ``tasks.TASKS``, ``PAPER_OPTIMIZERS`` to the optimizer
-    registry and their measured costs to ``cost``'s tables (idempotent; an existing entry of
-    the same name is kept). ``unregister()`` takes back what it added."""
-    tables: list[tuple[dict[str, Any], dict[str, Any]]] = [
-        (TASKS, PAPER_TASKS),
-        (BENCH_OPTIMIZERS, {e.name: e for e in PAPER_OPTIMIZERS}),
-        (cost.STEP_SECONDS, PAPER_STEP_SECONDS),
-        (cost.EVAL_SECONDS, PAPER_EVAL_SECONDS),
-        (cost.LOAD_SECONDS, PAPER_LOAD_SECONDS),
-        (cost.FACTORS, PAPER_FACTORS),
-    ]
-    for table, values in tables:
-        for k, v in values.items():
-            if k not in table:
-                table[k] = v
-                _ADDED.append((table, k))
-
-
-def unregister() -> None:
-    """Remove what ``register()`` added (tests restore the registries with it)."""
-    while _ADDED:
-        table, k = _ADDED.pop()
-        table.pop(k, None)
 
 
 # --------------------------------------------------------------------- suites
@@ -518,7 +276,7 @@ PAPER_SUITES: dict[str, PaperSuite] = {
             "paper's autoencoder and GCN experiments are not in the docs' tables and not here "
             "(the full suite runs those models at its own sizes).",
             "benchmarks/lw_fmnist.py --epochs 10 --seeds 0 (+ --only-lw)",
-            1535.0,
+            674.0,
         ),
         PaperSuite(
             "paper-lw-10k",
@@ -528,7 +286,7 @@ PAPER_SUITES: dict[str, PaperSuite] = {
             "The same experiment on the first 10k of the 60k images (790 steps), one seed: the "
             "variants of the paper's settings the page compares.",
             "benchmarks/lw_fmnist.py --train-subset 10000 --epochs 10 --seeds 0 --variant ...",
-            536.0,
+            199.0,
         ),
         PaperSuite(
             "paper-tlr",
@@ -545,7 +303,7 @@ PAPER_SUITES: dict[str, PaperSuite] = {
             "paper's MNIST MLP on Fashion-MNIST: all 60k images, batch 128 (K = 94), 3 of the "
             "issue's 10 epochs, one seed; the paper trains longer and on MNIST.",
             "benchmarks/tlr_robustness.py [--momentum 0.8 --weight-decay 5e-4]",
-            265.0,
+            144.0,
         ),
         PaperSuite(
             "paper-tlr-10ep",
@@ -556,7 +314,7 @@ PAPER_SUITES: dict[str, PaperSuite] = {
             "The same sweep at the issue's full size, 10 epochs (the docs ran SGD only at "
             "0.1 there; the suite runs every rate).",
             "benchmarks/tlr_robustness.py --epochs 10 [--momentum 0.8 --weight-decay 5e-4]",
-            783.0,
+            420.0,
         ),
         PaperSuite(
             "paper-tlr-20k",
@@ -569,7 +327,7 @@ PAPER_SUITES: dict[str, PaperSuite] = {
             "same windows.",
             "benchmarks/tlr_robustness.py --train-subset 20000 --epochs 10 --seeds 0 "
             "[--methods hg-add hg-mult]",
-            321.0,
+            207.0,
         ),
         PaperSuite(
             "paper-adalip",
@@ -584,7 +342,7 @@ PAPER_SUITES: dict[str, PaperSuite] = {
             "0-2 (the sqrt schedule seed 0); the paper runs full training, 25 runs per rate.",
             "benchmarks/adalip_robustness.py and benchmarks/adalip_variants.py "
             "--train-subset 2048 --test-subset 1000 --epochs 5",
-            3345.0,
+            3242.0,
         ),
         PaperSuite(
             "paper-adler",
@@ -602,7 +360,7 @@ PAPER_SUITES: dict[str, PaperSuite] = {
             "and ADLER at trust inf / 1 / 2 on the quick suite's MNIST-1D tasks (30 epochs).",
             "benchmarks/adler_fmnist.py --train-subset 4096 --test-subset 2000 --epochs 3 "
             "--seeds 0 1 2; benchmarks/adler_trust.py",
-            1061.0,
+            677.0,
         ),
         PaperSuite(
             "paper-adler-2048",
@@ -618,7 +376,7 @@ PAPER_SUITES: dict[str, PaperSuite] = {
             "Run A of the same experiment: the first 2,048 images (48 steps), seeds 0-2.",
             "benchmarks/adler_fmnist.py --train-subset 2048 --test-subset 2000 --epochs 3 "
             "--seeds 0 1 2 [--methods adler-trust2]",
-            644.0,
+            439.0,
         ),
         PaperSuite(
             "paper-camhd",
@@ -630,7 +388,7 @@ PAPER_SUITES: dict[str, PaperSuite] = {
             "Fashion-MNIST instead of MNIST: the first 10k of 60k images, the paper's 10 "
             "epochs, seeds 0-2 (the paper: 10 seeds).",
             "benchmarks/camhd_fmnist.py --train-subset 10000 --epochs 10 --seeds 0 1 2",
-            883.0,
+            684.0,
         ),
         PaperSuite(
             "paper-camhd-5ep",
@@ -639,7 +397,7 @@ PAPER_SUITES: dict[str, PaperSuite] = {
             "docs/hypergradient.md, 'Run A: 10,000 training examples, 5 epochs'",
             "Run A of the same experiment: 5 epochs.",
             "benchmarks/camhd_fmnist.py --train-subset 10000 --epochs 5 --seeds 0 1 2",
-            447.0,
+            348.0,
         ),
     ]
 }
@@ -685,14 +443,12 @@ def plan_runs(
 ) -> list[Any]:
     """The runner's runs of suite ``name`` (``runner.Run`` s, part by part): the arguments
     override the suite's sizes and every part's seeds, as ``lrfree bench``'s ``--epochs``,
-    ``--train-subset``, ``--test-subset`` and ``--seeds`` do. Call ``register()`` first."""
-    from . import runner
-
+    ``--train-subset``, ``--test-subset`` and ``--seeds`` do."""
     suite = get_suite(name)
     suite_plan(name)  # (checks that no task has two sizes)
     runs = []
     for part in suite.parts:
-        runs += runner.plan(
+        runs += plan(
             list(part.tasks),
             list(part.optimizers),
             seeds if seeds is not None else part.seeds,

@@ -27,7 +27,18 @@ from .data import (
     load_stdlib_charlm,
 )
 
-__all__ = ["SUITES", "TASKS", "BenchConfig", "Task", "TaskSize", "get_task", "task_loss"]
+__all__ = [
+    "PAPER_TASKS",
+    "SUITES",
+    "TASKS",
+    "BenchConfig",
+    "ResidualCNN",
+    "Task",
+    "TaskSize",
+    "ffnn",
+    "get_task",
+    "task_loss",
+]
 
 
 @dataclass
@@ -375,6 +386,91 @@ _cora_load, _cora_model = _graph_task("cora")
 _citeseer_load, _citeseer_model = _graph_task("citeseer")
 _csbm_load, _csbm_model = _graph_task("csbm")
 
+
+# --- the papers' own models (the paper suites, lrfree.bench.suites) ---------------------
+class _ActResidual(nn.Module):
+    def __init__(self, channels: int, act: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.conv2(self.act(self.conv1(x))))
+
+
+class ResidualCNN(nn.Module):
+    """ADLER's residual CNN without BatchNorm with a chosen activation: conv 1->16, two
+    residual blocks ``act(x + conv(act(conv(x))))`` each followed by a 2x2 max-pool, linear
+    784->10 (``benchmarks/adler_fmnist.py``'s ``ResCNN``). With ``act="relu"`` it is
+    ``tasks.residual_cnn``: the same parameters, created in the same order, so the same
+    initialisation under one seed."""
+
+    ACTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+        "relu": torch.relu,
+        "sigmoid": torch.sigmoid,
+        "tanh": torch.tanh,
+    }
+
+    def __init__(self, act: str = "relu", channels: int = 16) -> None:
+        super().__init__()
+        self.act = self.ACTS[act]
+        self.stem = nn.Conv2d(1, channels, 3, padding=1)
+        self.res1 = _ActResidual(channels, self.act)
+        self.res2 = _ActResidual(channels, self.act)
+        self.head = nn.Linear(channels * 7 * 7, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.stem(x))
+        h = torch.max_pool2d(self.res1(h), 2)
+        h = torch.max_pool2d(self.res2(h), 2)
+        return self.head(h.flatten(1))
+
+
+def ffnn(*hidden: int) -> nn.Module:
+    """The CAM-HD paper's feed-forward nets: 784 -> hidden... -> 10, ReLU."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = 784
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    layers.append(nn.Linear(width, 10))
+    return nn.Sequential(*layers)
+
+
+FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
+"""Fashion-MNIST's pixel mean and standard deviation (``benchmarks/camhd_fmnist.py``)."""
+
+
+def _fmnist_standardised(cfg: BenchConfig) -> Split:
+    """Fashion-MNIST images ``(N, 1, 28, 28)``, standardised as the CAM-HD experiments do."""
+    d = load_fashion_mnist(cfg.data_dir, download=cfg.download)
+    return Split(
+        (d.x_train - FMNIST_MEAN) / FMNIST_STD,
+        d.y_train,
+        (d.x_test - FMNIST_MEAN) / FMNIST_STD,
+        d.y_test,
+    )
+
+
+def _fmnist_images(cfg: BenchConfig) -> Split:
+    return load_fashion_mnist(cfg.data_dir, download=cfg.download)
+
+
+def _resnet(act: str) -> Callable[[], nn.Module]:
+    def model() -> nn.Module:
+        return ResidualCNN(act)
+
+    return model
+
+
+def _ffnn(*hidden: int) -> Callable[[], nn.Module]:
+    def model() -> nn.Module:
+        return ffnn(*hidden)
+
+    return model
+
+
 # (training, test) examples of the datasets (``Task.examples``)
 _MNIST1D = (4000, 1000)
 _FMNIST = (60000, 10000)
@@ -599,6 +695,88 @@ TASKS: dict[str, Task] = {
 }
 
 
+# measured 2026-12-05 09:12 UTC (CPU seconds, one thread, the 2-core machine under load) with
+# ``python -m lrfree.bench.measure`` on these tasks: (step, evaluation, loading) seconds
+_PAPER_COSTS: dict[str, tuple[float, float, float]] = {
+    "fmnist-resnet-tanh": (0.08862, 3.584, 1.763),
+    "fmnist-resnet-sigmoid": (0.09238, 4.123, 1.545),
+    "fmnist-ffnn-100-100": (0.001491, 0.02993, 1.389),
+    "fmnist-ffnn-1000-100": (0.00927, 0.1772, 0.8535),
+    "fmnist-ffnn-1000-1000": (0.02305, 0.3578, 0.8338),
+    "fmnist-lenet5-b256": (0.03229, 0.9158, 0.7842),
+}
+
+
+def _paper_task(name: str, description: str, load, model, batch_size: int) -> Task:
+    step, ev, ld = (float(v) for v in _PAPER_COSTS[name])
+    return Task(
+        name,
+        description,
+        load,
+        model,
+        5,
+        batch_size,
+        collapse=15.0,
+        tags=("paper",),
+        step_seconds=step,
+        eval_seconds=ev,
+        load_seconds=ld,
+        examples=_FMNIST,
+    )
+
+
+PAPER_TASKS: dict[str, Task] = {
+    t.name: t
+    for t in [
+        _paper_task(
+            "fmnist-resnet-tanh",
+            "Fashion-MNIST, ADLER's residual CNN without BatchNorm, tanh",
+            _fmnist_images,
+            _resnet("tanh"),
+            128,
+        ),
+        _paper_task(
+            "fmnist-resnet-sigmoid",
+            "Fashion-MNIST, ADLER's residual CNN without BatchNorm, sigmoid",
+            _fmnist_images,
+            _resnet("sigmoid"),
+            128,
+        ),
+        _paper_task(
+            "fmnist-ffnn-100-100",
+            "Fashion-MNIST (standardised), CAM-HD FFNN 784-100-100-10, batch 32",
+            _fmnist_standardised,
+            _ffnn(100, 100),
+            32,
+        ),
+        _paper_task(
+            "fmnist-ffnn-1000-100",
+            "Fashion-MNIST (standardised), CAM-HD FFNN 784-1000-100-10, batch 64",
+            _fmnist_standardised,
+            _ffnn(1000, 100),
+            64,
+        ),
+        _paper_task(
+            "fmnist-ffnn-1000-1000",
+            "Fashion-MNIST (standardised), CAM-HD FFNN 784-1000-1000-10, batch 128",
+            _fmnist_standardised,
+            _ffnn(1000, 1000),
+            128,
+        ),
+        _paper_task(
+            "fmnist-lenet5-b256",
+            "Fashion-MNIST (standardised), LeNet-5, batch 256 (CAM-HD)",
+            _fmnist_standardised,
+            lenet5,
+            256,
+        ),
+    ]
+}
+"""The papers' models that the bench's own tasks lack (tag ``paper``, in the paper suites of
+``lrfree.bench.suites`` only; default sizes: 5 epochs, all data)."""
+TASKS.update(PAPER_TASKS)
+
+
 def get_task(name: str) -> Task:
     if name not in TASKS:
         raise ValueError(f"Unknown task {name!r}; known: {sorted(TASKS)}")
@@ -627,7 +805,26 @@ optimizer at its defaults, the AdamW and SGD-momentum grids, AdamW at 1e-3 and t
 (33 runs per task and seed) fit in 70 estimated minutes on a 2-core CPU (``lrfree bench
 --suite full --estimate``; ``lrfree.bench.cost`` holds the measured costs)."""
 
-SUITES: dict[str, dict[str, TaskSize]] = {"quick": QUICK, "full": FULL}
+LONG = {
+    "fmnist-mlp": TaskSize(10, 60000, None),
+    "fmnist-tlr-mlp": TaskSize(10, 60000, None),
+    "fmnist-autoencoder": TaskSize(10, 60000, None),
+    "fmnist-lenet5": TaskSize(10, 60000, None),
+    "fmnist-2c2d": TaskSize(10, 10000, 2000),
+    "fmnist-adalip-cnn": TaskSize(10, 10000, 2000),
+    "fmnist-resnet": TaskSize(10, 10000, 2000),
+}
+"""The long suite (``lrfree bench --suite long``, ``make results-long``): the Fashion-MNIST
+tasks at a budget closer to the papers' than the full suite's 2-5 epochs on 2.5k-10k images:
+10 epochs on all 60,000 training images for the MLPs, LeNet-5 and the autoencoder (4,690
+steps; the LW paper's runs had about 1000 curvature estimates, LW's rate EMA and the
+hypergradient rates need that many steps to move), 10 epochs on 10,000 images for the three
+CNNs (the 2c2d and AdaLip CNNs cost 0.3 s a step on this CPU: their full 60k would take about
+a day per seed). Every optimizer of the full suite, 3 seeds, many hours on 2 cores: run it
+seed by seed (``--seeds 1``, then 2, then 3), resumably, committing the records as it goes
+(``benchmarks/commit_partial.sh``)."""
+
+SUITES: dict[str, dict[str, TaskSize]] = {"quick": QUICK, "full": FULL, "long": LONG}
 
 
 def task_loss(task: Task, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
