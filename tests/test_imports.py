@@ -95,3 +95,46 @@ def test_a_cycle_is_found_when_there_is_one():
 
 def test_no_import_cycles():
     assert _cycles(import_graph()) == []
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for w in graph[todo.pop()]:
+            if w not in seen:
+                seen.add(w)
+                todo.append(w)
+    return seen
+
+
+_FORBIDDEN = ("lrfree.optimizer", "lrfree.directions")
+
+
+def _forbidden_from_rules(graph: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Per ``lrfree.rules`` module, the forbidden modules it imports directly or through
+    others: a rule sees the step through its ``StepContext``, never the optimizer that runs it
+    nor the directions (the objective gradient and the decay come with the context)."""
+    out = {}
+    for mod in sorted(graph):
+        if mod == "lrfree.rules" or mod.startswith("lrfree.rules."):
+            bad = sorted(
+                t
+                for t in _reachable(graph, mod)
+                if any(t == f or t.startswith(f + ".") for f in _FORBIDDEN)
+            )
+            if bad:
+                out[mod] = bad
+    return out
+
+
+def test_rules_import_neither_the_optimizer_nor_the_directions():
+    assert _forbidden_from_rules(import_graph()) == {}
+
+
+def test_a_rule_importing_the_directions_is_found():
+    graph = {
+        "lrfree.rules.x": {"lrfree.blocks"},
+        "lrfree.blocks": {"lrfree.directions.base"},
+        "lrfree.directions.base": set(),
+    }
+    assert _forbidden_from_rules(graph) == {"lrfree.rules.x": ["lrfree.directions.base"]}

@@ -120,5 +120,5 @@ def test_adler_checks_the_declared_loss_on_the_sequence_layout(split):
     opt = entry.build(model, None, loss=TASK.loss)
     x, y = split.x_train[:4], split.y_train[:4]
     runner.train_step(TASK, entry.step, model, opt, x, y)  # the check runs on this step
-    assert opt.__dict__["_adler_loss_checked"]  # verified against autograd, and it matched
+    assert opt._workspace().cache["adler.loss_checked"]  # verified against autograd: matched
     assert opt.effective_lr()["global"] > 0
