@@ -58,7 +58,7 @@ for _r in range(8):
     o.zero_grad()
     out = m(x)
     o.backward(F.cross_entropy(out, y), out)
-    g = o._adler_graph
+    g = o._workspace().fed["graph"]
     vs = [torch.randn_like(out) for _ in range(4 if blocks == "layer" else 1)]
     t = time.process_time()
     for _ in range(50):
@@ -81,7 +81,7 @@ o.backward(F.cross_entropy(out, y), out)
 ts = []
 for _ in range(30):
     t = time.process_time()
-    A._verify_declared_loss("cross_entropy", "mean", o._adler_graph, None)
+    A._verify_declared_loss("cross_entropy", "mean", o._workspace().fed["graph"], None)
     ts.append((time.process_time() - t) * 1e3)
 print(f"one-off check  {statistics.median(ts):8.4f} ms")
 print("skipped steps:", [op.skipped_steps for op in opts.values()])

@@ -7,8 +7,10 @@ the data random token sequences whose label is a simple function of the tokens.
 
 Rules without curvature (``AdamHD``, ``SGDHD``, CAM-HD, ``Composed(rule="constant")``) work
 with the plain ``Trainer``. Curvature rules (``SGDLW``, ``AdamWLW``) need
-``loss.backward(create_graph=True)`` on their curvature steps: ``LrfreeTrainer`` below passes
-``create_graph=opt.curvature_due()`` to the Trainer's backward (graph mode).
+``loss.backward(create_graph=True)`` on their curvature steps: ``LrfreeTrainer`` below routes
+the Trainer's backward through lrfree's one curvature entry
+(``lrfree.integrations.backward``, i.e. ``opt.backward``), which passes ``create_graph=True``
+to ``accelerator.backward`` on those steps only (graph mode).
 
 The Trainer's ``learning_rate`` log entry is ``group["lr"]``, not the rate used:
 ``lrfree.integrations.HFRateLogger`` (a ``TrainerCallback``, given to either trainer) adds the
@@ -47,23 +49,22 @@ from torch.utils.data import Dataset
 from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
 
 import lrfree
-from lrfree.integrations import HFRateLogger, unwrap  # unwrap: accelerate's wrapper -> yours
+from lrfree.integrations import HFRateLogger, backward, unwrap  # unwrap: accelerate's -> yours
 
 
 class LrfreeTrainer(Trainer):
-    """``Trainer`` with graph mode for curvature rules."""
+    """``Trainer`` whose backward is lrfree's curvature entry (graph mode for curvature rules)."""
 
     def training_step(self, model: Any, inputs: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
-        opt = unwrap(self.optimizer)
-        due = bool(getattr(opt, "curvature_due", lambda: False)())
-        if not due:
-            return super().training_step(model, inputs, *args, **kwargs)
-        backward = self.accelerator.backward
+        framework_backward = self.accelerator.backward
 
-        def backward_with_graph(loss: torch.Tensor, **kw: Any) -> None:
-            backward(loss, create_graph=True, **kw)
+        def lrfree_backward(loss: torch.Tensor, **kw: Any) -> None:
+            def run(loss: torch.Tensor, **extra: Any) -> None:
+                framework_backward(loss, **kw, **extra)
 
-        self.accelerator.backward = backward_with_graph  # type: ignore[method-assign]
+            backward(unwrap(self.optimizer), loss, backward_fn=run)
+
+        self.accelerator.backward = lrfree_backward  # type: ignore[method-assign]
         try:
             return super().training_step(model, inputs, *args, **kwargs)
         finally:

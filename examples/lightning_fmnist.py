@@ -12,19 +12,21 @@ evaluated at the average ``x``: ``lrfree.integrations.LightningAveraging`` calls
 and at each training epoch's start. It is always in the callbacks here: for an optimizer
 without averaging both calls are no-ops.
 
-Curvature rules (``SGDLW``, ``AdamWLW``) need ``loss.backward(create_graph=True)`` on the
-steps where they estimate curvature. Lightning's automatic optimization calls ``backward``
-itself, so this example uses **manual optimization** by default (graph mode)::
+Curvature rules (``SGDLW``, ``AdamWLW``, ``ADLER``) need the gradient pass to keep what
+their curvature steps read. Lightning's automatic optimization calls ``backward`` itself, so
+this example uses **manual optimization** by default, through lrfree's one curvature entry
+(``opt.backward``) with Lightning's own backward::
 
     opt.zero_grad()
-    self.manual_backward(loss, create_graph=opt.optimizer.curvature_due())
+    lrfree.integrations.backward(opt, loss, logits, backward_fn=self.manual_backward)
     opt.step()
     sched.step()
 
-``curvature_due()`` is False for every rule without curvature and on the steps in between,
+It is ``manual_backward(loss)`` for every rule without curvature and on the steps in between,
 so the same ``training_step`` serves every lrfree optimizer and pays for the graph only when
-it is used. Rules that read the network outputs (``ADLER``; ``SGDLW(curvature="ggn")``) also
-get ``step(outputs=logits, ...)`` with the graph retained (``output_inputs`` below).
+it is used (``create_graph=True`` for LW's Hessian steps, ``retain_graph=True`` with the
+outputs kept for the rules that read them: ``ADLER``, ``SGDLW(curvature="ggn")``, whose
+extra inputs come from ``output_inputs`` below).
 
 ``--automatic`` uses Lightning's automatic optimization instead: Lightning then passes its
 closure to ``step()``, which curvature rules use for finite-difference estimates (see
@@ -97,7 +99,7 @@ def output_inputs(
     """Keyword inputs for ``step()`` of rules that read the network outputs: ADLER
     (``outputs``, ``targets``: its Gauss-Newton model of the loss) and the layer-wise rule
     with ``curvature="ggn"`` (``outputs``, ``loss_fn``). Empty for every other rule; when not
-    empty, ``backward`` must keep the graph (``retain_graph=True``)."""
+    empty, ``lrfree.integrations.backward`` keeps the graph on curvature steps."""
     groups = opt.param_groups
     if any(g["rule"] == "adler" for g in groups):
         return {"outputs": logits, "targets": y}
@@ -156,12 +158,11 @@ class FMNISTClassifier(L.LightningModule):
             logits = self(x)
             loss = F.cross_entropy(logits, y)
             extra = output_inputs(opt.optimizer, logits, y)
-            # retain_graph=None: torch's default (kept when create_graph is True)
-            keep = True if extra else None
-            self.manual_backward(
-                loss, create_graph=opt.optimizer.curvature_due(), retain_graph=keep
+            outputs = extra.pop("outputs", None)  # the graph is kept only on curvature steps
+            lrfree.integrations.backward(
+                opt, loss, outputs, backward_fn=self.manual_backward, **extra
             )
-            opt.step(**extra)
+            opt.step()
             sched.step()
         self.log("train_loss", loss.detach(), prog_bar=True)
         return loss

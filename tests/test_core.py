@@ -262,3 +262,250 @@ def test_a_rejected_param_group_is_not_kept():
     assert len(opt.param_groups) == 1
     opt.add_param_group({"params": list(net[3].named_parameters(prefix="3")), "lr": 0.5})
     assert [g["lr"] for g in opt.param_groups] == [1e-3, 0.5]
+
+
+# ------------------------------------------- the one curvature entry: opt.backward
+_F = torch.nn.functional
+
+
+def _mlp64(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 4)
+    ).double()
+
+
+def _batches(n=6):
+    g = torch.Generator().manual_seed(1)
+    return [
+        (
+            torch.randn(8, 3, generator=g, dtype=torch.float64),
+            torch.randint(0, 4, (8,), generator=g),
+        )
+        for _ in range(n)
+    ]
+
+
+def _train(make, feed):
+    """Parameters after a few steps fed by ``feed(opt, model, x, y)`` (then ``step``)."""
+    model = _mlp64()
+    opt = make(model)
+    for x, y in _batches():
+        opt.zero_grad()
+        feed(opt, model, x, y)
+    return [p.detach().clone() for p in model.parameters()], opt
+
+
+def _lw(**kw):
+    return lambda m: lrfree.SGDLW(m.named_parameters(), update_every=2, **kw)
+
+
+def _loss_fn(y):
+    return lambda z: _F.cross_entropy(z, y)
+
+
+def _new_lw(opt, model, x, y):
+    opt.backward(_F.cross_entropy(model(x), y))
+    opt.step()
+
+
+def _old_lw(opt, model, x, y):
+    _F.cross_entropy(model(x), y).backward(create_graph=opt.curvature_due())
+    opt.step()
+
+
+def _new_lw_ggn(opt, model, x, y):
+    out = model(x)
+    opt.backward(_F.cross_entropy(out, y), out, loss_fn=_loss_fn(y))
+    opt.step()
+
+
+def _old_lw_ggn(opt, model, x, y):
+    out = model(x)
+    _F.cross_entropy(out, y).backward(retain_graph=opt.curvature_due())
+    opt.step(outputs=out, loss_fn=_loss_fn(y))
+
+
+def _new_adler(opt, model, x, y):
+    out = model(x)
+    opt.backward(_F.cross_entropy(out, y), out)
+    opt.step()
+
+
+def _alias_adler(opt, model, x, y):
+    out = model(x)
+    lrfree.rules.adler.backward(opt, _F.cross_entropy(out, y), out)
+    opt.step(outputs=out)
+
+
+def _old_adler(opt, model, x, y):
+    out = model(x)
+    _F.cross_entropy(out, y).backward(retain_graph=True)
+    opt.step(outputs=out)
+
+
+def _new_plain(opt, model, x, y):
+    out = model(x)
+    opt.backward(_F.cross_entropy(out, y), out)
+    opt.step()
+
+
+def _old_plain(opt, model, x, y):
+    _F.cross_entropy(model(x), y).backward()
+    opt.step()
+
+
+@pytest.mark.parametrize(
+    "make,new,old,tol",
+    [
+        (_lw(), _new_lw, _old_lw, 0.0),  # graph mode: the same backward, bit for bit
+        (_lw(curvature="ggn"), _new_lw_ggn, _old_lw_ggn, 0.0),
+        (
+            lambda m: lrfree.ADLER(m.named_parameters(), update_every=2),
+            _new_adler,
+            _alias_adler,
+            0.0,
+        ),
+        # the linear-graph route against the double-VJP route: the same numbers to rounding
+        (
+            lambda m: lrfree.ADLER(m.named_parameters(), blocks="layer"),
+            _new_adler,
+            _old_adler,
+            1e-12,
+        ),
+        (
+            lambda m: lrfree.SGDTLR(m.named_parameters(), update_every=2),
+            _new_plain,
+            _old_plain,
+            0.0,
+        ),
+        (lambda m: lrfree.AdamHD(m.named_parameters()), _new_plain, _old_plain, 0.0),
+    ],
+    ids=["lw-hessian", "lw-ggn", "adler-alias", "adler-vjp", "tlr", "first-order"],
+)
+def test_backward_entry_gives_the_older_forms_trajectory(make, new, old, tol):
+    """``opt.backward(loss[, outputs, ...]); opt.step()`` trains as the older feeding forms
+    (float64): each curvature rule's own, and a plain ``loss.backward()`` for the rest."""
+    a, opt_a = _train(make, new)
+    b, _ = _train(make, old)
+    for pa, pb in zip(a, b):
+        torch.testing.assert_close(pa, pb, rtol=tol, atol=tol)
+    assert not opt_a._workspace().fed  # what backward kept is released by the step
+    assert any(not torch.equal(pa, p0) for pa, p0 in zip(a, _train(make, lambda *_: None)[0]))
+
+
+def test_backward_entry_builds_the_graph_only_on_curvature_steps():
+    model = _mlp64()
+    opt = lrfree.SGDLW(model.named_parameters(), update_every=2)
+    graphs = []
+    for x, y in _batches(4):
+        opt.zero_grad()
+        opt.backward(_F.cross_entropy(model(x), y))
+        graphs.append(all(p.grad.requires_grad for p in model.parameters()))
+        opt.step()
+    assert graphs == [True, False, True, False]
+
+
+def test_backward_entry_errors_say_what_is_missing_before_differentiating():
+    x, y = _batches(1)[0]
+    model = _mlp64()
+    ggn = lrfree.SGDLW(model.named_parameters(), curvature="ggn")
+    with pytest.raises(ValueError, match=r"opt.backward\(loss, outputs, loss_fn="):
+        ggn.backward(_F.cross_entropy(model(x), y))
+    adler = lrfree.ADLER(model.named_parameters())
+    with pytest.raises(
+        ValueError, match=r"needs the network outputs: opt.backward\(loss, outputs\)"
+    ):
+        adler.backward(_F.cross_entropy(model(x), y))
+    assert all(p.grad is None for p in model.parameters())  # nothing was differentiated
+    with pytest.raises(
+        TypeError, match=r"backward\(\) got unexpected keyword argument\(s\) \['loss_fn'\]"
+    ):
+        lrfree.AdamHD(model.parameters()).backward(_F.cross_entropy(model(x), y), loss_fn=len)
+    with pytest.raises(ValueError, match="outputs must be a tensor with a graph"):
+        adler.backward(_F.cross_entropy(model(x), y), model(x).detach())
+
+
+# ------------------------------------------------ what a rule sees: the context
+def test_rules_see_a_context_without_the_optimizer():
+    seen = {}
+
+    class _Probe(Rule):
+        name = "probe-ctx"
+        clock = True
+
+        def rates(self, ctx):
+            seen["has_optimizer"] = hasattr(ctx, "optimizer")
+            seen["step"] = ctx.step
+            seen["objective"] = [None if g is None else g.clone() for g in ctx.objective]
+            seen["tensor"] = len(ctx.partition_at("tensor").sets)
+            return None
+
+    register_rule(_Probe())
+    try:
+        w = torch.nn.Parameter(torch.tensor([1.0, 2.0], dtype=torch.float64))
+        b = torch.nn.Parameter(torch.tensor([0.5], dtype=torch.float64))
+        opt = lrfree.Composed(
+            [w, b],
+            direction="sgd",
+            rule="probe-ctx",
+            blocks="tensor",
+            maximize=True,
+            weight_decay=0.5,
+        )
+        for k in range(2):
+            w.grad, b.grad = torch.tensor([1.0, -1.0], dtype=torch.float64), None
+            w0 = w.detach().clone()
+            opt.step()
+            assert seen["step"] == k + 1 and seen["has_optimizer"] is False
+        # -grad (maximize) plus the coupled L2 term: what the direction descends
+        torch.testing.assert_close(seen["objective"][0], -w.grad + 0.5 * w0, rtol=0, atol=0)
+        assert seen["objective"][1] is None and seen["tensor"] == 2
+        w.grad = torch.tensor([float("nan"), 0.0], dtype=torch.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opt.step()  # skipped for the non-finite gradient: the group clock stays
+        assert opt.state[w]["probe-ctx.step"] == 2
+    finally:
+        del RULES["probe-ctx"]
+
+
+def test_cam_hd_caches_per_optimizer_not_per_process():
+    rule = RULES["cam-hd"]
+    model = _mlp64()
+    opt = lrfree.SGDCAMHD(model.named_parameters(), lr=0.01)
+    for x, y in _batches(2):
+        opt.zero_grad()
+        _F.cross_entropy(model(x), y).backward()
+        opt.step()
+    assert "_index_cache" not in vars(rule) and not any(
+        isinstance(v, dict) for v in vars(rule).values()
+    )
+    assert opt._workspace().cache.get("cam-hd.index")  # the optimizer's own, freed with it
+
+
+def test_old_skipped_counter_key_loads_as_rejected():
+    """``"<rule>.skipped"`` (LW and ADLER before the rename) loads as ``"<rule>.rejected"``."""
+    model = _mlp64()
+    opt = lrfree.SGDLW(model.named_parameters(), update_every=1)
+    for x, y in _batches(2):
+        opt.zero_grad()
+        opt.backward(_F.cross_entropy(model(x), y))
+        opt.step()
+    sd = opt.state_dict()
+    old = {
+        **sd,
+        "state": {
+            i: {(k.replace(".rejected", ".skipped")): v for k, v in st.items()}
+            for i, st in sd["state"].items()
+        },
+    }
+    assert any("layerwise.skipped" in st for st in old["state"].values())
+    fresh = lrfree.SGDLW(_mlp64().named_parameters(), update_every=1)
+    fresh.load_state_dict(old)
+    for i, st in sd["state"].items():
+        loaded = fresh.state[fresh.param_groups[0]["params"][i]]
+        assert "layerwise.skipped" not in loaded
+        if "layerwise.rejected" in st:
+            assert torch.equal(loaded["layerwise.rejected"], st["layerwise.rejected"])
+    assert any("layerwise.skipped" in st for st in old["state"].values())  # not modified

@@ -63,7 +63,7 @@ def test_lightning_graph_mode_curvature(lightning_example, tmp_path):
     for layer in ("1", "3"):
         done = (
             metrics[f"lrfree/layerwise/count/{layer}"]
-            + metrics[f"lrfree/layerwise/skipped/{layer}"]
+            + metrics[f"lrfree/layerwise/rejected/{layer}"]
         )
         assert done == 3
     assert metrics["lrfree/layerwise/count/3"] >= 1
@@ -114,7 +114,7 @@ def test_lightning_output_rules_get_their_outputs(lightning_example, tmp_path):
     )  # fmt: skip
     assert metrics["global_step"] == 3
     assert metrics["lrfree/adler/step/global"] == 3
-    assert metrics["lrfree/adler/skipped/global"] == 0
+    assert metrics["lrfree/adler/rejected/global"] == 0
 
 
 def test_lightning_rejects_unknown_optimizer(lightning_example):
@@ -260,13 +260,13 @@ def test_hf_trainer_graph_mode_and_logs(hf_example, tmp_path):
     part = opt.partition(0)
     done = [
         float(opt.state[opt.param_groups[0]["params"][s.owner]]["layerwise.count"])
-        + float(opt.state[opt.param_groups[0]["params"][s.owner]]["layerwise.skipped"])
+        + float(opt.state[opt.param_groups[0]["params"][s.owner]]["layerwise.rejected"])
         for s in part.sets
     ]
     assert done == [2.0] * len(part.sets)  # steps 0 and 2, every block
     records = [r for r in res["log_history"] if "loss" in r]
     assert records and "lrfree/effective_lr/classifier" in records[-1]
-    assert "lrfree/layerwise/skipped/classifier" in records[-1]
+    assert "lrfree/layerwise/rejected/classifier" in records[-1]
 
 
 def test_hf_trainer_auto_evaluates_at_the_average(hf_example, tmp_path):

@@ -158,3 +158,36 @@ def test_the_bench_modules_import_one_way():
     # the re-exports are for users: nothing in the package imports them
     assert not [m for m, ts in graph.items() if "lrfree.bench.runner" in ts]
     assert "lrfree.bench.cli" in graph["lrfree.cli"]
+
+
+_FORBIDDEN = ("lrfree.optimizer", "lrfree.directions")
+
+
+def _forbidden_from_rules(graph: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Per ``lrfree.rules`` module, the forbidden modules it imports directly or through
+    others: a rule sees the step through its ``StepContext``, never the optimizer that runs it
+    nor the directions (the objective gradient and the decay come with the context)."""
+    out = {}
+    for mod in sorted(graph):
+        if mod == "lrfree.rules" or mod.startswith("lrfree.rules."):
+            bad = sorted(
+                t
+                for t in _reachable(graph, mod)
+                if any(t == f or t.startswith(f + ".") for f in _FORBIDDEN)
+            )
+            if bad:
+                out[mod] = bad
+    return out
+
+
+def test_rules_import_neither_the_optimizer_nor_the_directions():
+    assert _forbidden_from_rules(import_graph()) == {}
+
+
+def test_a_rule_importing_the_directions_is_found():
+    graph = {
+        "lrfree.rules.x": {"lrfree.blocks"},
+        "lrfree.blocks": {"lrfree.directions.base"},
+        "lrfree.directions.base": set(),
+    }
+    assert _forbidden_from_rules(graph) == {"lrfree.rules.x": ["lrfree.directions.base"]}

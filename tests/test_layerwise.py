@@ -319,7 +319,7 @@ def test_batchnorm_stats_after_a_curvature_step_equal_one_plain_step(mode):
     if mode != "graph":
         # L = 4 blocks (the linear layers and the two BatchNorms' affine parameters)
         assert n[0] == (1 + 4 + 1 if scheme == "forward" else 1 + 2 * 4)
-        assert all(s["count"] + s["skipped"] == 1 for s in rule_state(opt).values())
+        assert all(s["count"] + s["rejected"] == 1 for s in rule_state(opt).values())
     ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1)  # one plain step of the same batch
     ref_opt.zero_grad()
     F.cross_entropy(ref(x), y).backward()
@@ -349,7 +349,7 @@ def test_closure_mode_dropout_same_mask_and_rng_stream_restored():
     after_closure = torch.rand(3)
     assert torch.equal(after_step, after_closure)  # the training RNG stream is unchanged
     st = rule_state(opt)
-    assert all(s["skipped"] == 0 and s["delta2"] > 0 for s in st.values())
+    assert all(s["rejected"] == 0 and s["delta2"] > 0 for s in st.values())
 
 
 def test_errors_restore_params_grads_and_grad_mode():
@@ -463,7 +463,7 @@ def test_all_zero_gradients_without_curvature_skip_silently():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         opt.step()
-    assert all(s["skipped"] == 1 and s["count"] == 0 for s in rule_state(opt).values())
+    assert all(s["rejected"] == 1 and s["count"] == 0 for s in rule_state(opt).values())
 
 
 # ---------------------------------------------------------------- attention
@@ -525,7 +525,7 @@ def test_attention_graph_routes_name_the_fix_and_the_closure_route_just_works():
     opt = lrfree.SGDLW(model.named_parameters(), update_every=1)
     _closure_step(model, opt, x, y)
     for block, s in rule_state(opt).items():
-        assert s["count"] + s["skipped"] == 1
+        assert s["count"] + s["rejected"] == 1
         assert s["delta2"] == pytest.approx(graph_state[block]["delta2"], rel=2e-2)
     assert any(s["count"] == 1 for s in rule_state(opt).values())
     assert all(torch.isfinite(p).all() for p in model.parameters())
@@ -554,14 +554,14 @@ def test_rho_nonpositive_is_skipped_and_keeps_the_rate():
     (0.5 * (w.reshape(-1) @ a) ** 2 + (w.reshape(-1) @ a)).backward(create_graph=True)
     opt.step()
     s1 = rule_state(opt)["w"]
-    assert s1["count"] == 1 and s1["skipped"] == 0
+    assert s1["count"] == 1 and s1["rejected"] == 0
     # step 2: the gradient flips, the momentum buffer still points the old way -> rho < 0
     opt.zero_grad()
     c = float(w.reshape(-1) @ a) + 0.1  # g = (z - c) a = -0.1 a, small and reversed
     (0.5 * (w.reshape(-1) @ a) ** 2 - c * (w.reshape(-1) @ a)).backward(create_graph=True)
     opt.step()
     s2 = rule_state(opt)["w"]
-    assert s2["rho"] < 0 and s2["skipped"] == 1 and s2["count"] == 1
+    assert s2["rho"] < 0 and s2["rejected"] == 1 and s2["count"] == 1
     assert s2["alpha"] == s1["alpha"] and s2["ema"] == s1["ema"]
 
 
@@ -574,7 +574,7 @@ def test_negative_curvature_is_skipped():
     before = w.detach().clone()
     opt.step()
     s = rule_state(opt)["w"]
-    assert s["delta2"] < 0 and s["skipped"] == 1 and s["count"] == 0
+    assert s["delta2"] < 0 and s["rejected"] == 1 and s["count"] == 0
     assert s["alpha"] == pytest.approx(1e-3)  # still the fallback rate
     assert torch.isfinite(w).all() and not torch.equal(w, before)
 
@@ -596,7 +596,7 @@ def test_nonfinite_curvature_is_skipped_and_does_not_poison_the_ema():
         for s in rule_state(opt).values():
             assert math.isfinite(s["alpha"]) and s["alpha"] >= 0
             assert math.isfinite(s["ema"])
-    assert all(s["skipped"] == 1 and s["count"] == 2 for s in rule_state(opt).values())
+    assert all(s["rejected"] == 1 and s["count"] == 2 for s in rule_state(opt).values())
     for p in model.parameters():
         assert torch.isfinite(p).all()
 
@@ -618,7 +618,7 @@ def test_applied_rate_is_always_finite_and_nonnegative(scale, curv, lin):
         opt.step()
         for s in rule_state(opt).values():
             assert math.isfinite(s["alpha"]) and s["alpha"] >= 0
-            assert s["count"] + s["skipped"] == k + 1
+            assert s["count"] + s["rejected"] == k + 1
 
 
 def test_state_holds_no_graph_and_no_lr_write():
@@ -644,7 +644,7 @@ def test_lw_cosine_matches_algorithm_4():
     expected = (t * dd).sum() / ((t**2 * dd).sum().sqrt() * dd.sum().sqrt())
     assert lw_cosine(opt) == pytest.approx(float(expected))
     assert 0 < lw_cosine(opt) <= 1 + 1e-12
-    assert set(st["0"]) >= {"alpha", "raw", "rho", "delta2", "dsq", "count", "skipped", "ema"}
+    assert set(st["0"]) >= {"alpha", "raw", "rho", "delta2", "dsq", "count", "rejected", "ema"}
 
 
 def test_slq_matches_block_eigenvalues():

@@ -121,5 +121,5 @@ def test_adler_checks_the_declared_loss_on_the_sequence_layout(split):
     x, y = split.x_train[:4], split.y_train[:4]
     step = loop.entry_step(entry)  # ADLER's declared needs: the outputs, its estimate steps
     runner.train_step(TASK, step, model, opt, x, y, entry.second_order)  # the check runs here
-    assert opt.__dict__["_adler_loss_checked"]  # verified against autograd, and it matched
+    assert opt._workspace().cache["adler.loss_checked"]  # verified against autograd: matched
     assert opt.effective_lr()["global"] > 0

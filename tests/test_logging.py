@@ -54,10 +54,10 @@ def test_scalars_layerwise_effective_lr_and_diagnostics():
         assert values[f"effective_lr/{block}"] == lr
     for block in ("0", "2"):
         st = opt.state[dict(model.named_parameters())[f"{block}.weight"]]
-        assert values[f"layerwise/skipped/{block}"] == float(st["layerwise.skipped"])
+        assert values[f"layerwise/rejected/{block}"] == float(st["layerwise.rejected"])
         assert values[f"layerwise/count/{block}"] == float(st["layerwise.count"])
         assert values[f"layerwise/delta2/{block}"] == pytest.approx(float(st["layerwise.delta2"]))
-        assert values[f"layerwise/count/{block}"] + values[f"layerwise/skipped/{block}"] == 2
+        assert values[f"layerwise/count/{block}"] + values[f"layerwise/rejected/{block}"] == 2
 
 
 def test_short_vectors_element_by_element_long_ones_by_mean():
@@ -121,7 +121,7 @@ def test_tensorboard_event_file_read_back(tmp_path):
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
     assert {f"lrfree/{k}" for k in written[4]} == tags
-    for tag in ("effective_lr/0", "effective_lr/2", "layerwise/skipped/0", "layerwise/raw/2"):
+    for tag in ("effective_lr/0", "effective_lr/2", "layerwise/rejected/0", "layerwise/raw/2"):
         events = acc.Scalars(f"lrfree/{tag}")
         assert [e.step for e in events] == [0, 2, 4]
         for e in events:  # TensorBoard stores float32

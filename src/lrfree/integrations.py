@@ -48,7 +48,7 @@ from .logging import scalars
 # the callbacks, LightningRateLogger, LightningAveraging and HFRateLogger, are module
 # attributes built on first
 # access (``__getattr__``); they stay out of __all__ so that ``import *`` imports no framework
-__all__ = ["rates", "unwrap"]
+__all__ = ["backward", "rates", "unwrap"]
 
 _EXTRA = "pip install lrfree[ecosystem]"
 
@@ -70,13 +70,56 @@ def unwrap(optimizer: Any) -> Any:
     seen: set[int] = set()
     while optimizer is not None and id(optimizer) not in seen:
         seen.add(id(optimizer))
-        if callable(getattr(optimizer, "effective_lr", None)):
-            return optimizer
+        # the innermost: Lightning's wrapper is an instance of the optimizer's own class too
+        # (a __dict__ copy), so it has effective_lr; its step() runs the wrapped object's
         inner = getattr(optimizer, "_optimizer", None) or getattr(optimizer, "optimizer", None)
         if inner is None or inner is optimizer:
             return optimizer
         optimizer = inner
     return optimizer
+
+
+def backward(
+    optimizer: Any,
+    loss: torch.Tensor,
+    outputs: torch.Tensor | None = None,
+    *,
+    backward_fn: Callable[..., Any] | None = None,
+    **inputs: Any,
+) -> None:
+    """The one curvature entry (``lrfree.Composed.backward``) from a framework's training step.
+
+    ``optimizer`` may be wrapped (``unwrap``); ``backward_fn`` is the framework's backward,
+    called as ``backward_fn(loss, create_graph=..., retain_graph=...)`` with what the next
+    step needs: Lightning's ``self.manual_backward`` in a manual-optimization
+    ``training_step``, the HF ``Trainer``'s ``self.accelerator.backward`` in an overridden
+    ``training_step`` (so loss scaling and gradient accumulation stay the framework's). Then
+    call the optimizer's ``step()`` as usual. An optimizer that is not an lrfree one gets a
+    plain ``backward_fn(loss)`` (or ``loss.backward()``).
+
+    Example (Lightning: ``backward_fn=self.manual_backward``)::
+
+        >>> import torch, lrfree
+        >>> from lrfree.integrations import backward
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh())
+        >>> opt = lrfree.SGDLW(model.named_parameters())
+        >>> calls = []
+        >>> def manual_backward(loss, **kw):  # what the framework runs
+        ...     calls.append(kw)
+        ...     loss.backward(**kw)
+        >>> out = model(torch.randn(8, 3))
+        >>> backward(opt, out.square().mean(), out, backward_fn=manual_backward)
+        >>> opt.step()
+        >>> calls
+        [{'create_graph': True}]
+    """
+    opt = unwrap(optimizer)
+    if callable(getattr(opt, "curvature_due", None)) and callable(getattr(opt, "backward", None)):
+        opt.backward(loss, outputs, backward_fn=backward_fn, **inputs)
+    elif backward_fn is not None:
+        backward_fn(loss)
+    else:
+        loss.backward()
 
 
 def rates(

@@ -92,7 +92,7 @@ def rule_diagnostics(
     """Per block name, the rule's ``diagnostics`` of that block as floats.
 
     Field names drop the ``"<rule>."`` prefix of the state key and are prefixed with the
-    rule's name instead (``"layerwise/skipped"``). Blocks are named as in
+    rule's name instead (``"layerwise/rejected"``). Blocks are named as in
     ``opt.effective_lr()`` (one name per block set; ``"@group<i>"`` when a name repeats).
     An optimizer that is not an ``lrfree.Composed`` has no rule diagnostics: ``{}``.
 

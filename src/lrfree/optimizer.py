@@ -31,6 +31,7 @@ import math
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from functools import partial
 from itertools import chain
 from typing import Any
 
@@ -41,8 +42,9 @@ from .averaging import AVERAGING, schedule_free_update, to_eval, to_train
 from .blocks import GRANULARITIES, Partition
 from .directions import DIRECTIONS, Direction, get_direction
 from .directions.base import scalar_dtype
+from .distributed import replica_group, replica_mean
 from .hyper import Hyper, boolean, choice, real, validate
-from .rules import RULES, Rule, StepContext, get_rule
+from .rules import RULES, Rule, StepContext, Workspace, get_rule
 
 __all__ = ["Composed"]
 
@@ -105,6 +107,7 @@ class Composed(torch.optim.Optimizer):
         r.check(defaults, owner)
         self._partitions: dict[tuple[int, str], tuple[tuple[int, ...], Partition]] = {}
         super().__init__(params, defaults)
+        self._workspace()  # now: a wrapper that copies __dict__ (Lightning's) shares it
 
     # ------------------------------------------------------------------ set-up
     @staticmethod
@@ -220,7 +223,7 @@ class Composed(torch.optim.Optimizer):
             result = pre_hook(self, state_dict)
             if result is not None:
                 state_dict = result
-        state_dict = self._checked_for_load(state_dict)
+        state_dict = self._checked_for_load(_renamed(state_dict))
         saved_state = state_dict["state"]
         saved_ids = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
         # torch's load, without running the hooks a second time (ours run around it)
@@ -391,6 +394,135 @@ class Composed(torch.optim.Optimizer):
         return part
 
     # -------------------------------------------------------------------- step
+    def _workspace(self) -> Workspace:
+        """What the rules of this optimizer share (``lrfree.rules.base.Workspace``): built
+        once, rebuilt (keeping what ``backward`` fed and the caches) if ``state`` or
+        ``param_groups`` were replaced."""
+        ws: Workspace | None = self.__dict__.get("_workspace_")
+        if ws is None or ws.state is not self.state or ws.groups is not self.param_groups:
+            ws = Workspace(
+                self.state,
+                self.param_groups,
+                self.partition,
+                partial(replica_mean, self),
+                partial(replica_group, self),
+                *((ws.fed, ws.cache) if ws is not None else ()),
+            )
+            self.__dict__["_workspace_"] = ws
+        return ws
+
+    def _check_inputs(self, inputs: dict[str, Any], where: str) -> set[str]:
+        allowed = set(chain.from_iterable(RULES[g["rule"]].step_inputs for g in self.param_groups))
+        unknown = sorted(set(inputs) - allowed)
+        if unknown:
+            raise TypeError(
+                f"{where}() got unexpected keyword argument(s) {unknown}; "
+                f"the rules of this optimizer accept {sorted(allowed)}"
+            )
+        return allowed
+
+    def _clock(self, group: dict[str, Any], rule: Rule) -> int:
+        """The group clock: steps this group has taken (``"<rule>.step"``, rules with
+        ``clock``; 0 otherwise)."""
+        if not rule.clock or not group["params"]:
+            return 0
+        return int(self.state.get(group["params"][0], {}).get(rule.key("step"), 0))
+
+    def backward(
+        self,
+        loss: Tensor,
+        outputs: Tensor | None = None,
+        *,
+        backward_fn: Callable[..., Any] | None = None,
+        **inputs: Any,
+    ) -> None:
+        """``loss.backward()`` that feeds curvature to the next ``step()``: the one entry for
+        every rule (then call ``opt.step()``, no arguments needed).
+
+        Accumulates ``d loss / d p`` into ``p.grad`` as ``loss.backward()`` does. On a
+        curvature step of some group (``Rule.curvature_due``) it keeps what that group's rule
+        needs (``Rule.feed``): LW's Hessian route differentiates with ``create_graph=True``;
+        LW's ``curvature="ggn"`` keeps the graph and ``outputs`` (and its ``loss_fn=``);
+        ADLER builds its linear graph from ``outputs`` (``Adler.linear_backward``: one
+        tangent-only pass in the step). Otherwise (and always for first-order rules) a plain
+        ``loss.backward()``; ``outputs`` and ``inputs`` are then only kept for rules that take
+        them. ``inputs``: the rules' step inputs (``loss_fn=``, ``targets=``, ``model=``...),
+        handed to the next ``step()`` (an argument given to ``step()`` itself wins). What is
+        kept is released when that step ends.
+
+        ``backward_fn``: a framework's backward to run instead of ``loss.backward``, called as
+        ``backward_fn(loss, create_graph=..., retain_graph=...)`` (Lightning's
+        ``manual_backward``, ``accelerator.backward``; ``lrfree.integrations.backward``).
+        ADLER's linear graph cannot go through it: its estimate steps then keep the graph and
+        the outputs instead (the double-VJP route, ``step(outputs=...)``).
+
+        The older forms stay as aliases: ``loss.backward(create_graph=opt.curvature_due())``
+        then ``step()`` (LW, Hessian), ``loss.backward(retain_graph=...)`` then
+        ``step(outputs=, loss_fn=)`` (LW GGN, ADLER) and ``lrfree.rules.adler.backward``.
+
+        >>> import torch, lrfree
+        >>> model = torch.nn.Linear(3, 2)
+        >>> opt = lrfree.Composed(model.named_parameters(), direction="momentum", rule="adler")
+        >>> x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+        >>> out = model(x)
+        >>> opt.backward(torch.nn.functional.cross_entropy(out, y), out)
+        >>> opt.step()
+        """
+        allowed = self._check_inputs(inputs, "backward")
+        if outputs is not None and (not isinstance(outputs, Tensor) or not outputs.requires_grad):
+            raise ValueError("backward(loss, outputs): outputs must be a tensor with a graph")
+        ws = self._workspace()
+        ws.fed.clear()  # a second backward before the step (accumulation): the latest wins
+        due: dict[str, tuple[int, Rule]] = {}
+        for gi, group in enumerate(self.param_groups):
+            rule = RULES[group["rule"]]
+            kind = rule.feed(group)
+            if kind is not None and rule.curvature_due(group, self._clock(group, rule)):
+                due.setdefault(kind, (gi, rule))
+        keep = dict(inputs)
+        if outputs is not None and "outputs" in allowed:
+            keep["outputs"] = outputs
+        if "outputs" in due:
+            gi, rule = due["outputs"]
+            if outputs is None or keep.get("loss_fn") is None:
+                raise ValueError(
+                    f"{rule.name} (param group {gi}, curvature='ggn'): this is a curvature "
+                    "step and the Gauss-Newton route needs the outputs and the loss as a "
+                    "function of them: opt.backward(loss, outputs, loss_fn=lambda z: "
+                    "my_loss(z, y)); nothing was differentiated"
+                )
+        if "linear" in due and outputs is None:
+            if keep.get("model") is None or keep.get("inputs") is None:
+                gi, rule = due["linear"]
+                raise ValueError(
+                    f"{rule.name} (param group {gi}): this step estimates the rate and needs "
+                    "the network outputs: opt.backward(loss, outputs) (or "
+                    "opt.backward(loss, model=model, inputs=x), forward-mode JVPs); nothing "
+                    "was differentiated"
+                )
+            del due["linear"]  # forward-mode route: a plain backward
+        if "linear" in due and backward_fn is not None:  # the framework's backward: keep the
+            due.setdefault("outputs", due.pop("linear"))  # graph, the double-VJP route
+        run = backward_fn if backward_fn is not None else _plain_backward
+        if "linear" in due:
+            if "graph" in due:
+                raise NotImplementedError(
+                    "backward(): one step of this optimizer needs both an exact-Hessian graph "
+                    f"(param group {due['graph'][0]}) and a linear-graph route (param group "
+                    f"{due['linear'][0]}); use loss.backward(create_graph=True) and "
+                    "step(outputs=...) for it"
+                )
+            params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
+            assert outputs is not None
+            ws.fed["graph"] = due["linear"][1].linear_backward(loss, outputs, params)
+        elif "graph" in due:
+            run(loss, create_graph=True)
+        elif "outputs" in due:
+            run(loss, retain_graph=True)
+        else:
+            run(loss)
+        ws.fed["inputs"] = keep
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None, **inputs: Any) -> Any:  # type: ignore[override]
         """One optimisation step.
@@ -398,15 +530,22 @@ class Composed(torch.optim.Optimizer):
         Args:
             closure: re-evaluates the model and returns the loss (zero_grad, forward,
                 backward), as in torch. Rules that need curvature may call it again.
-            **inputs: keyword inputs some rules take (see each rule's ``step_inputs``).
+            **inputs: keyword inputs some rules take (see each rule's ``step_inputs``); those
+                given to ``backward()`` before this step are added (these win).
         """
-        allowed = set(chain.from_iterable(RULES[g["rule"]].step_inputs for g in self.param_groups))
-        unknown = sorted(set(inputs) - allowed)
-        if unknown:
-            raise TypeError(
-                f"step() got unexpected keyword argument(s) {unknown}; "
-                f"the rules of this optimizer accept {sorted(allowed)}"
-            )
+        self._check_inputs(inputs, "step")
+        ws = self._workspace()
+        try:
+            fed = ws.fed.get("inputs")
+            if fed:
+                inputs = {**fed, **inputs}
+            return self._step(closure, inputs, ws)
+        finally:
+            ws.fed.clear()  # what backward() kept is for this step only
+
+    def _step(
+        self, closure: Callable[[], Any] | None, inputs: dict[str, Any], ws: Workspace
+    ) -> Any:
         for gi, group in enumerate(self.param_groups):  # plain Python floats: no host sync
             if not group.get("train_mode", True):
                 raise RuntimeError(
@@ -423,30 +562,50 @@ class Composed(torch.optim.Optimizer):
         self._check_sparse()  # before anything moves: a rejected step changes nothing
         if not self._grads_finite():  # the non-finite policy: nothing moves, nothing updates
             return loss
+        steps = []
         for gi, group in enumerate(self.param_groups):
-            self._step_group(gi, group, closure, loss, inputs)
+            ctx = self._context(gi, group, closure, loss, inputs, ws)
+            if ctx is not None:
+                rule = RULES[group["rule"]]
+                rule.begin(ctx)  # every group's, before any group moves
+                steps.append((ctx, rule))
+        for ctx, rule in steps:  # the group clocks advance once every begin accepted the step
+            if rule.clock:
+                self.state[ctx.params[0]][rule.key("step")] = ctx.step
+        for ctx, rule in steps:
+            self._step_group(ctx, rule)
         return loss
 
-    def _step_group(
+    def _context(
         self,
         gi: int,
         group: dict[str, Any],
         closure: Callable[[], Any] | None,
         loss: Any,
         inputs: dict[str, Any],
-    ) -> None:
+        ws: Workspace,
+    ) -> StepContext | None:
+        """The rule's view of one group's step (``None``: no parameter has a gradient)."""
         params: list[Tensor] = group["params"]
         grads: list[Tensor | None] = [None if p.grad is None else p.grad.detach() for p in params]
-        active = [g is not None for g in grads]
-        if not any(active):
-            return
-        full = self.partition(gi)
-        part = full if all(active) else full.restrict(active)
-        direction = DIRECTIONS[group["direction"]]
-        rule = RULES[group["rule"]]
-        ctx = StepContext(self, group, gi, params, grads, part, inputs, closure, loss)
-        rule.begin(ctx)
         idx = [i for i, g in enumerate(grads) if g is not None]
+        if not idx:
+            return None
+        full = self.partition(gi)
+        part = full if len(idx) == len(params) else full.restrict([g is not None for g in grads])
+        direction = DIRECTIONS[group["direction"]]
+        ctx = StepContext(group, gi, params, grads, idx, part, inputs, closure, loss, ws, direction)
+        rule = RULES[group["rule"]]
+        if rule.clock:
+            n = self._clock(group, rule)
+            ctx.step = n + 1
+            ctx.curvature = rule.curvature_due(group, n)
+        return ctx
+
+    def _step_group(self, ctx: StepContext, rule: Rule) -> None:
+        group, params, grads, part = ctx.group, ctx.params, ctx.grads, ctx.partition
+        direction = DIRECTIONS[group["direction"]]
+        idx = ctx.active
         ps = [params[i] for i in idx]
         foreach = group["foreach"]
         if foreach is None:  # multi-tensor paths on CPU and CUDA (torch's default is CUDA
@@ -631,15 +790,22 @@ class Composed(torch.optim.Optimizer):
 
     # ------------------------------------------------------------- read-outs
     def curvature_due(self) -> bool:
-        """Whether the next ``step()`` needs ``loss.backward(create_graph=True)`` (graph mode).
+        """Whether the next ``step()`` needs the graph of the gradient pass kept: LW's
+        curvature steps (``loss.backward(create_graph=True)`` for the Hessian route,
+        ``retain_graph=True`` and ``step(outputs=, loss_fn=)`` for the GGN route).
 
         Rules without curvature always answer False, so a loop may call it unconditionally::
 
             loss.backward(create_graph=opt.curvature_due())
+
+        ``opt.backward(loss, outputs)`` asks this itself (for every curvature rule, ADLER
+        included) and is the simpler entry.
         """
-        return any(
-            RULES[g["rule"]].curvature_due(self, gi) for gi, g in enumerate(self.param_groups)
-        )
+        for g in self.param_groups:
+            rule = RULES[g["rule"]]
+            if rule.feed(g) in ("graph", "outputs") and rule.curvature_due(g, self._clock(g, rule)):
+                return True
+        return False
 
     def effective_lr(self) -> dict[str, float]:
         """Current effective learning rate ``lr * alpha`` per block, by readable name.
@@ -743,6 +909,33 @@ def _members(params: list[Tensor], names: Any, kind: str) -> list[list[int]]:
 
 def _optional_bool(name: str, value: Any, owner: str) -> bool | None:
     return None if value is None else boolean()(name, value, owner)
+
+
+def _plain_backward(loss: Tensor, **kwargs: Any) -> None:
+    loss.backward(**kwargs)
+
+
+_RENAMED = {"layerwise.skipped": "layerwise.rejected", "adler.skipped": "adler.rejected"}
+"""State keys renamed since a release (old -> new): a ``state_dict`` saved with an old key
+loads under the new one (docs/changelog.md)."""
+
+
+def _renamed(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """``state_dict`` with the ``_RENAMED`` keys of its per-parameter state renamed (copies
+    where a key changes; the caller's dict is not modified)."""
+    saved = state_dict.get("state")
+    if not isinstance(saved, dict):
+        return state_dict
+    out = None
+    for idx, st in saved.items():
+        if isinstance(st, dict) and any(k in _RENAMED for k in st):
+            if out is None:
+                out = dict(saved)
+            out[idx] = {
+                (_RENAMED[k] if k in _RENAMED and _RENAMED[k] not in st else k): v
+                for k, v in st.items()
+            }
+    return state_dict if out is None else {**state_dict, "state": out}
 
 
 _NONFINITE = ("skip", "raise", "off")

@@ -2,7 +2,8 @@
 
 ADLER needs the outputs of the same forward: ``adler_step`` keeps the graph
 (``retain_graph``) and passes ``outputs=`` to ``step``; ``adler_backward_step`` uses
-``lrfree.rules.adler.backward`` instead of ``loss.backward``; the GN comparator needs nothing.
+``opt.backward(loss, out)`` (the one curvature entry) instead of ``loss.backward``; the GN
+comparator needs nothing.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ def adler_step(model, opt, x, y):
 
 
 def adler_backward_step(model, opt, x, y):
-    """The fastest route: ``backward(opt, loss, out)`` in place of ``loss.backward()``."""
+    """The fastest route: ``opt.backward(loss, out)`` in place of ``loss.backward()``."""
     opt.zero_grad()
     out = model(x)
     loss = F.cross_entropy(out, y)
-    lrfree.rules.adler.backward(opt, loss, out)
-    opt.step(outputs=out)
+    opt.backward(loss, out)
+    opt.step()
     return loss
 
 

@@ -69,6 +69,15 @@ def ggn_step(model, opt, x, y):
     return loss
 
 
+def backward_step(model, opt, x, y):
+    """The one curvature entry: ``opt.backward(loss)`` (a graph on curvature steps only)."""
+    opt.zero_grad()
+    loss = F.cross_entropy(model(x), y)
+    opt.backward(loss)
+    opt.step()
+    return loss
+
+
 SPECS = [
     OptimSpec(
         name="sgdlw",
@@ -119,6 +128,7 @@ SPECS = [
         ),
         kwargs=dict(_FAST),
         errors=_ERRORS,
+        step=backward_step,
     ),
     OptimSpec(
         name="composed-layerwise-rmsprop-tensor",

@@ -70,5 +70,37 @@ class Direction:
     ) -> list[Tensor]:
         return [self.update(p, g, st, group) for p, g, st in zip(params, grads, states)]
 
+    def objective_grads(
+        self, params: list[Tensor], grads: list[Tensor], group: dict, foreach: bool = False
+    ) -> list[Tensor]:
+        """The gradient of the objective this direction descends, as torch applies it:
+        ``-grad`` under ``maximize``, then ``+ weight_decay * p`` where the decay is coupled
+        (an L2 term of the objective; not for ``decoupled_decay``). ``grads`` are returned as
+        they are when neither applies (callers must not modify them).
+
+        >>> import torch
+        >>> from lrfree.directions import DIRECTIONS
+        >>> p, g = torch.ones(2), torch.tensor([1.0, -2.0])
+        >>> DIRECTIONS["sgd"].objective_grads([p], [g], {"maximize": True, "weight_decay": 0.5})
+        [tensor([-0.5000,  2.5000])]
+        >>> DIRECTIONS["adamw"].objective_grads([p], [g], {"maximize": False, "weight_decay": 0.5})
+        [tensor([ 1., -2.])]
+        """
+        wd = 0.0 if self.decoupled_decay else group.get("weight_decay", 0.0)
+        maximize = group.get("maximize", False)
+        if foreach and grads:
+            out = grads
+            if maximize:
+                out = list(torch._foreach_neg(out))
+            if wd != 0:
+                out = list(torch._foreach_add(out, params, alpha=wd))
+            return list(out)
+        out = []
+        for p, g in zip(params, grads):
+            if maximize:
+                g = -g
+            out.append(g.add(p, alpha=wd) if wd != 0 else g)
+        return out
+
     def __repr__(self) -> str:
         return f"<direction {self.name!r}>"

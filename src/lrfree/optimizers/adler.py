@@ -20,7 +20,10 @@ docs/presets.md lists the difference and why; ``Composed(rule="adler")`` keeps t
 Paper: D. Balboni, D. Bacciu, "Adaptive learning rate for SGD by a Gauss-Newton quadratic
 model" (ADLER), Algorithm 1.
 
-The one change to a normal loop: keep the graph and hand the outputs to ``step``::
+The one change to a normal loop: ``opt.backward(loss, outputs)`` in place of
+``loss.backward()`` (the entry every curvature rule shares, ``lrfree.Composed.backward``: on
+an estimate step it keeps a graph linear in ``dL/dF``, so the step gets ``v = J G`` from one
+tangent-only pass), then ``opt.step()``::
 
     >>> import torch, lrfree
     >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
@@ -31,15 +34,17 @@ The one change to a normal loop: keep the graph and hand the outputs to ``step``
     >>> for _ in range(5):
     ...     opt.zero_grad()
     ...     out = model(x)
-    ...     torch.nn.functional.cross_entropy(out, y).backward(retain_graph=True)
-    ...     opt.step(outputs=out)
+    ...     opt.backward(torch.nn.functional.cross_entropy(out, y), out)
+    ...     opt.step()
     >>> rate = opt.effective_lr()["global"]
     >>> 0 < rate < 100
     True
 
-or, without the graph, an extra forward-mode pass: ``opt.step(model=model, inputs=x)``.
-For a loss that is none of the named ones, ``loss="auto"`` takes ``Q`` by autograd through
-the loss you computed, in the ``opt.backward(loss, out); opt.step(outputs=out)`` route.
+The older forms stay as aliases: ``loss.backward(retain_graph=True)`` then
+``opt.step(outputs=out)`` (a double-VJP through the user's graph), or, without the graph, an
+extra forward-mode pass: ``opt.step(model=model, inputs=x)``. For a loss that is none of the
+named ones, ``loss="auto"`` takes ``Q`` by autograd through the loss you computed, which only
+``opt.backward(loss, out)`` sees.
 """
 
 from __future__ import annotations
@@ -48,11 +53,8 @@ import math
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-from torch import Tensor
-
 from ..hyper import real
 from ..presets import Named
-from ..rules.adler import backward as _backward
 
 __all__ = ["ADLER"]
 
@@ -134,22 +136,3 @@ class ADLER(Named):
             trust=trust,
             **kwargs,
         )
-
-    def backward(self, loss: Tensor, outputs: Tensor) -> None:
-        """``loss.backward()`` for the fastest route; then ``step(outputs=outputs)``.
-
-        Same gradients as ``loss.backward()``; on an estimate step it also keeps a graph
-        linear in ``dL/dF`` so that ``step`` gets ``v = J G`` from one tangent-only pass
-        (see ``lrfree.rules.adler.backward``).
-
-        >>> import torch, lrfree
-        >>> model = torch.nn.Linear(3, 2)
-        >>> opt = lrfree.ADLER(model.parameters())
-        >>> x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
-        >>> out = model(x)
-        >>> opt.backward(torch.nn.functional.cross_entropy(out, y), out)
-        >>> opt.step(outputs=out)
-        >>> opt.effective_lr()["global"] > 0
-        True
-        """
-        _backward(self, loss, outputs)

@@ -18,8 +18,10 @@ differences and why. ``Composed(rule="layerwise")`` keeps the paper's values.
 Paper: A. Bahamou, D. Goldfarb, "Layer-wise Adaptive Step-Sizes for Stochastic First-Order
 Methods for Deep Learning".
 
-Example (graph mode: the graph is built only on the steps that need it; with
-``update_every=5`` one step in five, with the default ``1`` every step)::
+Example (graph mode through the one curvature entry, ``opt.backward(loss)`` in place of
+``loss.backward()``: the graph is built only on the steps that need it; with
+``update_every=5`` one step in five, with the default ``1`` every step; the older
+``loss.backward(create_graph=opt.curvature_due())`` is the same)::
 
     >>> import torch, lrfree
     >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
@@ -30,7 +32,7 @@ Example (graph mode: the graph is built only on the steps that need it; with
     >>> for _ in range(10):
     ...     opt.zero_grad()
     ...     loss = torch.nn.functional.cross_entropy(model(x), y)
-    ...     loss.backward(create_graph=opt.curvature_due())
+    ...     opt.backward(loss)
     ...     opt.step()
     >>> sorted(opt.effective_lr())
     ['0', '2']
@@ -162,8 +164,8 @@ class AdamWLW(Named):
         params: ``model.named_parameters()`` (layer blocks need the names) or param groups.
         lr: multiplies the computed rate (1: the paper's step).
         betas, eps: Adam's. weight_decay: decoupled decay ``gamma``.
-        beta_t, update_every, warmup_steps, warmup_lr, curvature, blocks, bias_correction,
-            raw_cap, preset: as ``SGDLW``.
+        beta_t, update_every, warmup_steps, warmup_lr: as ``SGDLW``.
+        curvature, blocks, bias_correction, raw_cap, preset: as ``SGDLW``.
         **kwargs: further ``layerwise`` rule options (``fd_scheme``).
     """
 

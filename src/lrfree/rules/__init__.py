@@ -6,10 +6,10 @@ A new rule: a module in this package whose ``Rule`` subclass is added to ``RULES
 
 from __future__ import annotations
 
-from .base import Rule, StepContext
+from .base import Rule, StepContext, Workspace
 from .constant import Constant
 
-__all__ = ["RULES", "Rule", "StepContext", "get_rule", "register_rule"]
+__all__ = ["RULES", "Rule", "StepContext", "Workspace", "get_rule", "register_rule"]
 
 RULES: dict[str, Rule] = {}
 

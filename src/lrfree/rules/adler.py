@@ -25,17 +25,20 @@ changed by it. ``trust = 2``: never a rate that this batch's own quadratic model
 increase the batch loss.
 
 Safeguards (no host sync): an estimate that is non-finite or ``<= 0`` (``G . u <= 0``, or a
-negative ``v^T Q v`` from a non-convex custom loss) is skipped: ``s``, ``c`` and the rate keep
-their values and ``"adler.skipped"`` counts it. Before the first accepted estimate the rate is
-0 (the parameters do not move). A near-zero denominator gives ``eta = G.u / denom_eps``, finite,
+negative ``v^T Q v`` from a non-convex custom loss) is rejected: ``s``, ``c`` and the rate
+keep their values and ``"adler.rejected"`` counts it (``Rule.reject``; ``"adler.skipped"``
+formerly, still loaded). Before the first accepted estimate the rate is 0 (the parameters
+do not move). A near-zero denominator gives ``eta = G.u / denom_eps``, finite,
 and enters the average as in the paper (footnote 10 is why the average is taken in log space).
 
 What ``step`` needs for ``variant="ggn"`` (one of):
 
-* ``backward(opt, loss, outputs)`` (``ADLER.backward``) in place of ``loss.backward()``, then
-  ``opt.step(outputs=outputs)``: the gradient pass keeps a graph linear in ``dL/dF`` and the
-  step gets ``v`` from one tangent-only backward through it (the fastest route: no forward
-  recomputed, no second plain backward);
+* ``opt.backward(loss, outputs)`` in place of ``loss.backward()``, then ``opt.step()`` (the
+  one entry of every curvature rule, ``lrfree.Composed.backward``; ``backward(opt, loss,
+  outputs)`` below and ``step(outputs=outputs)`` after it are aliases): on an estimate step
+  the gradient pass keeps a graph linear in ``dL/dF`` and the step gets ``v`` from one
+  tangent-only backward through it (the fastest route: no forward recomputed, no second plain
+  backward);
 * ``opt.step(outputs=logits)`` after ``loss.backward(retain_graph=True)``: ``v`` by the
   double-VJP trick through the graph of the user's own forward (same batch, same dropout mask,
   same BatchNorm batch statistics, no extra forward, any ``nn.Module`` with double backward);
@@ -80,8 +83,7 @@ from ..curvature.loss import (
     hessian_vector_product,
     quadratic_form,
 )
-from ..directions import DIRECTIONS
-from ..distributed import is_sharded, replica_mean
+from ..distributed import is_sharded
 from ..hyper import Hyper, choice, integer, real
 from .base import Rule, StepContext
 
@@ -111,11 +113,13 @@ def _estimate_due(optimizer: torch.optim.Optimizer) -> bool:
     return False
 
 
-def backward(optimizer: torch.optim.Optimizer, loss: Tensor, outputs: Tensor) -> None:
-    """``loss.backward()`` for ADLER's fastest route; then call ``optimizer.step(outputs=...)``.
+def backward(optimizer: Any, loss: Tensor, outputs: Tensor) -> None:
+    """An alias of ``optimizer.backward(loss, outputs)`` (``lrfree.Composed.backward``, the one
+    entry for every curvature rule); then call ``optimizer.step()``.
 
-    Accumulates ``d loss / d p`` into ``p.grad`` like ``loss.backward()``. When the next step
-    estimates the rate (``variant="ggn"``, an ``update_every`` step), the backward runs with
+    What it does for ADLER (``Adler.linear_backward``): it accumulates ``d loss / d p`` into
+    ``p.grad`` like ``loss.backward()``. When the next step estimates the rate
+    (``variant="ggn"``, an ``update_every`` step), the backward runs with
     ``create_graph=True`` from a leaf ``z`` that a hook on ``outputs`` substitutes for
     ``dL/dF``: the gradients are then ``G = J^T z`` *and* a graph linear in ``z``, and the
     step gets ``v = J G = d <J^T z, G> / dz`` from one more backward through that graph (a
@@ -137,11 +141,13 @@ def backward(optimizer: torch.optim.Optimizer, loss: Tensor, outputs: Tensor) ->
     """
     if not isinstance(outputs, Tensor) or not outputs.requires_grad:
         raise ValueError("ADLER backward(loss, outputs): outputs must be a tensor with a graph")
-    optimizer.__dict__.pop("_adler_graph", None)
-    if not _estimate_due(optimizer):
-        loss.backward()
-        return
-    params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
+    optimizer.backward(loss, outputs)
+
+
+def _linear_backward(loss: Tensor, outputs: Tensor, params: list[Tensor]) -> _LinearGraph:
+    """The estimate step's backward of ``backward``: ``G`` into ``p.grad`` and the graph."""
+    if not isinstance(outputs, Tensor) or not outputs.requires_grad:
+        raise ValueError("ADLER backward(loss, outputs): outputs must be a tensor with a graph")
     holder: dict[str, Tensor] = {}
 
     def swap(g: Tensor) -> Tensor:
@@ -165,7 +171,7 @@ def backward(optimizer: torch.optim.Optimizer, loss: Tensor, outputs: Tensor) ->
                 p.grad = g.detach()  # a fresh tensor; the graph does not save it (no copy)
             else:
                 p.grad.add_(g.detach())
-    optimizer._adler_graph = _LinearGraph(  # type: ignore[attr-defined]
+    return _LinearGraph(
         outputs, holder["z"], {id(p): g for p, g in zip(params, grads)}, holder["dloss"]
     )
 
@@ -177,6 +183,7 @@ class Adler(Rule):
     name = "adler"
     default_lr = 1.0
     step_inputs = ("outputs", "model", "inputs", "loss_fn", "targets")
+    clock = True
     hyper: ClassVar[dict[str, Hyper]] = {
         "beta": Hyper(0.99, real(0.0, 1.0), "discount of the (log-space) mean of the rates"),
         "denom_eps": Hyper(1e-10, real(0.0), "eps added to v^T Q v (the paper's eps)"),
@@ -207,14 +214,21 @@ class Adler(Rule):
             )
 
     # ------------------------------------------------------------------ steps
+    def feed(self, group: dict[str, Any]) -> str | None:
+        return "linear" if group["variant"] == "ggn" else None
+
+    def curvature_due(self, group: dict[str, Any], step: int) -> bool:
+        """Whether the step after ``step`` estimates the rate (every ``update_every``)."""
+        return step % group["update_every"] == 0
+
+    def linear_backward(self, loss: Tensor, outputs: Tensor, params: list[Tensor]) -> Any:
+        """The backward of ``opt.backward(loss, outputs)`` on an estimate step (``backward``
+        above): ``G`` into ``p.grad``, and the graph linear in ``dL/dF`` for the step."""
+        return _linear_backward(loss, outputs, params)
+
     def begin(self, ctx: StepContext) -> None:
-        n = int(ctx.optimizer.state.get(ctx.params[0], {}).get(self.key("step"), 0))
-        due = n % ctx.group["update_every"] == 0
-        if due and ctx.group["variant"] == "ggn":  # before anything of this step changes
+        if ctx.curvature and ctx.group["variant"] == "ggn":  # before anything changes
             self._check_inputs(ctx)
-        st = ctx.optimizer.state[ctx.params[0]]
-        ctx.inputs = {**ctx.inputs, "_adler_due": due}
-        st[self.key("step")] = n + 1
 
     def _check_inputs(self, ctx: StepContext) -> None:
         """What an estimate step needs: the outputs (or model and inputs), and a ``Q`` that is
@@ -226,13 +240,13 @@ class Adler(Rule):
             raise ValueError(_NO_OUTPUTS)
         if inputs.get("loss_fn") is not None:
             return
-        graph = getattr(ctx.optimizer, "_adler_graph", None)
+        graph = ctx.fed.get("graph")
         graph = (
             graph
-            if graph is not None and outputs is not None and graph.outputs is outputs
+            if isinstance(graph, _LinearGraph) and outputs is not None and graph.outputs is outputs
             else None
         )
-        checked = ctx.optimizer.__dict__.setdefault("_adler_loss_checked", set())
+        checked = ctx.workspace.cache.setdefault("adler.loss_checked", set())
         if group["loss"] == "auto":
             if graph is None:
                 raise ValueError(
@@ -258,34 +272,24 @@ class Adler(Rule):
         if key not in checked:  # once per group and declaration (one host sync)
             _verify_declared_loss(group["loss"], group["reduction"], graph, inputs.get("targets"))
             checked.add(key)
-        groups = [
-            (gi, g) for gi, g in enumerate(ctx.optimizer.param_groups) if g["rule"] == self.name
-        ]
+        groups = [(gi, g) for gi, g in enumerate(ctx.workspace.groups) if g["rule"] == self.name]
         if all((gi, g["loss"], g["reduction"]) in checked for gi, g in groups):
             graph.dloss = graph.dloss.detach()  # closed forms from here on: free the loss head
 
-    def end(self, ctx: StepContext) -> None:
-        if ctx.group_index == len(ctx.optimizer.param_groups) - 1:  # free backward()'s graph
-            ctx.optimizer.__dict__.pop("_adler_graph", None)
-
     def rates(self, ctx: StepContext) -> list[Tensor]:
-        if ctx.inputs["_adler_due"]:
+        if ctx.curvature:  # backward()'s graph is released by the optimizer after the step
             self._estimate(ctx)
         return [self.ensure(ctx, s, "alpha", 0.0) for s in ctx.partition.sets]
 
     def _estimate(self, ctx: StepContext) -> None:
         group, part = ctx.group, ctx.partition
-        wd = group.get("weight_decay", 0.0)
-        decoupled = DIRECTIONS[group["direction"]].decoupled_decay and wd != 0
-        coupled = wd != 0 and not decoupled
+        wd, l2 = ctx.decoupled_wd, ctx.l2  # l2: coupled decay, a term of the objective
+        coupled = l2 != 0
         us: list[Tensor | None] = [
-            None if d is None else (d.add(p.detach(), alpha=wd) if decoupled else d)
+            None if d is None else (d.add(p.detach(), alpha=wd) if wd != 0 else d)
             for p, d in zip(ctx.params, ctx.directions)
         ]
-        gs: list[Tensor | None] = [
-            None if g is None else (g.add(p.detach(), alpha=wd) if coupled else g)
-            for g, p in zip(ctx.grads, ctx.params)
-        ]
+        gs = ctx.objective  # check() refuses maximize: the loss gradient plus l2 * p
         gn = group["variant"] == "gn"
         pairs = [(gs, us)]  # one packed reduction for all of them (FSDP2)
         if coupled:
@@ -298,9 +302,9 @@ class Adler(Rule):
             g_loss = sums[2] if coupled else num
             den = [gu * gu for gu in g_loss]  # g^T J u = G^T u (loss part only)
         else:  # per rank on the local batch; DDP replicas average them (one all-reduce)
-            den = replica_mean(ctx.optimizer, self._ggn_forms(ctx, us))
+            den = ctx.workspace.replica_mean(self._ggn_forms(ctx, us))
         if coupled:
-            den = [q + wd * n2 for q, n2 in zip(den, sums[1])]
+            den = [q + l2 * n2 for q, n2 in zip(den, sums[1])]
         beta, eps = group["beta"], group["denom_eps"]
         for k, s in enumerate(part.sets):
             eta = num[k] / (den[k].to(s.dtype) + eps)
@@ -318,7 +322,7 @@ class Adler(Rule):
                 est = torch.where(ok, torch.minimum(est, group["trust"] * eta), alpha)
             alpha.copy_(torch.where((c_ > 0) & torch.isfinite(est), est, alpha))
             self.ensure(ctx, s, "eta", math.nan).copy_(eta)
-            self.ensure(ctx, s, "skipped", 0.0).add_((~ok).to(s.dtype))
+            self.reject(ctx, s, ok)
 
     def _ggn_forms(self, ctx: StepContext, us: list[Tensor | None]) -> list[Tensor]:
         """``(J u_b)^T Q (J u_b)`` per block set of ``ctx.partition``."""
@@ -338,8 +342,8 @@ class Adler(Rule):
         graph = None
         if inputs.get("outputs") is not None:
             outputs = inputs["outputs"]
-            graph = getattr(ctx.optimizer, "_adler_graph", None)
-            if graph is not None and graph.outputs is outputs:  # after backward(opt, ...)
+            graph = ctx.fed.get("graph")
+            if isinstance(graph, _LinearGraph) and graph.outputs is outputs:  # opt.backward
                 with second_order_errors("ADLER backward(loss, outputs); step(outputs=)", _ALT):
                     jvps = graph.tangents(ctx.params, blocks)
             else:

@@ -118,7 +118,6 @@ import torch
 from torch import Tensor
 
 from ..blocks import GRANULARITIES, Partition, acc_dtype, inner_each
-from ..directions import DIRECTIONS
 from ..hyper import Hyper, choice, real
 from .base import Rule, StepContext
 
@@ -209,36 +208,13 @@ class _HDBase(Rule):
     """What HD and CAM-HD share: the objective gradient, the displacement buffer, the clock."""
 
     default_lr = None
+    clock = True
 
     def _tick(self, ctx: StepContext) -> tuple[int, float]:
-        st0 = ctx.state(0)
-        t = int(st0.get(self.key("step"), 0)) + 1
-        st0[self.key("step")] = t
+        """The group clock ``t`` (kept by the optimizer) and ``tau(t)``."""
+        t = ctx.step
         r = ctx.group["decay_rate"]
         return t, (math.exp(-r * t) if r > 0 else 1.0)
-
-    @staticmethod
-    def _decoupled_wd(group: dict[str, Any]) -> float:
-        return (
-            group.get("weight_decay", 0.0)
-            if DIRECTIONS[group["direction"]].decoupled_decay
-            else 0.0
-        )
-
-    def _objective_grads(self, ctx: StepContext) -> list[Tensor | None]:
-        """``g``: the gradient of what the direction minimises (maximize, coupled L2)."""
-        group = ctx.group
-        sign = -1.0 if group.get("maximize", False) else 1.0
-        wd = group.get("weight_decay", 0.0)
-        coupled = wd != 0 and not DIRECTIONS[group["direction"]].decoupled_decay
-        out: list[Tensor | None] = []
-        for p, g in zip(ctx.params, ctx.grads):
-            if g is None:
-                out.append(None)
-                continue
-            g = g if sign > 0 else -g
-            out.append(g.add(p, alpha=wd) if coupled else g)
-        return out
 
     def _prevs(self, ctx: StepContext) -> list[Tensor | None]:
         return [
@@ -250,7 +226,7 @@ class _HDBase(Rule):
         """``s_t = lr * tau * (d_t + decoupled_wd * theta_t)``: this step's displacement per
         unit multiplier (a parameter without a gradient does not move: its ``s`` is 0)."""
         scale = ctx.group["lr"] * tau
-        wd = self._decoupled_wd(ctx.group)
+        wd = ctx.decoupled_wd
         key = self.key("prev")
         if ctx.foreach and self._store_prevs_fast(ctx, scale, wd):
             return
@@ -300,22 +276,6 @@ class _HDBase(Rule):
                 torch._foreach_add_(prevs, ps, alpha=wd)
             torch._foreach_mul_(prevs, scale)
         return True
-
-    def _objective_grads_foreach(self, ctx: StepContext) -> list[Tensor | None]:
-        """``_objective_grads`` with multi-tensor kernels (the same values)."""
-        group = ctx.group
-        wd = group.get("weight_decay", 0.0)
-        coupled = wd != 0 and not DIRECTIONS[group["direction"]].decoupled_decay
-        idx = ctx.active
-        gs = [ctx.grads[i] for i in idx]
-        if group.get("maximize", False):
-            gs = list(torch._foreach_neg(gs))  # type: ignore[arg-type]
-        if coupled:
-            gs = list(torch._foreach_add(gs, [ctx.params[i] for i in idx], alpha=wd))  # type: ignore[arg-type]
-        out: list[Tensor | None] = [None] * len(ctx.params)
-        for i, g in zip(idx, gs):
-            out[i] = g
-        return out
 
     @staticmethod
     def _multiplier_rate(group: dict[str, Any]) -> float:
@@ -373,7 +333,7 @@ class Hypergradient(_HDBase):
         mult = self._multiplicative(group)
         beta = self._factor_rate(group) if mult else self._multiplier_rate(group)
         if ctx.foreach:
-            grads, prevs = self._objective_grads_foreach(ctx), self._prevs(ctx)
+            grads, prevs = ctx.objective, self._prevs(ctx)
             vec = part.scalar_inner(grads, prevs)
             norms = None
             if vec is not None and mult and beta != 0:
@@ -383,7 +343,7 @@ class Hypergradient(_HDBase):
                 vec, norms = (None, None) if gg is None or ss is None else (vec, (gg, ss))
             if vec is not None:
                 return self._rates_vector(ctx, vec, tau, beta, norms)
-        grads, prevs = self._objective_grads(ctx), self._prevs(ctx)
+        grads, prevs = ctx.objective, self._prevs(ctx)
         if mult and beta != 0:  # one packed all-reduce under FSDP2, as the additive form's
             inner, sq_g, sq_s = part.inner_many([(grads, prevs), (grads, grads), (prevs, prevs)])
         else:
@@ -473,7 +433,7 @@ class CAMHD(_HDBase):
         active = [g is not None for g in ctx.grads]
         out = []
         for level in ctx.group["levels"]:
-            full = ctx.optimizer.partition(ctx.group_index, level)
+            full = ctx.partition_at(level)
             count = sum(math.prod(s.shape) for s in full.sets)
             out.append((full if all(active) else full.restrict(active), count))
         return out
@@ -489,7 +449,7 @@ class CAMHD(_HDBase):
             fast = self._rates_foreach(ctx, tau, beta, gamma)
             if fast is not None:
                 return fast
-        grads, prevs = self._objective_grads(ctx), self._prevs(ctx)
+        grads, prevs = ctx.objective, self._prevs(ctx)
         gamma_grad = torch.zeros_like(gamma)
         finest: list[Tensor] = []  # the finest level's rates, one per block of ctx.partition
         per_param: list[list[Tensor | None]] = []  # per level: new rate broadcast per param
@@ -551,8 +511,8 @@ class CAMHD(_HDBase):
         dtype = parts[0][0].sets[0].dtype
         if any(s.dtype != dtype for part, _ in parts for s in part.sets):
             return None
-        grads, prevs = self._objective_grads_foreach(ctx), self._prevs(ctx)
-        tensors = ctx.optimizer.partition(ctx.group_index, "tensor")
+        grads, prevs = ctx.objective, self._prevs(ctx)
+        tensors = ctx.partition_at("tensor")
         active = [g is not None for g in ctx.grads]
         if not all(active):
             tensors = tensors.restrict(active)
@@ -566,7 +526,7 @@ class CAMHD(_HDBase):
                 return None
         idx = [s.members[0] for s in tensors.sets]
         device = per_tensor.device
-        cache = self.__dict__.setdefault("_index_cache", {})
+        cache = ctx.workspace.cache.setdefault(self.key("index"), {})  # per optimizer
         gamma_grad = torch.zeros_like(gamma)
         level_rates: list[Tensor] = []
         for j, (level, (part, count)) in enumerate(zip(levels, parts)):

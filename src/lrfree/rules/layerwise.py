@@ -21,7 +21,7 @@ Decoupled weight decay (AdamW) is part of the step, so ``rho`` and ``delta`` use
 RMSprop: ``g + weight_decay * p`` enters ``d``) is an L2 term of the objective, so ``rho``
 uses ``g + weight_decay * p`` and ``delta^2`` adds ``weight_decay * ||d||^2``.
 
-Safeguards (no host sync; each rejected estimate increments ``"layerwise.skipped"``): an
+Safeguards (no host sync; each rejected estimate increments ``"layerwise.rejected"``): an
 estimate with ``rho <= 0`` (not a descent direction), ``delta^2 <= 0`` (negative curvature
 along ``d_l``, Hessian mode) or any non-finite quantity is discarded: the EMA and the rate
 keep their previous values. The applied rate is always finite and ``>= 0``.
@@ -32,7 +32,10 @@ decrease needs ``t < 1 / delta`` at the current point; the EMA may still carry t
 from the initial point, where a layer's curvature along ``d`` is near zero and ``t_raw`` is
 30-400x the later values (docs/layerwise.md, "Safeguards").
 
-How the curvature arrives (decided per curvature step):
+How the curvature arrives (decided per curvature step). The one entry is
+``opt.backward(loss)`` (``curvature="ggn"``: ``opt.backward(loss, logits, loss_fn=...)``) in
+place of ``loss.backward()``, then ``opt.step()``: it keeps what the step needs, only on
+curvature steps. It is one of these routes, whose older forms stay as aliases:
 
 * graph mode: the gradients carry a graph (``loss.backward(create_graph=opt.curvature_due())``)
   -> exact ``d^T H_ll d`` by one double backward per block (``lrfree.curvature.hessian``);
@@ -49,7 +52,7 @@ How the curvature arrives (decided per curvature step):
   parameter or state changes (a curvature rule that never gets curvature never trains: the
   EMA starts at 0). Exception: when every gradient of the group is exactly zero (e.g. the
   state initialisation of ``torch.distributed.checkpoint``) nothing could be estimated
-  anyway; the estimate is skipped silently and counted in ``"layerwise.skipped"``.
+  anyway; the estimate is skipped silently and counted in ``"layerwise.rejected"``.
 """
 
 from __future__ import annotations
@@ -67,8 +70,7 @@ from ..curvature import (
     preserve_forward_buffers,
     second_order_errors,
 )
-from ..directions import DIRECTIONS
-from ..distributed import is_sharded, local, replica_group, replica_mean
+from ..distributed import is_sharded, local
 from ..hyper import Hyper, boolean, choice, integer, real
 from .base import Rule, StepContext
 
@@ -84,6 +86,7 @@ class Layerwise(Rule):
     name = "layerwise"
     default_lr = 1.0
     step_inputs = ("outputs", "loss_fn", "model")
+    clock = True
     hyper: ClassVar[dict[str, Hyper]] = {
         "beta_t": Hyper(0.99, real(0.0, 1.0, hi_open=True), "EMA factor of the rates"),
         "update_every": Hyper(20, integer(1), "T: estimate the rates every T steps"),
@@ -103,65 +106,49 @@ class Layerwise(Rule):
             )
 
     # ------------------------------------------------------------------ steps
-    def _step_count(self, optimizer: Any, group: dict[str, Any]) -> int:
-        if not group["params"]:
-            return 0
-        return int(optimizer.state.get(group["params"][0], {}).get(self.key("step"), 0))
+    def feed(self, group: dict[str, Any]) -> str | None:
+        return "outputs" if group["curvature"] == "ggn" else "graph"
 
-    def curvature_due(self, optimizer: Any, group_index: int) -> bool:
-        group = optimizer.param_groups[group_index]
-        return self._step_count(optimizer, group) % group["update_every"] == 0
+    def curvature_due(self, group: dict[str, Any], step: int) -> bool:
+        return step % group["update_every"] == 0
 
     def begin(self, ctx: StepContext) -> None:
-        due = self.curvature_due(ctx.optimizer, ctx.group_index)
-        if due:  # before anything of this step changes (this group's and the later ones')
+        if ctx.curvature:  # before anything of this step changes (every group's begin first)
             self._check_fed(ctx)
-        st = ctx.optimizer.state[ctx.params[0]]
-        ctx.inputs = dict(ctx.inputs)
-        ctx.inputs["_lw_due"] = due
-        st[self.key("step")] = int(st.get(self.key("step"), 0)) + 1
 
     def _check_fed(self, ctx: StepContext) -> None:
-        """Raise if a layer-wise group that estimates this step gets no curvature.
+        """Raise if this group estimates this step but gets no curvature.
 
-        Checked for every layer-wise group still due (this one and the later ones), so the
-        error comes before any of them changes. Not fed: ``curvature="ggn"`` without
-        ``outputs=`` and ``loss_fn=``; ``"hessian"`` with gradients without a graph and no
-        closure. Not raised when all the group's gradients are exactly zero (one host sync,
-        only on this path): nothing could be estimated (``rho = 0``), and torch's distributed
-        checkpoint initialises optimizer state by such a step."""
-        opt = ctx.optimizer
-        for gi, group in enumerate(opt.param_groups):
-            if group["rule"] != self.name or not self.curvature_due(opt, gi):
-                continue
-            grads = [p.grad for p in group["params"] if p.grad is not None]
-            if not grads:
-                continue
-            if group["curvature"] == "ggn":
-                fed = (
-                    ctx.inputs.get("outputs") is not None and ctx.inputs.get("loss_fn") is not None
-                )
-            else:
-                fed = ctx.closure is not None or any(g.requires_grad for g in grads)
-            if fed or not any(bool(local(g).detach().any()) for g in grads):
-                continue
-            raise RuntimeError(_not_fed_message(group["curvature"], gi))
+        Every group's ``begin`` runs before any group moves, so the error comes before
+        anything of the step changes. Not fed: ``curvature="ggn"`` without ``outputs=`` and
+        ``loss_fn=``; ``"hessian"`` with gradients without a graph and no closure. Not raised
+        when all the group's gradients are exactly zero (one host sync, only on this path):
+        nothing could be estimated (``rho = 0``), and torch's distributed checkpoint
+        initialises optimizer state by such a step."""
+        grads = [p.grad for p in ctx.params if p.grad is not None]  # with their graph
+        if ctx.group["curvature"] == "ggn":
+            fed = ctx.inputs.get("outputs") is not None and ctx.inputs.get("loss_fn") is not None
+        else:
+            fed = ctx.closure is not None or any(g.requires_grad for g in grads)
+        if fed or not any(bool(local(g).detach().any()) for g in grads):
+            return
+        raise RuntimeError(_not_fed_message(ctx.group["curvature"], ctx.group_index))
 
     def _num_blocks(self, ctx: StepContext) -> int:
-        opt = ctx.optimizer
+        ws = ctx.workspace
         return sum(
-            len(opt.partition(gi).sets)
-            for gi, g in enumerate(opt.param_groups)
+            len(ws.partition(gi, None).sets)
+            for gi, g in enumerate(ws.groups)
             if g["rule"] == self.name
         )
 
     def rates(self, ctx: StepContext) -> list[Tensor]:
         group, part = ctx.group, ctx.partition
         beta = group["beta_t"]
-        if ctx.inputs.get("_lw_due", False):
+        if ctx.curvature:
             self._estimate(ctx)
         out = []
-        warm = self._step_count(ctx.optimizer, group) <= group["warmup_steps"]
+        warm = ctx.step <= group["warmup_steps"]
         for s in part.sets:
             alpha = self._alpha(ctx, s, beta)  # finite and >= 0 by construction (_estimate)
             st = ctx.block_state(s)
@@ -195,22 +182,14 @@ class Layerwise(Rule):
         group, part = ctx.group, ctx.partition
         beta = group["beta_t"]
         sign = -1.0 if group.get("maximize", False) else 1.0
-        wd = group.get("weight_decay", 0.0)
-        decoupled = DIRECTIONS[group["direction"]].decoupled_decay and wd != 0
-        coupled = wd != 0 and not decoupled  # L2 penalty inside d: part of the objective
+        wd, l2 = ctx.decoupled_wd, ctx.l2  # l2: the coupled decay, a term of the objective
         d_eff: list[Tensor | None] = []
         for p, d in zip(ctx.params, ctx.directions):
             if d is None:
                 d_eff.append(None)
             else:
-                d_eff.append(d.add(p.detach(), alpha=wd) if decoupled else d)
-        g_eff = [None if g is None else (g if sign > 0 else -g) for g in ctx.grads]
-        if coupled:
-            g_eff = [
-                None if g is None else g.add(p.detach(), alpha=wd)
-                for g, p in zip(g_eff, ctx.params)
-            ]
-        pairs = [(d_eff, g_eff), (d_eff, d_eff)]
+                d_eff.append(d.add(p.detach(), alpha=wd) if wd != 0 else d)
+        pairs = [(d_eff, ctx.objective), (d_eff, d_eff)]
         sharded = any(is_sharded(p) for p in ctx.params)
         if sharded:  # FSDP2: the finite differences' ||W_b||^2 travel in the same all-reduce
             ws = [None if d is None else p.detach() for p, d in zip(ctx.params, d_eff)]
@@ -218,7 +197,7 @@ class Layerwise(Rule):
         sums = part.inner_many(pairs)
         rho, dsq = sums[0], sums[1]
         if sharded:
-            ctx.inputs["_lw_sq_norms"] = (dsq, sums[2])
+            ctx.scratch["sq_norms"] = (dsq, sums[2])
         q = self._curvature(ctx, d_eff)
         big_l = float(self._num_blocks(ctx))
         for k, s in enumerate(part.sets):
@@ -227,8 +206,8 @@ class Layerwise(Rule):
                 delta2 = torch.full_like(rho[k], float("nan"))
             else:
                 delta2 = (sign * q[k]).to(s.dtype)
-                if coupled:
-                    delta2 = delta2 + wd * dsq[k]
+                if l2 != 0:
+                    delta2 = delta2 + l2 * dsq[k]
             r = rho[k]
             delta = delta2.clamp_min(0).sqrt()
             raw = r / (big_l * (r + delta) * delta)
@@ -242,11 +221,10 @@ class Layerwise(Rule):
             )
             ema = self.ensure(ctx, s, "ema", 0.0)
             count = self.ensure(ctx, s, "count", 0.0)
-            skipped = self.ensure(ctx, s, "skipped", 0.0)
             safe_raw = torch.where(ok, raw, torch.zeros_like(raw))
             ema.copy_(torch.where(ok, beta * ema + (1 - beta) * safe_raw, ema))
             count.add_(ok.to(count.dtype))
-            skipped.add_((~ok).to(skipped.dtype))
+            self.reject(ctx, s, ok)
             for name, v in zip(_FIELDS, (r, delta2, raw, dsq[k])):
                 st[self.key(name)] = v.detach().to(s.dtype).clone()
             alpha = self._alpha(ctx, s, beta)
@@ -271,7 +249,7 @@ class Layerwise(Rule):
         if any(is_sharded(p) for p in ctx.params):
             return self._sharded_curvature(ctx, d_eff)
         q = self._local_curvature(ctx, d_eff)
-        return None if q is None else replica_mean(ctx.optimizer, q)
+        return None if q is None else ctx.workspace.replica_mean(q)
 
     def _sharded_curvature(
         self, ctx: StepContext, d_eff: list[Tensor | None]
@@ -317,9 +295,9 @@ class Layerwise(Rule):
     def _closure_curvature(
         self, ctx: StepContext, d_eff: list[Tensor | None], blocks: list[list[int]]
     ) -> list[Tensor]:
-        opt, params, closure = ctx.optimizer, ctx.params, ctx.closure
+        params, closure = ctx.params, ctx.closure
         assert closure is not None
-        every = [p for g in opt.param_groups for p in g["params"]]
+        every = [p for g in ctx.workspace.groups for p in g["params"]]
         saved_grad_objs = [p.grad for p in every]
         saved_grads = [None if g is None else g.detach().clone() for g in saved_grad_objs]
         dev = params[0].device
@@ -330,7 +308,8 @@ class Layerwise(Rule):
         sharded = any(is_sharded(p) for p in params)
         # DDP: differences of *local* gradients (no gradient all-reduce per evaluation); the
         # per-block numbers are averaged afterwards (one small all-reduce, _curvature)
-        no_sync = getattr(model, "no_sync", None) if replica_group(opt) is not None else None
+        replicated = ctx.workspace.replica_group() is not None
+        no_sync = getattr(model, "no_sync", None) if replicated else None
 
         def grad_fn() -> list[Tensor | None]:
             torch.set_rng_state(cpu_rng)  # the same dropout mask in every evaluation
@@ -352,7 +331,7 @@ class Layerwise(Rule):
                         d_eff,
                         blocks,
                         central=central,
-                        sq_norms=ctx.inputs.get("_lw_sq_norms"),
+                        sq_norms=ctx.scratch.get("sq_norms"),
                     )
                 if no_sync is not None and not sharded:
                     stack.enter_context(no_sync())

@@ -12,7 +12,8 @@ The multiplier kept in ``"<rule>.alpha"`` is ``sigma_t S_t``. The first step use
 rate (``S_1 = S_0 = 1``: there is no ``v_0``), as the authors' code does.
 
 * rule ``"lipschitz"`` (Algorithms 2-4): ``v_t = g_t``, the gradient of the objective the
-  direction minimises (``p.grad``, plus ``weight_decay * p`` for coupled L2 decay).
+  direction minimises (``ctx.objective``: ``p.grad``, negated under ``maximize``, plus
+  ``weight_decay * p`` for coupled L2 decay).
 * rule ``"lipschitz-u"`` (Appendix C, Eq. C4): ``v_{t-1} = u_{t-1}`` the step applied last
   time, ``v_t = u_hat_t = lr * sigma_t * (d_t + wd p_t)`` the step the base optimizer would
   take now at the base rate (``wd``: decoupled decay only).
@@ -51,7 +52,6 @@ import torch
 from torch import Tensor
 
 from ..blocks import acc_dtype
-from ..directions import DIRECTIONS
 from ..hyper import Hyper, choice, real
 from .base import Rule, StepContext
 
@@ -79,26 +79,23 @@ class Lipschitz(Rule):
 
     def _vectors(self, ctx: StepContext, steps: dict[int, int]) -> list[Tensor | None]:
         """``v_t`` per parameter (``None`` for parameters without a gradient)."""
-        direction = DIRECTIONS[ctx.group["direction"]]
-        wd = ctx.group.get("weight_decay", 0.0)
+        wd = ctx.decoupled_wd
+        objective = None if self.uses_updates else ctx.objective
         out: list[Tensor | None] = [None] * len(ctx.params)
         for i in ctx.active:
             p = ctx.params[i]
             dt = acc_dtype(p.dtype)
-            if self.uses_updates:
+            if objective is None:
                 d = ctx.directions[i]
                 assert d is not None
                 v = d.to(dt)
-                if direction.decoupled_decay and wd != 0:
+                if wd != 0:
                     v = v + wd * p.detach().to(dt)
                 out[i] = v * (ctx.lr * sigma(ctx.group["schedule"], steps[i]))
             else:
-                g = ctx.grads[i]
+                g = objective[i]  # maximize and coupled L2 applied
                 assert g is not None
-                v = g.to(dt)
-                if not direction.decoupled_decay and wd != 0:
-                    v = v + wd * p.detach().to(dt)
-                out[i] = -v if ctx.group.get("maximize", False) else v
+                out[i] = g.to(dt)
         return out
 
     def rates(self, ctx: StepContext) -> list[Tensor]:
@@ -191,19 +188,15 @@ class Lipschitz(Rule):
             return None
         gamma, schedule = group["gamma"], group["schedule"]
         t_of = {i: t for s, t in zip(sets, ts) for i in s.members}
-        direction = DIRECTIONS[group["direction"]]
-        wd = group.get("weight_decay", 0.0)
+        wd = ctx.decoupled_wd
         ps = [ctx.params[i].detach() for i in idx]
         if self.uses_updates:  # w = d (+ wd p, decoupled);  v_t = lr sigma_t w
             ws = [ctx.directions[i] for i in idx]
-            if direction.decoupled_decay and wd != 0:
+            if wd != 0:
                 ws = list(torch._foreach_add(ws, ps, alpha=wd))
-        else:  # v_t = g (+ wd p, coupled), negated for maximize
-            ws = [ctx.grads[i] for i in idx]
-            if not direction.decoupled_decay and wd != 0:
-                ws = list(torch._foreach_add(ws, ps, alpha=wd))
-            if group.get("maximize", False):
-                ws = list(torch._foreach_neg(ws))
+        else:  # v_t = g: the objective gradient (maximize and coupled L2 applied)
+            objective = ctx.objective
+            ws = [objective[i] for i in idx]
         key = self.key("prev")
         for i, w in zip(idx, ws):
             st = ctx.state(i)
@@ -274,8 +267,7 @@ class Lipschitz(Rule):
         """Store ``v_{t-1}`` for the next step: the gradient, or (-U) the applied step."""
         if self.uses_updates:
             per_param = ctx.partition.broadcast(alphas)
-            direction = DIRECTIONS[ctx.group["direction"]]
-            wd = ctx.group.get("weight_decay", 0.0) if direction.decoupled_decay else 0.0
+            wd = ctx.decoupled_wd
         for i in ctx.active:
             prev = ctx.state(i)[self.key("prev")]
             if self.uses_updates:

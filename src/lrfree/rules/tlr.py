@@ -83,7 +83,6 @@ import torch
 from torch import Tensor
 
 from ..blocks import Partition, acc_dtype
-from ..directions import DIRECTIONS
 from ..hyper import Hyper, choice, integer, real
 from .base import Rule, StepContext
 
@@ -113,11 +112,11 @@ def base_window_length(group: dict[str, Any]) -> int:
 
 def direction_memory(group: dict[str, Any]) -> float:
     """``mu``: the memory of the group's direction, ``1 / (1 - mu)`` steps. Adam's ``beta1``,
-    the ``momentum`` of heavy-ball, Nesterov and RMSprop, 0 for a direction with neither."""
-    spec = DIRECTIONS[group["direction"]].hyper
-    if "betas" in spec:
+    the ``momentum`` of heavy-ball, Nesterov and RMSprop, 0 for a direction with neither (a
+    group holds exactly its direction's and rule's hyperparameters; no rule has these)."""
+    if "betas" in group:
         return float(group["betas"][0])
-    if "momentum" in spec:
+    if "momentum" in group:
         return float(group["momentum"])
     return 0.0
 
@@ -174,8 +173,7 @@ class _Windowed(Rule):
         return st[k]
 
     def rates(self, ctx: StepContext) -> list[Tensor]:
-        direction = DIRECTIONS[ctx.group["direction"]]
-        wd = ctx.group.get("weight_decay", 0.0) if direction.decoupled_decay else 0.0
+        wd = ctx.decoupled_wd
         idx = ctx.active
         accs = [self._param_state(ctx, i, "acc") for i in idx]
         ds = [ctx.directions[i] for i in idx]
