@@ -302,13 +302,6 @@ class Partition:
                     out[i] = v
         return out
 
-    def zeros(self, fill: float = 0.0) -> list[Tensor]:
-        """One fresh value per block set, filled with ``fill``."""
-        return [
-            torch.full(s.shape, fill, dtype=s.dtype, device=self.params[s.owner].device)
-            for s in self.sets
-        ]
-
 
 def inner_each(
     items: Sequence[tuple[Partition, Sequence[Tensor | None], Sequence[Tensor | None]]],
