@@ -4,7 +4,7 @@ For each optimizer of the benchmark registry (family "lrfree"), on the Fashion-M
 (784-1000-500-100-10) and the DeepOBS 2c2d CNN, batch 128, random inputs of the right shape
 (the timing does not depend on the values), in one process, interleaved with the base:
 
-  (a) ``optimizer.step()`` time / torch base ``step()`` (``foreach=True``);
+  (a) ``optimizer.step()`` time / torch base ``step()``;
   (b) full training step (zero_grad + forward + backward + step, including the amortised
       curvature passes: the mean over ``--window`` consecutive steps) / the same for the base;
   (c) optimizer state bytes per parameter / the base's.
@@ -12,18 +12,31 @@ For each optimizer of the benchmark registry (family "lrfree"), on the Fashion-M
 Each figure is the median over ``--repeats`` interleaved rounds (the order base / ours
 alternates between rounds). The base of an optimizer is the torch class of its direction with
 the same hyperparameters: sgd/momentum/nesterov -> SGD, adam -> Adam, adamw -> AdamW,
-rmsprop -> RMSprop, always with ``foreach=True``.
+rmsprop -> RMSprop, with ``foreach=True`` (``--base-foreach off``: the for-loop).
 
 Fairness: ``--ours-foreach on`` (the default) runs ours with ``foreach=True`` too, so both
 sides use multi-tensor kernels; ``--ours-foreach default`` keeps our default
 (``foreach=None``: multi-tensor on CPU and CUDA since 2026-11-30; before, the per-block loop on
-the CPU, which docs/performance.md compares). The non-finite policy stays at its default
-(``"skip"``: one cheap reduction and one host sync per step), which torch's optimizers do not
-have.
+the CPU, which docs/performance.md compares). ``--ours-foreach off --base-foreach off``
+compares the two for-loop paths. The non-finite policy stays at its default (``"skip"``: one
+cheap reduction and one host sync per step), which torch's optimizers do not have;
+``--nonfinite off`` turns it off, the same configuration as torch's.
 
 Clock: ``--clock wall`` (default) or ``--clock cpu`` (``time.process_time``: the CPU time of
 this process, all threads; steadier on a shared machine, equal to wall time on a quiet one
 with ``--threads 1``).
+
+Denormals: the batch is fixed, so an optimizer that fits it drives the loss towards 0 and the
+gradients and activations into the subnormal range, where the CPU's arithmetic is many times
+slower (AdamLip's MLP training step went from 23 to 52 ms over 80 steps, at the same
+optimizer cost); ``--flush-denormal`` (``torch.set_flush_denormal(True)``, both sides) keeps
+the timing independent of the values, as the figures assume. Off by default, as in the
+earlier tables.
+
+Paired train steps (``--pairs N``, off by default): after the rounds, N more training steps
+of each side alternate one at a time (base, ours, ours, base, ...) and the figure is the median
+of the N per-pair ratios. On a shared machine the load moves on a scale of seconds, so a
+pair sees nearly the same load on both sides; block rounds do not.
 
 Amortisation: each training step is timed on its own and classified by
 ``curvature_due()``; a rule with curvature every ``update_every = T`` steps (LW) reports
@@ -58,10 +71,12 @@ _clock = time.perf_counter  # --clock cpu: time.process_time (this process's CPU
 MODELS = {"mlp": (fmnist_mlp, (128, 784)), "2c2d": (fmnist_2c2d, (128, 1, 28, 28))}
 
 
-def base_for(opt: lrfree.Composed, model: torch.nn.Module) -> torch.optim.Optimizer:
+def base_for(
+    opt: lrfree.Composed, model: torch.nn.Module, foreach: bool = True
+) -> torch.optim.Optimizer:
     g = opt.param_groups[0]
     d, lr = g["direction"], g["lr"]
-    common = {"lr": lr, "weight_decay": g["weight_decay"], "foreach": True}
+    common = {"lr": lr, "weight_decay": g["weight_decay"], "foreach": foreach}
     if d == "sgd":
         return torch.optim.SGD(model.parameters(), **common)
     if d in ("momentum", "nesterov"):
@@ -110,7 +125,15 @@ def _period(opt: torch.optim.Optimizer) -> int | None:
 
 
 def measure(
-    name: str, model_name: str, repeats: int, window: int, ours_foreach: bool, step_window: int
+    name: str,
+    model_name: str,
+    repeats: int,
+    window: int,
+    ours_foreach: bool | None,
+    step_window: int,
+    base_foreach: bool = True,
+    nonfinite: str | None = None,
+    pairs: int = 0,
 ) -> dict:
     make, shape = MODELS[model_name]
     torch.manual_seed(0)
@@ -119,12 +142,14 @@ def measure(
     torch.manual_seed(0)
     m_ours = make()
     ours = entry.build(m_ours, None, steps_per_epoch=469)  # 60000 / 128
-    if ours_foreach:
-        for g in ours.param_groups:
-            g["foreach"] = True
+    for g in ours.param_groups:
+        if ours_foreach is not None:  # None: the optimizer's default
+            g["foreach"] = ours_foreach
+        if nonfinite is not None:
+            g["nonfinite"] = nonfinite
     torch.manual_seed(0)
     m_base = make()
-    base = base_for(ours, m_base)
+    base = base_for(ours, m_base, base_foreach)
     step_ours = entry.step or default_step
     task = _Task()
     due_of = {
@@ -178,6 +203,17 @@ def measure(
     elif curv and period:  # amortise the curvature passes over the period
         med["ours"] += (statistics.median(curv) - med["ours"]) / period
     step_med = {w: statistics.median(v) if v else float("nan") for w, v in only.items()}
+    paired: list[float] = []
+    for k in range(pairs):  # one training step each, alternating (non-curvature steps only)
+        if due_of["ours"]():
+            timed_step("ours", m_ours, ours, step_ours)
+            continue
+        t = {}
+        for who, m, opt, step in sides if k % 2 == 0 else sides[::-1]:
+            t0 = _clock()
+            step(task, m, opt, x, y)
+            t[who] = _clock() - t0
+        paired.append(t["ours"] / t["base"])
     n_params = sum(p.numel() for p in m_ours.parameters())
     return {
         "optimizer": name,
@@ -193,6 +229,8 @@ def measure(
         "state_bytes_per_param_ours": state_bytes(ours) / n_params,
         "state_bytes_per_param_base": state_bytes(base) / n_params,
         "base": type(base).__name__,
+        "paired_ratio": statistics.median(paired) if paired else None,
+        "pairs": len(paired),
     }
 
 
@@ -225,7 +263,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--window", type=int, default=20, help="training steps per round (MLP)")
     ap.add_argument("--cnn-window", type=int, default=3, help="training steps per round (2c2d)")
-    ap.add_argument("--ours-foreach", choices=("on", "default"), default="on")
+    ap.add_argument("--ours-foreach", choices=("on", "off", "default"), default="on")
+    ap.add_argument(
+        "--base-foreach", choices=("on", "off"), default="on", help="torch's foreach flag"
+    )
+    ap.add_argument(
+        "--nonfinite",
+        choices=("default", "skip", "raise", "off"),
+        default="default",
+        help="ours' non-finite policy (off: no check, as torch)",
+    )
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument(
         "--clock",
@@ -233,13 +280,28 @@ def main() -> None:
         default="wall",
         help="cpu: process CPU time, steadier than wall time on a shared machine",
     )
+    ap.add_argument(
+        "--pairs",
+        type=int,
+        default=0,
+        help="also time N alternating single training steps; report the median pair ratio",
+    )
+    ap.add_argument(
+        "--flush-denormal",
+        action="store_true",
+        help="torch.set_flush_denormal(True): subnormal values do not slow the arithmetic",
+    )
     ap.add_argument("--out", default="overhead.json")
-    ap.add_argument("--profile", help="profile this optimizer's step() instead (MLP)")
+    ap.add_argument(
+        "--profile", help="profile this optimizer's step() instead (the first of --models)"
+    )
     args = ap.parse_args()
+    if args.flush_denormal:
+        torch.set_flush_denormal(True)
     if args.profile:
         if args.threads:
             torch.set_num_threads(args.threads)
-        profile_step(args.profile, "mlp")
+        profile_step(args.profile, args.models.split(",")[0])
         return
     t_start = time.perf_counter()
     global _clock
@@ -254,19 +316,30 @@ def main() -> None:
     rows = []
     print(
         "| optimizer | model | base | step() ratio | train-step ratio | train step ms (ours/base)"
-        " | state B/param (ours/base) |\n|---|---|---|---|---|---|---|"
+        " | state B/param (ours/base) | paired train-step ratio |\n"
+        "|---|---|---|---|---|---|---|---|"
     )
     for model_name in args.models.split(","):
         for name in names:
             window = args.cnn_window if model_name == "2c2d" else args.window
             r = measure(
-                name, model_name, args.repeats, window, args.ours_foreach == "on", args.window
+                name,
+                model_name,
+                args.repeats,
+                window,
+                {"on": True, "off": False, "default": None}[args.ours_foreach],
+                args.window,
+                base_foreach=args.base_foreach == "on",
+                nonfinite=None if args.nonfinite == "default" else args.nonfinite,
+                pairs=args.pairs,
             )
             rows.append(r)
+            paired = "-" if r["paired_ratio"] is None else f"{r['paired_ratio']:.2f}"
             print(
                 f"| {name} | {model_name} | {r['base']} | {r['step_ratio']:.2f} | "
                 f"{r['full_ratio']:.2f} | {r['full_ms_ours']:.1f} / {r['full_ms_base']:.1f} | "
-                f"{r['state_bytes_per_param_ours']:.1f} / {r['state_bytes_per_param_base']:.1f} |",
+                f"{r['state_bytes_per_param_ours']:.1f} / {r['state_bytes_per_param_base']:.1f} "
+                f"| {paired} |",
                 flush=True,
             )
     meta = {

@@ -251,3 +251,173 @@ def test_nonfinite_screen_overflow_of_finite_gradients_still_steps():
     with pytest.warns(RuntimeWarning, match="non-finite gradient"):
         opt.step()
     assert opt.skipped_steps == 1
+
+
+# ---------------------------------------------------------------- the step path (issue 21)
+_TORCH_CONSTANT = [
+    ("adamw", torch.optim.AdamW, {"weight_decay": 0.1}),
+    ("adam", torch.optim.Adam, {"weight_decay": 0.1, "amsgrad": True, "maximize": True}),
+    ("adam", torch.optim.Adam, {"betas": (0.0, 0.99)}),
+    ("rmsprop", torch.optim.RMSprop, {"weight_decay": 0.1}),
+    ("rmsprop", torch.optim.RMSprop, {"momentum": 0.5, "centered": True}),
+    ("momentum", torch.optim.SGD, {"momentum": 0.9, "weight_decay": 0.1}),
+    ("nesterov", torch.optim.SGD, {"momentum": 0.9, "nesterov": True}),
+]
+
+
+@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "for-loop"])
+@pytest.mark.parametrize("case", _TORCH_CONSTANT, ids=lambda c: f"{c[0]}-{sorted(c[2])}")
+def test_constant_rule_is_torch_bit_for_bit_in_float32(case, foreach):
+    """The constant rule runs the direction's own step (``Direction.step_many``): torch's
+    kernels in torch's order (one ``addcdiv`` for Adam / RMSprop), so a float32 run equals
+    torch's exactly, not only to rounding (tests/test_parity.py checks float64 to 1e-12)."""
+    direction, cls, kw = case
+    runs = []
+    for make in (
+        lambda ps: cls(ps, lr=1e-2, foreach=foreach, **kw),
+        lambda ps: lrfree.Composed(
+            ps,
+            direction=direction,
+            blocks="tensor",
+            lr=1e-2,
+            foreach=foreach,
+            **{k: v for k, v in kw.items() if k != "nesterov"},
+        ),
+    ):
+        model, x, y = _problem(torch.float32)
+        opt = make(model.parameters())
+        for _ in range(6):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+        runs.append((model, opt))
+    (m1, o1), (m2, o2) = runs
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        assert torch.equal(a, b)
+        for k, v in o2.state[b].items():  # betas[0] = 0: torch keeps an exp_avg, we do not
+            assert torch.equal(v, o1.state[a][k]), k
+
+
+def test_displacement_is_written_into_a_reused_buffer_outside_the_state(monkeypatch):
+    """dadapt / DoG on the CPU: ``x - x_0`` goes into one buffer per parameter, reused every
+    step (no fresh parameter-sized allocation), never saved, freed with its ``x_0``; the
+    values are those of a fresh subtraction."""
+    import gc
+
+    from lrfree.rules import distance
+
+    model, x, y = _problem(torch.float32)
+    opt = lrfree.Auto(model.parameters(), foreach=True)
+    seen: list[list[int]] = []
+    original = distance._displacement_buffers
+
+    def spy(xs, x0s):
+        bufs = original(xs, x0s)
+        seen.append([b.data_ptr() for b in bufs])
+        for b, xx in zip(bufs, xs):
+            assert b.shape == xx.shape and b.dtype == xx.dtype
+        return bufs
+
+    monkeypatch.setattr(distance, "_displacement_buffers", spy)
+    for _ in range(3):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    assert len(seen) == 3 and seen[0] == seen[1] == seen[2]
+    for p in model.parameters():
+        st = opt.state[p]
+        buf = distance._DISPLACEMENT[st["dadapt.x0"]]
+        assert not any(v is buf for v in st.values())
+    n = len(distance._DISPLACEMENT)
+    assert n >= len(list(model.parameters()))
+    del opt, st, buf  # the last loop values hold an x_0 too
+    gc.collect()
+    assert len(distance._DISPLACEMENT) == n - len(list(model.parameters()))
+
+
+def test_reused_displacement_buffer_gives_the_fresh_subtraction_bit_for_bit():
+    """foreach=True (reused buffers) and foreach=False (a fresh ``x - x_0`` per tensor) agree
+    in float32 to the rounding of the two paths' other kernels."""
+    runs = []
+    for foreach in (True, False):
+        model, x, y = _problem(torch.float32)
+        opt = lrfree.Auto(model.parameters(), foreach=foreach)
+        for _ in range(5):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+        runs.append(model)
+    for a, b in zip(runs[0].parameters(), runs[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_stacked_scalar_arithmetic_equals_the_per_tensor_kernels():
+    """The apply's and the averaging's scalar work on stacked vectors (``_scaled``,
+    ``_decays``, ``averaging._weights``) gives exactly the per-tensor values."""
+    from lrfree import averaging
+    from lrfree.optimizer import _decays, _scaled
+
+    g = torch.Generator().manual_seed(0)
+    alphas = [torch.rand((), generator=g) for _ in range(5)]
+    alphas[2] = torch.zeros(())  # a rate of 0: weight 0
+    part = lrfree.blocks.Partition.build([torch.zeros(3) for _ in range(5)], None, "tensor")
+    for lr in (1.0, 0.37):
+        scales = _scaled(part, alphas, [0, 1, 2, 3, 4], lr)
+        assert all(torch.equal(s, a * lr) for s, a in zip(scales, alphas))
+        decays = _decays(scales, 0.1)
+        assert all(torch.equal(d, 1 - s * 0.1) for d, s in zip(decays, scales))
+    states = []
+    for _ in range(2):
+        lr_maxs = [torch.rand((), generator=torch.Generator().manual_seed(1)) for _ in alphas]
+        wsums = [torch.rand((), generator=torch.Generator().manual_seed(2)) for _ in alphas]
+        states.append((lr_maxs, wsums))
+    (lm1, ws1), (lm2, ws2) = states
+    cs1, co1 = averaging._weights(list(alphas), lm1, ws1, 0.9)
+    # the multi-tensor kernels the stacked path replaces
+    torch._foreach_maximum_(lm2, alphas)
+    w = torch._foreach_mul(lm2, lm2)
+    torch._foreach_mul_(w, torch._foreach_sign(alphas))
+    torch._foreach_add_(ws2, w)
+    cs2 = torch._foreach_div(w, torch._foreach_clamp_min(ws2, torch.finfo(torch.float32).tiny))
+    co2 = torch._foreach_mul(cs2, 0.9)
+    torch._foreach_add_(co2, 0.1)
+    torch._foreach_mul_(co2, alphas)
+    for a, b in zip([*cs1, *co1, *lm1, *ws1], [*cs2, *co2, *lm2, *ws2]):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "for-loop"])
+@pytest.mark.parametrize("rule", ["constant", "hypergradient"])
+def test_bias_corrections_of_one_skip_their_pass_with_the_same_values(rule, foreach, monkeypatch):
+    """Past ~350 steps (beta1 = 0.9) and ~36300 steps (beta2 = 0.999) the Adam bias
+    corrections are exactly 1.0 and their passes are skipped; x / 1.0 = x * 1.0 = x, so the
+    values are those of the pass (and, with the constant rule, torch's bit for bit)."""
+    from lrfree.directions import adam
+
+    def run(skip: bool):
+        if not skip:
+            monkeypatch.setattr(adam, "_ones", lambda values: False)
+        torch.manual_seed(0)
+        ps = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(7))]
+        if rule == "constant" and not skip:
+            opt = torch.optim.Adam(ps, lr=1e-2, foreach=foreach)
+        else:
+            kw = {"hypergrad_lr": 1e-6} if rule == "hypergradient" else {}
+            opt = lrfree.Composed(
+                ps, direction="adam", rule=rule, blocks="tensor", lr=1e-2, foreach=foreach, **kw
+            )
+        g = torch.Generator().manual_seed(1)
+        for t in range(6):
+            for p in ps:
+                p.grad = torch.randn(p.shape, generator=g)
+            opt.step()
+            if t == 1:
+                for p in ps:
+                    opt.state[p]["step"].fill_(40000.0)
+        monkeypatch.undo()
+        return ps
+
+    skipped, reference = run(True), run(False)
+    assert adam._ones([1.0, 1.0]) and not adam._ones([1.0, 0.5])
+    for a, b in zip(skipped, reference):
+        assert torch.equal(a, b)

@@ -116,15 +116,7 @@ def _schedule_free_foreach(
     zs = [st["z"] for st in states]
     wsums = [st["sf.weight_sum"] for st in states]
     lr_maxs = [st["sf.lr_max"] for st in states]
-    torch._foreach_maximum_(lr_maxs, ss)
-    ws = torch._foreach_mul(lr_maxs, lr_maxs)
-    torch._foreach_mul_(ws, torch._foreach_sign(ss))  # rate 0 (s >= 0): weight 0
-    torch._foreach_add_(wsums, ws)
-    tiny = torch.finfo(ss[0].dtype).tiny
-    cs = torch._foreach_div(ws, torch._foreach_clamp_min(wsums, tiny))  # 0 / tiny = 0
-    coefs = torch._foreach_mul(cs, beta)  # -coef = s (1 - beta + beta c)
-    torch._foreach_add_(coefs, 1 - beta)
-    torch._foreach_mul_(coefs, ss)
+    cs, coefs = _weights(ss, lr_maxs, wsums, beta)
     ys = [p.detach() for p in params]
     dds = list(directions)
     if weight_decay != 0:
@@ -133,6 +125,37 @@ def _schedule_free_foreach(
     torch._foreach_addcmul_(ys, dds, coefs, value=-1)
     torch._foreach_addcmul_(zs, dds, ss, value=-1)
     return True
+
+
+def _weights(
+    ss: list[Tensor], lr_maxs: list[Tensor], wsums: list[Tensor], beta: float
+) -> tuple[list[Tensor], list[Tensor]]:
+    """The averaging weights of the multi-tensor path: updates ``lr_maxs`` and ``wsums`` in
+    place, returns ``(c, s (1 - beta + beta c))`` per parameter. Scalar rates of one dtype
+    and device (``global`` / ``layer`` / ``tensor`` blocks) take a fixed number of kernels on
+    stacked values (elementwise, so the same values as per tensor)."""
+    s0 = ss[0]
+    tiny = torch.finfo(s0.dtype).tiny
+    if all(s.dim() == 0 and s.dtype == s0.dtype and s.device == s0.device for s in ss):
+        s_ = torch.stack(ss)
+        lr_max = torch.maximum(torch.stack(lr_maxs), s_)
+        w = lr_max * lr_max
+        w.mul_(torch.sign(s_))  # rate 0 (s >= 0): weight 0
+        wsum = torch.stack(wsums).add_(w)
+        c = w.div_(torch.clamp_min(wsum, tiny))  # 0 / tiny = 0
+        coef = (c * beta).add_(1 - beta).mul_(s_)  # -coef = s (1 - beta + beta c)
+        torch._foreach_copy_(lr_maxs, list(lr_max.unbind()))
+        torch._foreach_copy_(wsums, list(wsum.unbind()))
+        return list(c.unbind()), list(coef.unbind())
+    torch._foreach_maximum_(lr_maxs, ss)
+    ws = torch._foreach_mul(lr_maxs, lr_maxs)
+    torch._foreach_mul_(ws, torch._foreach_sign(ss))  # rate 0 (s >= 0): weight 0
+    torch._foreach_add_(wsums, ws)
+    cs = torch._foreach_div(ws, torch._foreach_clamp_min(wsums, tiny))  # 0 / tiny = 0
+    coefs = torch._foreach_mul(cs, beta)  # -coef = s (1 - beta + beta c)
+    torch._foreach_add_(coefs, 1 - beta)
+    torch._foreach_mul_(coefs, ss)
+    return list(cs), list(coefs)
 
 
 @torch.no_grad()

@@ -615,6 +615,12 @@ class Composed(torch.optim.Optimizer):
             foreach = all(p.device.type in ("cpu", "cuda") for p in ps)
         foreach = foreach and len({(p.device, p.dtype) for p in ps}) == 1
         ctx.foreach = foreach
+        if group["averaging"] == "none" and _passive(rule):
+            # the constant rule: the direction's own step, kernel for kernel its torch
+            # optimizer's (one addcdiv for Adam / RMSprop, no materialised d)
+            gs = [grads[i] for i in idx]
+            direction.step_many(ps, gs, [self.state[p] for p in ps], group, group["lr"], foreach)  # type: ignore[arg-type]
+            return
         ds = direction.update_many(
             ps, [grads[i] for i in idx], [self.state[p] for p in ps], group, foreach=foreach
         )
@@ -632,8 +638,7 @@ class Composed(torch.optim.Optimizer):
                     raise RuntimeError(
                         f"{rule!r} returned {len(alphas)} rates for {len(part.sets)} blocks"
                     )
-                per = part.broadcast(alphas)
-                sf_scales = [per[i] * lr for i in idx]  # type: ignore[operator]
+                sf_scales = _scaled(part, alphas, idx, lr)  # type: ignore[assignment]
             schedule_free_update(
                 ps,
                 ds,
@@ -643,7 +648,7 @@ class Composed(torch.optim.Optimizer):
                 weight_decay=wd,
                 foreach=foreach,
             )
-        elif alphas is None:  # constant rule: exactly torch's arithmetic
+        elif alphas is None:  # lr unchanged (the constant rule took step_many above)
             if foreach:
                 if wd != 0:
                     torch._foreach_mul_(ps, 1 - lr * wd)
@@ -658,11 +663,10 @@ class Composed(torch.optim.Optimizer):
                 raise RuntimeError(
                     f"{rule!r} returned {len(alphas)} rates for {len(part.sets)} blocks"
                 )
-            per_param = part.broadcast(alphas)
-            scales = [per_param[i] * lr for i in idx]
+            scales = _scaled(part, alphas, idx, lr)
             if foreach and ps[0].dtype == scales[0].dtype:
                 if wd != 0:
-                    torch._foreach_mul_(ps, [1 - sc * wd for sc in scales])
+                    torch._foreach_mul_(ps, _decays(scales, wd))
                 torch._foreach_addcmul_(ps, ds, scales, value=-1)
             else:
                 for p, d, scale in zip(ps, ds, scales):
@@ -940,6 +944,38 @@ def _renamed(state_dict: dict[str, Any]) -> dict[str, Any]:
 
 _NONFINITE = ("skip", "raise", "off")
 _SKIPPED = "nonfinite.skipped"
+
+
+def _scaled(part: Partition, alphas: list[Tensor], idx: list[int], lr: float) -> list[Tensor]:
+    """``lr * alpha_b`` per active parameter (indexed like ``idx``), shaped to broadcast
+    against it. Scalar rates of one dtype and device (``global`` / ``layer`` / ``tensor``
+    blocks) are multiplied as one stacked vector: one kernel instead of one per block, the
+    same values (elementwise)."""
+    a0 = alphas[0] if alphas else None
+    if a0 is not None and all(
+        a.dim() == 0 and a.dtype == a0.dtype and a.device == a0.device for a in alphas
+    ):
+        alphas = list((torch.stack(alphas) * lr).unbind())
+        lr = 1.0
+    per = part.broadcast(alphas)
+    if lr == 1.0:
+        return [per[i] for i in idx]  # type: ignore[misc]
+    return [per[i] * lr for i in idx]  # type: ignore[operator]
+
+
+def _decays(scales: list[Tensor], wd: float) -> list[Tensor]:
+    """``1 - scale * wd`` per parameter (stacked where the scales are scalars of one dtype
+    and device, as in ``_scaled``)."""
+    s0 = scales[0]
+    if all(s.dim() == 0 and s.dtype == s0.dtype and s.device == s0.device for s in scales):
+        return list((1 - torch.stack(scales) * wd).unbind())
+    return [1 - sc * wd for sc in scales]
+
+
+def _passive(rule: Rule) -> bool:
+    """A rule without hooks (the constant rule): it reads nothing and ``alpha = 1``."""
+    t = type(rule)
+    return t.begin is Rule.begin and t.rates is Rule.rates and t.end is Rule.end
 
 
 def _policy(group: dict[str, Any]) -> str:

@@ -22,6 +22,13 @@ from .base import Direction, cpu_scalar, scalar_dtype
 __all__ = ["Adam", "AdamW"]
 
 
+def _ones(values: list[float] | list[Tensor]) -> bool:
+    """Whether every bias correction is exactly 1.0 (Python floats; tensors under
+    compilation are not read): multiplying or dividing by it changes nothing, so the pass
+    is skipped with the same values."""
+    return all(type(v) is float and v == 1.0 for v in values)
+
+
 class Adam(Direction):
     name = "adam"
     torch_equivalent = "torch.optim.Adam"
@@ -45,7 +52,12 @@ class Adam(Direction):
         elif "exp_avg" not in state and group["betas"][0] != 0:  # beta1 raised after a start
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
-    def _update_foreach(self, params, grads, states, group):
+    def _moments_foreach(
+        self, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]], group: dict
+    ) -> tuple[list[Tensor], list[Tensor], list[float] | list[Tensor], list[float] | list[Tensor]]:
+        """The buffers' update (torch's foreach Adam, kernel for kernel) and what the step is
+        made of: ``(m, sqrt(v_hat), bias_correction1, bias_correction2_sqrt)`` with
+        ``sqrt(v_hat)`` a fresh list, ``d = m / (bc1 (sqrt(v_hat) / bc2_sqrt + eps))``."""
         for p, st in zip(params, states):
             self._init(p, st, group)
         beta1, beta2 = group["betas"]
@@ -78,21 +90,47 @@ class Adam(Direction):
             torch._foreach_maximum_(second, exp_avg_sqs)
         else:
             second = exp_avg_sqs
-        denom = torch._foreach_sqrt(second)
-        torch._foreach_div_(denom, bias_correction2_sqrt)
+        return exp_avgs, list(torch._foreach_sqrt(second)), bias_correction1, bias_correction2_sqrt
+
+    def _update_foreach(self, params, grads, states, group):
+        exp_avgs, denom, bias_correction1, bias_correction2_sqrt = self._moments_foreach(
+            params, grads, states, group
+        )
+        if not _ones(bias_correction2_sqrt):  # x / 1.0 = x: no pass (t > ~37000 at 0.999)
+            torch._foreach_div_(denom, bias_correction2_sqrt)
         torch._foreach_add_(denom, group["eps"])
         # d = m / (bc1 denom): equal to the loop's (m / bc1) / denom to 2 ulp, and on the CPU
         # written into denom, one parameter-sized temporary instead of two (a fresh CPU
         # allocation costs page faults, ~2.4x an in-place pass; benchmarks/reductions.py)
-        if beta1 != 0:  # 1 - 0^t = 1: no pass
+        if not _ones(bias_correction1):  # beta1 = 0 (1 - 0^t = 1), or t > ~350 at 0.9
             torch._foreach_mul_(denom, bias_correction1)
         if params[0].device.type == "cpu" and not torch.compiler.is_compiling():
             for m, dn in zip(exp_avgs, denom):
                 torch.div(m, dn, out=dn)
-            return list(denom)
+            return denom
         return list(torch._foreach_div(exp_avgs, denom))
 
-    def update(self, p: Tensor, grad: Tensor, state: dict[str, Any], group: dict) -> Tensor:
+    def _step_foreach(self, params, grads, states, group, lr):
+        """torch's foreach Adam / AdamW step, kernel for kernel (decay, then
+        ``p <- p - (lr / bc1) m / denom`` by one ``addcdiv``)."""
+        if torch.compiler.is_compiling():  # torch's compiled form differs: the generic path
+            return super()._step_foreach(params, grads, states, group, lr)
+        if self.decoupled_decay and group["weight_decay"] != 0:
+            torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
+        exp_avgs, denom, bias_correction1, bias_correction2_sqrt = self._moments_foreach(
+            params, grads, states, group
+        )
+        if not _ones(bias_correction2_sqrt):  # x / 1.0 = x: the same values, no pass
+            torch._foreach_div_(denom, bias_correction2_sqrt)
+        torch._foreach_add_(denom, group["eps"])
+        step_size = [(lr / bc) * -1 for bc in bias_correction1]  # type: ignore[operator]
+        torch._foreach_addcdiv_(params, exp_avgs, denom, step_size)
+
+    def _moments(
+        self, p: Tensor, grad: Tensor, state: dict[str, Any], group: dict
+    ) -> tuple[Tensor, Tensor, float]:
+        """One parameter's buffer update (torch's for-loop Adam) and ``(m, denom, bc1)``,
+        ``d = m / (bc1 denom)``."""
         self._init(p, state, group)
         beta1, beta2 = group["betas"]
         if group["maximize"]:
@@ -115,8 +153,23 @@ class Adam(Direction):
             second = state["max_exp_avg_sq"]
         else:
             second = exp_avg_sq
-        denom = (second.sqrt() / bias_correction2_sqrt).add_(group["eps"])
+        root = second.sqrt()
+        if bias_correction2_sqrt != 1.0:  # x / 1.0 = x: no second temporary
+            root = root / bias_correction2_sqrt
+        return exp_avg, root.add_(group["eps"]), bias_correction1
+
+    def update(self, p: Tensor, grad: Tensor, state: dict[str, Any], group: dict) -> Tensor:
+        exp_avg, denom, bias_correction1 = self._moments(p, grad, state, group)
+        if bias_correction1 == 1.0:  # beta1 = 0 or a long run: the same values, one pass less
+            return exp_avg.div(denom)
         return (exp_avg / bias_correction1).div_(denom)
+
+    def step(self, p: Tensor, grad: Tensor, state: dict[str, Any], group: dict, lr: float) -> None:
+        """torch's for-loop Adam / AdamW step: decay, then one ``addcdiv``."""
+        if self.decoupled_decay and group["weight_decay"] != 0:
+            p.mul_(1 - lr * group["weight_decay"])
+        exp_avg, denom, bias_correction1 = self._moments(p, grad, state, group)
+        p.addcdiv_(exp_avg, denom, value=-(lr / bias_correction1))
 
 
 class AdamW(Adam):

@@ -102,5 +102,45 @@ class Direction:
             out.append(g.add(p, alpha=wd) if wd != 0 else g)
         return out
 
+    def step_many(
+        self,
+        params: list[Tensor],
+        grads: list[Tensor],
+        states: list[dict[str, Any]],
+        group: dict,
+        lr: float,
+        foreach: bool = False,
+    ) -> None:
+        """``update_many`` and the step ``p <- p - lr d`` in one (decoupled decay first:
+        ``p <- p (1 - lr wd)``), kernel for kernel the torch optimizer's ``step()`` (its
+        ``foreach`` path or its for-loop): what the constant rule without averaging runs.
+        The values are ``update_many``'s followed by the composed apply, to rounding (Adam and
+        RMSprop fold ``1 / denom`` into the step, as torch does)."""
+        if foreach:
+            self._step_foreach(params, grads, states, group, lr)
+        else:
+            for p, g, st in zip(params, grads, states):
+                self.step(p, g, st, group, lr)
+
+    def _step_foreach(
+        self,
+        params: list[Tensor],
+        grads: list[Tensor],
+        states: list[dict[str, Any]],
+        group: dict,
+        lr: float,
+    ) -> None:
+        ds = self._update_foreach(params, grads, states, group)
+        if self.decoupled_decay and group["weight_decay"] != 0:
+            torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
+        torch._foreach_add_(params, ds, alpha=-lr)
+
+    def step(self, p: Tensor, grad: Tensor, state: dict[str, Any], group: dict, lr: float) -> None:
+        """``step_many`` for one parameter (torch's for-loop)."""
+        d = self.update(p, grad, state, group)
+        if self.decoupled_decay and group["weight_decay"] != 0:
+            p.mul_(1 - lr * group["weight_decay"])
+        p.add_(d, alpha=-lr)
+
     def __repr__(self) -> str:
         return f"<direction {self.name!r}>"

@@ -33,7 +33,9 @@ class RMSprop(Direction):
     }
     default_lr = 1e-2
 
-    def _update_foreach(self, params, grads, states, group):
+    def _avg_foreach(self, params, grads, states, group):
+        """The buffers' update (torch's foreach RMSprop, kernel for kernel); returns
+        ``(g, avg)`` with ``avg`` a fresh list."""
         for p, st in zip(params, states):
             self._init(p, st, group)
         if group["maximize"]:
@@ -53,6 +55,10 @@ class RMSprop(Direction):
         else:
             avg = torch._foreach_sqrt(square_avgs)
         torch._foreach_add_(avg, group["eps"])
+        return grads, avg
+
+    def _update_foreach(self, params, grads, states, group):
+        grads, avg = self._avg_foreach(params, grads, states, group)
         if group["momentum"] > 0:
             bufs = [st["momentum_buffer"] for st in states]
             torch._foreach_mul_(bufs, group["momentum"])
@@ -64,6 +70,20 @@ class RMSprop(Direction):
             return list(avg)
         return list(torch._foreach_div(grads, avg))
 
+    def _step_foreach(self, params, grads, states, group, lr):
+        """torch's foreach RMSprop step: without momentum one ``addcdiv``."""
+        if group["momentum"] > 0:
+            return super()._step_foreach(params, grads, states, group, lr)
+        grads, avg = self._avg_foreach(params, grads, states, group)
+        torch._foreach_addcdiv_(params, grads, avg, value=-lr)
+
+    def step(self, p: Tensor, grad: Tensor, state: dict[str, Any], group: dict, lr: float) -> None:
+        """torch's for-loop RMSprop step: without momentum one ``addcdiv``."""
+        if group["momentum"] > 0:
+            return super().step(p, grad, state, group, lr)
+        grad, avg = self._avg(p, grad, state, group)
+        p.addcdiv_(grad, avg, value=-lr)
+
     def _init(self, p: Tensor, state: dict[str, Any], group: dict) -> None:
         if "step" not in state:
             state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
@@ -73,7 +93,8 @@ class RMSprop(Direction):
             if group["centered"]:
                 state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
-    def update(self, p: Tensor, grad: Tensor, state: dict[str, Any], group: dict) -> Tensor:
+    def _avg(self, p: Tensor, grad: Tensor, state: dict[str, Any], group: dict):
+        """One parameter's buffer update (torch's for-loop RMSprop); ``(g, avg)``."""
         self._init(p, state, group)
         if group["maximize"]:
             grad = -grad
@@ -89,7 +110,10 @@ class RMSprop(Direction):
             avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_()
         else:
             avg = square_avg.sqrt()
-        avg = avg.add_(group["eps"])
+        return grad, avg.add_(group["eps"])
+
+    def update(self, p: Tensor, grad: Tensor, state: dict[str, Any], group: dict) -> Tensor:
+        grad, avg = self._avg(p, grad, state, group)
         if group["momentum"] > 0:
             buf = state["momentum_buffer"]
             buf.mul_(group["momentum"]).addcdiv_(grad, avg)

@@ -31,16 +31,44 @@ State (the public contract): per parameter ``"dog.x0"`` (at least float32); per 
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+from torch.utils.weak import WeakIdKeyDictionary
 
 from ..blocks import acc_dtype
+from ..distributed import is_sharded
 from ..hyper import Hyper, real
 from .base import Rule, StepContext
 
 __all__ = ["Distance", "DistanceEstimate"]
+
+
+_DISPLACEMENT: WeakIdKeyDictionary = WeakIdKeyDictionary()
+"""``x_0`` state tensor -> the CPU buffer its ``x - x_0`` is written into each step.
+
+A fresh parameter-sized result costs the CPU about 2.4x the same operation written into an
+existing buffer (each new allocation page-faults; docs/performance.md); the buffer is reused
+instead. It lives exactly as long as its ``x_0`` (weak keys: a reloaded or dropped state frees
+it), is not optimizer state (never saved) and holds the same values as a fresh ``x - x_0``.
+Accelerators allocate from a cache, so they get a fresh tensor."""
+
+
+_ROOTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""A partition -> ``(its parameters' shapes, dtype, device), sqrt(n_b)`` per block (dadapt)."""
+
+
+def _displacement_buffers(xs: list[Tensor], x0s: list[Tensor]) -> list[Tensor]:
+    """A reused buffer of ``xs[k]``'s shape and dtype for each CPU ``x0s[k]`` (see above)."""
+    out = []
+    for x, x0 in zip(xs, x0s):
+        buf = _DISPLACEMENT.get(x0)
+        if buf is None or buf.shape != x.shape or buf.dtype != x.dtype or buf.device != x.device:
+            buf = _DISPLACEMENT[x0] = torch.empty_like(x, memory_format=torch.contiguous_format)
+        out.append(buf)
+    return out
 
 
 def _scalar_dtype(sets: list[Any]) -> torch.dtype | None:
@@ -84,7 +112,13 @@ class Distance(Rule):
             x0s[i] = ctx.state(i)[x0_key]
         diffs: list[Tensor | None] = [None] * len(ctx.params)
         if ctx.foreach and idx and all(xs[i].dtype == x0s[i].dtype for i in idx):  # type: ignore[union-attr]
-            moved = torch._foreach_sub([xs[i] for i in idx], [x0s[i] for i in idx])
+            xl, x0l = [xs[i] for i in idx], [x0s[i] for i in idx]
+            if xl[0].device.type == "cpu" and not is_sharded(xl[0]):  # reused buffers (above)
+                moved = _displacement_buffers(xl, x0l)  # type: ignore[arg-type]
+                for x, x0, out in zip(xl, x0l, moved):
+                    torch.sub(x, x0, out=out)  # type: ignore[arg-type]
+            else:
+                moved = list(torch._foreach_sub(xl, x0l))  # type: ignore[arg-type]
             for i, dlt in zip(idx, moved):
                 diffs[i] = dlt
         else:
@@ -102,6 +136,15 @@ class Distance(Rule):
                 s = part.sets[b]
                 r_eps = ctx.group["reps_rel"] * (1 + sq_x0[b].sqrt())
                 ctx.block_state(s)[self.key("rbar")] = r_eps.to(s.dtype)
+        if ctx.foreach and _scalar_dtype(part.sets) is not None:  # as dadapt's, below
+            vec_dist = part.scalar_inner(diffs, diffs)
+            vec_dir = (
+                part.scalar_inner(ctx.directions, ctx.directions) if vec_dist is not None else None
+            )
+            if vec_dir is not None:
+                fast = self._update_stacked(ctx, vec_dist, vec_dir)  # type: ignore[arg-type]
+                if fast is not None:
+                    return fast
         sq_dist, sq_dir = part.inner_many(
             [(diffs, diffs), (ctx.directions, ctx.directions)], foreach=ctx.foreach
         )
@@ -123,10 +166,11 @@ class Distance(Rule):
         return out
 
     def _update_stacked(
-        self, ctx: StepContext, sq_dist: list[Tensor], sq_dir: list[Tensor]
+        self, ctx: StepContext, sq_dist: list[Tensor] | Tensor, sq_dir: list[Tensor] | Tensor
     ) -> list[Tensor] | None:
         """The reference's arithmetic on stacked block values (a fixed number of kernels per
-        step); ``None`` where the blocks are not scalars of one dtype (the reference)."""
+        step; the values as a list or already stacked); ``None`` where the blocks are not
+        scalars of one dtype (the reference)."""
         sets = ctx.partition.sets
         dtype = _scalar_dtype(sets)
         if dtype is None:
@@ -134,10 +178,12 @@ class Distance(Rule):
         rbars = [ctx.block_state(s)[self.key("rbar")] for s in sets]
         Gs = [self.ensure(ctx, s, "G", 0.0) for s in sets]
         alphas = [self.ensure(ctx, s, "alpha", 0.0) for s in sets]
-        dist = torch.stack(sq_dist).to(dtype).sqrt()
+        if not isinstance(sq_dist, Tensor):
+            sq_dist, sq_dir = torch.stack(sq_dist), torch.stack(sq_dir)  # type: ignore[arg-type]
+        dist = sq_dist.to(dtype).sqrt()
         rbar = torch.fmax(torch.stack(rbars), dist)
         G = torch.stack(Gs) * ctx.group["g_decay"]
-        G += torch.nan_to_num(torch.stack(sq_dir).to(dtype), nan=0.0, posinf=0.0)
+        G += torch.nan_to_num(sq_dir.to(dtype), nan=0.0, posinf=0.0)  # type: ignore[union-attr]
         alpha = torch.where(G > 0, rbar / G.sqrt(), torch.zeros_like(G))
         torch._foreach_copy_(rbars, list(rbar.unbind()))
         torch._foreach_copy_(Gs, list(G.unbind()))
@@ -191,6 +237,15 @@ class DistanceEstimate(Distance):
     def rates(self, ctx: StepContext) -> list[Tensor]:
         part, group = ctx.partition, ctx.group
         _, diffs = self._displacements(ctx)
+        if ctx.foreach and _scalar_dtype(part.sets) is not None:
+            # the per-block vectors as they come (no unbind and re-stack); None where the
+            # partition is not on one device or is sharded: inner_many below
+            vec_dist = part.scalar_inner(diffs, diffs)
+            vec_dot = part.scalar_inner(ctx.directions, diffs) if vec_dist is not None else None
+            if vec_dot is not None:
+                fast = self._update_stacked(ctx, vec_dist, vec_dot)  # type: ignore[arg-type]
+                if fast is not None:
+                    return fast
         sq_dist, d_dot = part.inner_many(
             [(diffs, diffs), (ctx.directions, diffs)], foreach=ctx.foreach
         )
@@ -211,26 +266,38 @@ class DistanceEstimate(Distance):
             out.append(alpha)
         return out
 
+    def _roots(self, ctx: StepContext, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """``sqrt(n_b)`` per block as one vector, kept with the partition (which the
+        optimizer rebuilds when its groups change) instead of rebuilt every step."""
+        part = ctx.partition
+        key = (dtype, device, tuple(ctx.params[s.members[0]].shape for s in part.sets))
+        cached = _ROOTS.get(part)
+        if cached is None or cached[0] != key:
+            vals = [math.sqrt(self._entries(ctx, s)) for s in part.sets]
+            cached = _ROOTS[part] = (key, torch.tensor(vals, dtype=dtype, device=device))
+        return cached[1]
+
     def _update_stacked(  # type: ignore[override]
-        self, ctx: StepContext, sq_dist: list[Tensor], d_dot: list[Tensor]
+        self, ctx: StepContext, sq_dist: list[Tensor] | Tensor, d_dot: list[Tensor] | Tensor
     ) -> list[Tensor] | None:
-        """The reference's arithmetic on stacked block values; ``None`` where the blocks
-        are not scalars of one dtype."""
+        """The reference's arithmetic on stacked block values (``sq_dist`` / ``d_dot``: one
+        value per block, as a list or already stacked); ``None`` where the blocks are not
+        scalars of one dtype."""
         sets, group = ctx.partition.sets, ctx.group
         dtype = _scalar_dtype(sets)
         if dtype is None:
             return None
         nums = [self.ensure(ctx, s, "num", 0.0) for s in sets]
         alphas = [self.ensure(ctx, s, "alpha", group["d0"]) for s in sets]
-        roots = torch.tensor(
-            [math.sqrt(self._entries(ctx, s)) for s in sets], dtype=dtype, device=nums[0].device
-        )
-        dist = torch.stack(sq_dist).to(dtype).sqrt()
+        roots = self._roots(ctx, dtype, nums[0].device)
+        if not isinstance(sq_dist, Tensor):
+            sq_dist, d_dot = torch.stack(sq_dist), torch.stack(d_dot)  # type: ignore[arg-type]
+        dist = sq_dist.to(dtype).sqrt()
         num, alpha = torch.stack(nums), torch.stack(alphas)
         est = group["d_coef"] * num / (dist * roots)
         ok = torch.isfinite(est) & (dist > 0)
         alpha = torch.where(ok, torch.fmax(alpha, est), alpha)
-        gain = -ctx.lr * alpha * torch.stack(d_dot).to(dtype)
+        gain = -ctx.lr * alpha * d_dot.to(dtype)  # type: ignore[union-attr]
         num = num + torch.nan_to_num(gain, nan=0.0, posinf=0.0, neginf=0.0)
         torch._foreach_copy_(nums, list(num.unbind()))
         torch._foreach_copy_(alphas, list(alpha.unbind()))
