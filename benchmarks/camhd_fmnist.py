@@ -42,6 +42,7 @@ from torch import nn
 
 import lrfree
 from lrfree.bench.data import load_fashion_mnist
+from lrfree.bench.tasks import ffnn, lenet5
 
 MODELS = ("ffnn-100-100", "ffnn-1000-100", "ffnn-1000-1000", "lenet5")
 OPTIMIZERS = ("adam", "adam-hd-1e-7", "adam-hd-1e-9", "adam-camhd-2", "adam-camhd-3")
@@ -61,20 +62,10 @@ MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST pixel statistics
 
 
 def make_model(name: str) -> nn.Module:
+    """``lenet5`` or ``ffnn-H1-H2``: the bench's tasks' models (``lrfree.bench.tasks``)."""
     if name == "lenet5":
-        return nn.Sequential(
-            nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-            nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10),
-        )  # fmt: skip
-    hidden = [int(h) for h in name.split("-")[1:]]
-    layers: list[nn.Module] = [nn.Flatten()]
-    width = 784
-    for h in hidden:
-        layers += [nn.Linear(width, h), nn.ReLU()]
-        width = h
-    layers.append(nn.Linear(width, 10))
-    return nn.Sequential(*layers)
+        return lenet5()
+    return ffnn(*(int(h) for h in name.split("-")[1:]))
 
 
 def make_optimizer(opt: str, model_name: str, model: nn.Module) -> torch.optim.Optimizer:

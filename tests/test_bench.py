@@ -8,24 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from data_available import fmnist_available
 from lrfree.bench import optimizers as bopt
 from lrfree.bench import report, runner
-from lrfree.bench.data import CorpusMismatch, DataMissing, load_fashion_mnist
+from lrfree.bench.data import CorpusMismatch, DataMissing
 from lrfree.bench.tasks import TASKS, BenchConfig
 from lrfree.cli import main
 
 
-def _fmnist_available() -> bool:
-    try:
-        load_fashion_mnist(train_subset=1)
-        return True
-    except DataMissing:
-        return False
-
-
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_every_task_trains_a_few_batches(task, tmp_path):
-    if task.startswith("fmnist") and not _fmnist_available():
+    if task.startswith("fmnist") and not fmnist_available():
         pytest.skip("Fashion-MNIST not installed (make test installs dataset-fashion-mnist)")
     runs = runner.plan([task], ["adamw"], seeds=1, epochs=1, train_subset=256)
     try:

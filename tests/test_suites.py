@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from data_available import fmnist_available
 from lrfree.bench import cost, runner, suites
 from lrfree.bench import optimizers as bopt
-from lrfree.bench.data import DataMissing, load_fashion_mnist
 from lrfree.bench.tasks import (
     PAPER_TASKS,
     SUITES,
@@ -25,20 +25,6 @@ from lrfree.bench.tasks import (
 )
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-
-
-@pytest.fixture
-def registered():
-    """(The paper tasks and baselines are registry entries now: nothing to register.)"""
-    yield
-
-
-def _fmnist_available() -> bool:
-    try:
-        load_fashion_mnist(train_subset=1)
-        return True
-    except DataMissing:
-        return False
 
 
 def test_the_papers_tasks_and_baselines_are_registry_entries_in_no_other_suite():
@@ -60,7 +46,7 @@ def test_names_are_new_and_the_headline_suites_exist():
 
 
 @pytest.mark.parametrize("name", sorted(suites.PAPER_SUITES))
-def test_every_spec_builds_on_its_tasks(name, registered):
+def test_every_spec_builds_on_its_tasks(name):
     """Every run of the plan resolves (known task, known optimizer) and every distinct
     (task, optimizer entry) builds on the task's model: an option the class does not take
     (a misspelt keyword) fails here, not hours into a suite."""
@@ -143,7 +129,7 @@ DOCS_SIZES = {
 }
 
 
-def test_sizes_match_the_docs_commands(registered):
+def test_sizes_match_the_docs_commands():
     assert set(DOCS_SIZES) == set(suites.PAPER_SUITES)
     for name, (sizes, seeds) in DOCS_SIZES.items():
         plan = suites.suite_plan(name)
@@ -174,7 +160,7 @@ def test_sweeps_match_the_docs():
     assert math.isclose(grid[8], 9.5e-2, rel_tol=0.01)  # docs/adler.md's "lr=9.5e-02"
 
 
-def test_estimates_are_the_cost_models(registered):
+def test_estimates_are_the_cost_models():
     """Each suite's recorded estimate is ``cost.estimate(plan, jobs=2)`` within 10% (the
     cost tables are re-measured from time to time: update ``estimate_s`` and the docs)."""
     for name, s in suites.PAPER_SUITES.items():
@@ -264,11 +250,11 @@ def _initial_test_loss(run: runner.Run) -> float:
 
 
 @pytest.mark.parametrize("name", sorted(SMOKE))
-def test_smoke_run_through_the_runner(name, registered, tmp_path):
+def test_smoke_run_through_the_runner(name, tmp_path):
     """One epoch of ``N_TRAIN`` images through ``runner.run_suite``: the records carry the suite's
     sizes, and training lowered the test loss below the untrained model's (a spec wired to
     the wrong optimizer options, a task wired to the wrong data or loss would not)."""
-    if not _fmnist_available():
+    if not fmnist_available():
         pytest.skip("Fashion-MNIST not installed (make test installs dataset-fashion-mnist)")
     task, specs = SMOKE[name]
     plan = suites.suite_plan(name)
