@@ -21,7 +21,8 @@ from torch import nn
 
 import lrfree
 from lrfree import distributed as lrdist
-from optim_db import OPTIM_DB, OptimSpec, make_problem
+from lrfree.rules import RULES, Rule
+from optim_db import OPTIM_DB, make_problem
 
 STEPS = 5
 WORLD = 2
@@ -30,25 +31,31 @@ SPEC = {s.name: s for s in OPTIM_DB}
 
 
 # ------------------------------------------------------------------- step kinds
-def _rule(opt: torch.optim.Optimizer) -> str:
-    return opt.param_groups[0]["rule"]
+# No rule is named here: how a rule is fed, the collectives it makes and what it refuses
+# with sharded parameters are its declarations (``lrfree.rules.Rule``: ``feed``,
+# ``step_inputs``, ``collectives``, ``sharded_error``), so a new rule joins with the defaults.
+def _rule(opt: torch.optim.Optimizer) -> Rule:
+    return RULES[opt.param_groups[0]["rule"]]
 
 
-def _kind(spec: OptimSpec, opt: torch.optim.Optimizer) -> str:
+def _kind(opt: torch.optim.Optimizer) -> str:
+    """How a step is fed: ``"outputs"`` (the graph of the user's forward: a rule fed
+    ``"outputs"`` or ``"linear"``), ``"closure_model"`` (a closure plus ``model=``: a graph-fed
+    rule that takes ``model``, whose closure-mode finite differences run under DDP's
+    ``no_sync``), or a plain ``"closure"``."""
     g = opt.param_groups[0]
-    if g["rule"] == "layerwise":
-        return "outputs" if g["curvature"] == "ggn" else "lw_closure"
-    if g["rule"] == "adler" and g["variant"] == "ggn":
+    rule = _rule(opt)
+    feed = rule.feed(g)
+    if feed in ("outputs", "linear"):
         return "outputs"
+    if feed == "graph" and "model" in rule.step_inputs:
+        return "closure_model"
     return "closure"
 
 
-def _expected_reduces(opt: torch.optim.Optimizer, n: int) -> int:
-    """all_reduce calls of step ``n`` on DDP: one per curvature step, none otherwise."""
-    g = opt.param_groups[0]
-    if g["rule"] == "layerwise" or (g["rule"] == "adler" and g["variant"] == "ggn"):
-        return int(n % g["update_every"] == 0)
-    return 0
+def _collectives(opt: torch.optim.Optimizer, n: int, *, sharded: bool) -> frozenset[int] | None:
+    """The all_reduce counts step ``n`` (from 0) may make, as the rule declares them."""
+    return _rule(opt).collectives(opt.param_groups[0], n, sharded=sharded)
 
 
 class _Counter:
@@ -96,7 +103,7 @@ def _one_step(
     try:
         if kind == "closure":
             opt.step(closure)
-        elif kind == "lw_closure":
+        elif kind == "closure_model":
             opt.step(closure, model=fwd)
         else:  # outputs: the graph of the user's own forward (ADLER, LW-GGN)
             opt.zero_grad()
@@ -122,7 +129,7 @@ def _single(
     spec = SPEC[name]
     model, x, y = make_problem(0, DT)
     opt = spec.build(model)
-    kind = _kind(spec, opt)
+    kind = _kind(opt)
     for _ in range(steps):
         _one_step(kind, model, opt, x, y, loss_of)
     return [p.detach().clone() for p in model.parameters()], opt.effective_lr()
@@ -176,7 +183,7 @@ def _ddp_part(rank: int, names: list[str]) -> dict[str, Any]:
             model, x, y = make_problem(0, DT)
             ddp = nn.parallel.DistributedDataParallel(model)
             opt = spec.build(model)
-            kind = _kind(spec, opt)
+            kind = _kind(opt)
             xs, ys = x.chunk(WORLD)[rank], y.chunk(WORLD)[rank]
             counts = []
             for _ in range(STEPS):
@@ -187,7 +194,7 @@ def _ddp_part(rank: int, names: list[str]) -> dict[str, Any]:
                 [p.detach().clone() for p in model.parameters()],
                 opt.effective_lr(),
                 counts,
-                [_expected_reduces(opt, n) for n in range(STEPS)],
+                [_collectives(opt, n, sharded=False) for n in range(STEPS)],
             )
         res["uneven"] = _uneven(rank)
         res["unused"] = _unused(rank)
@@ -217,7 +224,7 @@ def _uneven(rank: int) -> dict[str, Any]:
         ddp = nn.parallel.DistributedDataParallel(model)
         opt = SPEC[name].build(model)
         for _ in range(STEPS):
-            _one_step(_kind(SPEC[name], opt), ddp, opt, x[sl], y[sl], loss_of)
+            _one_step(_kind(opt), ddp, opt, x[sl], y[sl], loss_of)
         out[name] = [p.detach().clone() for p in model.parameters()]
     return out
 
@@ -255,10 +262,6 @@ class _Masked(nn.Module):
         return self.inner(x, self.mask)
 
 
-def _unused_kind(opt: torch.optim.Optimizer) -> str:
-    return {"layerwise": "lw_closure", "adler": "outputs"}.get(_rule(opt), "closure")
-
-
 def _unused(rank: int) -> dict[str, Any]:
     """Rank 1 never uses head ``b``: its parameters get no local gradient on rank 1."""
     _, x, y = make_problem(0, DT)
@@ -270,7 +273,7 @@ def _unused(rank: int) -> dict[str, Any]:
         ddp = nn.parallel.DistributedDataParallel(_Masked(model, mask), find_unused_parameters=True)
         opt = factory(model.named_parameters())
         for _ in range(STEPS):
-            _one_step(_unused_kind(opt), ddp, opt, xs, ys, _mean_ce)
+            _one_step(_kind(opt), ddp, opt, xs, ys, _mean_ce)
         out[name] = ([p.detach().clone() for p in model.parameters()], opt.effective_lr())
     return out
 
@@ -294,7 +297,7 @@ def _lw_gradient_syncs(rank: int) -> list[int]:
     out = []
     for _ in range(STEPS):
         before = calls[0]
-        _one_step("lw_closure", ddp, opt, xs, ys, _mean_ce)
+        _one_step("closure_model", ddp, opt, xs, ys, _mean_ce)
         out.append(calls[0] - before)
     return out
 
@@ -388,10 +391,11 @@ def test_ddp_matches_single_process(ddp_results, name):
 
 @pytest.mark.parametrize("name", DDP_NAMES)
 def test_ddp_collectives_per_step(ddp_results, name):
-    """One packed all_reduce on curvature steps (LW, ADLER-GGN), none for the others."""
+    """As each rule declares (``Rule.collectives``): one packed all_reduce on curvature steps
+    (LW, ADLER-GGN), none for the others (DDP averages the gradients)."""
     for r in range(WORLD):
         _, _, counts, expected = ddp_results[r][name]
-        assert counts == expected, (r, counts, expected)
+        assert all(e is None or c in e for c, e in zip(counts, expected)), (r, counts, expected)
 
 
 # -------------------------------------------------------------------------- FSDP2
@@ -423,7 +427,7 @@ def _hsdp(rank: int) -> dict[str, Any]:
         opt = spec.build(model)
         xs, ys = x.chunk(WORLD)[rank], y.chunk(WORLD)[rank]
         for _ in range(STEPS):
-            _one_step(_kind(spec, opt), model, opt, xs, ys, _mean_ce)
+            _one_step(_kind(opt), model, opt, xs, ys, _mean_ce)
         out[name] = (
             [p.detach().full_tensor() for p in model.parameters()],
             opt.effective_lr(),
@@ -447,7 +451,7 @@ def _fsdp_part(rank: int, names: list[str], out_dir: str) -> dict[str, Any]:
             model, x, y = make_problem(0, DT)
             _shard(model)
             opt = spec.build(model)
-            kind = _kind(spec, opt)  # LW-GGN: fed its outputs, it must raise NotImplementedError
+            kind = _kind(opt)  # LW-GGN: fed its outputs, it must raise NotImplementedError
             # (GGN needs autograd w.r.t. shards); a closure alone is refused earlier, as not fed
             xs, ys = x.chunk(WORLD)[rank], y.chunk(WORLD)[rank]
             counts = []
@@ -485,11 +489,7 @@ def _fsdp_unsupported(name: str) -> str | None:
     for kind in ("filter", "element"):
         if g["blocks"] == kind or kind in levels:
             return f"blocks='{kind}' is not supported with sharded"
-    if g["rule"] == "adler" and g["variant"] == "ggn":
-        return "ADLER variant='ggn' with sharded"
-    if g["rule"] == "layerwise" and g["curvature"] == "ggn":
-        return "layerwise with sharded"
-    return None
+    return _rule(opt).sharded_error(g)
 
 
 def _dcp_resume(rank: int, out_dir: str) -> Any:
@@ -546,17 +546,8 @@ def test_fsdp2_matches_single_process_or_raises(fsdp_results, name):
             assert got_rates[k] == pytest.approx(rates[k], rel=1e-5, abs=1e-12), (r, k)
         assert state_sharded
         opt = SPEC[name].build(make_problem(0, DT)[0])
-        g = opt.param_groups[0]
-        if g["rule"] == "constant":
-            assert counts == [0] * STEPS
-        if g["rule"] in ("layerwise", "adler"):  # LW: sums + FD products; ADLER-GN: sums
-            per = 2 if g["rule"] == "layerwise" else 1
-            assert counts == [per * int(n % g["update_every"] == 0) for n in range(STEPS)]
-        if g["rule"] in ("lipschitz", "lipschitz-u", "hypergradient", "cam-hd"):
-            # every reduction of a step in one packed call (HD's first step has none to do)
-            assert counts[1:] == [1] * (STEPS - 1) and counts[0] in (0, 1), counts
-        if g["rule"] in ("tlr", "hypergradient-window"):  # one packed call at window closes
-            assert sorted(set(counts)) == [0, 1], counts
+        expected = [_collectives(opt, n, sharded=True) for n in range(STEPS)]
+        assert all(e is None or c in e for c, e in zip(counts, expected)), (counts, expected)
     assert fsdp_results[0][name][1] == fsdp_results[1][name][1]
     assert fsdp_results[0][name][2] == fsdp_results[1][name][2]
 
@@ -591,7 +582,7 @@ def test_ddp_rank_without_gradient(ddp_results, name):
     model = TwoHeads().to(DT)
     opt = UNUSED[name](model.named_parameters())
     mask = torch.cat([torch.ones(x.shape[0] // 2), torch.zeros(x.shape[0] // 2)]).to(DT)
-    params, rates = _single_custom(model, opt, _unused_kind(opt), x, y, mask)
+    params, rates = _single_custom(model, opt, _kind(opt), x, y, mask)
     for r in range(WORLD):
         got_p, got_rates = ddp_results[r]["unused"][name]
         for a, b in zip(got_p, params):

@@ -8,6 +8,10 @@ parameters; a step with a gradient the dtype cannot hold (inf) is skipped and ch
 nothing; every rate is finite and >= 0; ``effective_lr()`` is defined (finite, >= 0) for
 every block at any time. Edge values of the hyperparameters (0, negative, NaN, inf, wrong
 types) raise the documented ``ValueError`` / ``TypeError`` naming the hyperparameter.
+
+No rule is named in the fuzz loop: each rule's draw space and bounds are what it declares
+(``fuzz_examples``, ``supported_blocks``, ``supports_maximize``, ``fuzz_grad_exponent``,
+``unbounded_rate``; ``lrfree.rules.Rule``), so a new rule joins with the defaults.
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ from hypothesis import strategies as st
 import lrfree
 from lrfree.directions import DIRECTIONS
 from lrfree.rules import RULES
+from optim_db import OPTIM_DB, make_problem
 
-# the library's rules (other test files register their own toy rules in the same registry)
-LIBRARY_RULES = sorted(
-    name
-    for name, r in RULES.items()
-    if (r if isinstance(r, type) else type(r)).__module__.startswith("lrfree.")
+# the library's rules and those the generic suite registers (tests/specs/, e.g. the toy rule
+# of docs/writing-a-rule.md); other test files' probe rules in the same registry are left out
+FUZZ_RULES = sorted(
+    {name for name, r in RULES.items() if type(r).__module__.startswith("lrfree.")}
+    | {g["rule"] for spec in OPTIM_DB for g in spec.build(make_problem()[0]).param_groups}
 )
 SHAPES = [(), (0,), (1,), (5,), (3, 4), (4, 2, 3, 3), (0, 3)]
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
@@ -57,76 +62,16 @@ def _direction_hypers(draw, direction: str) -> dict:
 
 
 def _rule_hypers(draw, rule: str) -> dict:
-    if rule == "constant":
-        return {"blocks": draw(st.sampled_from(lrfree.GRANULARITIES))}
-    if rule in ("hypergradient", "cam-hd"):
-        kw = {
-            "hypergrad_lr": draw(st.sampled_from([0.0, 1e-8, 1e-3, 1.0])),
-            "decay_rate": draw(st.sampled_from([0.0, 0.1])),
-            "alpha_inf": draw(st.floats(0.0, 2.0)),
-        }
-        if rule == "hypergradient":
-            kw["blocks"] = draw(st.sampled_from(lrfree.GRANULARITIES))
-        else:
-            levels = draw(
-                st.sampled_from(
-                    [("layer", "global"), ("tensor", "global"), ("element", "layer", "global")]
-                )
-            )
-            kw.update(levels=levels, blocks=levels[0], delta=draw(st.floats(0.0, 1.0)))
-        return kw
-    if rule in ("lipschitz", "lipschitz-u"):
-        return {
-            "blocks": draw(st.sampled_from(lrfree.GRANULARITIES)),
-            "gamma": draw(st.floats(0.0, 1.0)),
-            "c": draw(st.sampled_from([0.0, 1e-8, 1.0])),
-            "schedule": draw(st.sampled_from(["constant", "sqrt"])),
-            "c_schedule": draw(st.sampled_from(["constant", "theoretical"])),
-        }
-    if rule in ("tlr", "hypergradient-window"):
-        kw = {
-            "blocks": draw(st.sampled_from(lrfree.GRANULARITIES)),
-            "update_every": draw(st.integers(1, 3)),
-            "max_factor": draw(st.floats(1.0, 1e3)),
-            "min_factor": draw(st.floats(1e-3, 1.0)),
-        }
-        if rule == "tlr":
-            kw["gamma"] = draw(st.floats(0.01, 1.0))
-        else:
-            kw["eta"] = draw(st.sampled_from([0.0, 1e-2, 10.0]))
-            kw["form"] = draw(st.sampled_from(["additive", "multiplicative"]))
-        return kw
-    if rule == "adler":  # the GN variant needs no outputs
-        return {
-            "blocks": draw(st.sampled_from(["global", "layer", "tensor"])),
-            "variant": "gn",
-            "beta": draw(st.floats(0.0, 1.0)),
-            "update_every": draw(st.integers(1, 3)),
-        }
-    if rule == "dog":
-        return {
-            "blocks": draw(st.sampled_from(lrfree.GRANULARITIES)),
-            "reps_rel": draw(st.floats(1e-8, 1.0)),
-            "g_decay": draw(st.floats(0.0, 1.0)),
-            "averaging": draw(st.sampled_from(["none", "schedule_free"])),
-        }
-    if rule == "dadapt":
-        return {
-            "blocks": draw(st.sampled_from(lrfree.GRANULARITIES)),
-            "d0": draw(st.floats(1e-8, 1.0)),
-            "d_coef": draw(st.floats(1e-3, 10.0)),
-            "averaging": draw(st.sampled_from(["none", "schedule_free"])),
-            "sf_beta": draw(st.floats(0.05, 1.0)),
-        }
-    assert rule == "layerwise", rule
-    return {
-        "blocks": draw(st.sampled_from(["global", "layer", "tensor"])),
-        "beta_t": draw(st.floats(0.0, 0.99)),
-        "update_every": draw(st.integers(1, 3)),
-        "warmup_steps": draw(st.integers(0, 2)),
-        "bias_correction": draw(st.booleans()),
-        "curvature": "hessian",
-    }
+    """One draw from the rule's declared ``fuzz_examples`` (``Rule``: a tuple key draws several
+    hyperparameters jointly); ``blocks``, where not declared, from ``supported_blocks``."""
+    r = RULES[rule]
+    kw: dict = {}
+    for key, values in r.fuzz_examples.items():
+        value = draw(st.sampled_from(values))
+        kw.update(zip(key, value) if isinstance(key, tuple) else [(key, value)])
+    if "blocks" not in kw:
+        kw["blocks"] = draw(st.sampled_from(r.supported_blocks))
+    return kw
 
 
 def _same_nan(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -155,14 +100,13 @@ def _check_rates(opt) -> None:
 @given(data=st.data())
 def test_fuzz_steps_keep_everything_finite(data):
     direction = data.draw(st.sampled_from(sorted(DIRECTIONS)), label="direction")
-    rule = data.draw(st.sampled_from(LIBRARY_RULES), label="rule")
-    if rule in ("adler",) and direction == "adamw":
-        direction = "adam"  # keep the draw space small; adamw + adler is in the generic suite
+    rule = data.draw(st.sampled_from(FUZZ_RULES), label="rule")
+    r = RULES[rule]
     dtype = data.draw(st.sampled_from(DTYPES), label="dtype")
     shapes = data.draw(st.lists(st.sampled_from(SHAPES), min_size=1, max_size=4), label="shapes")
     kw = {**_direction_hypers(data.draw, direction), **_rule_hypers(data.draw, rule)}
-    if rule == "adler" and kw.get("maximize"):
-        kw["maximize"] = False  # ADLER rejects maximize (tested below)
+    if not r.supports_maximize:
+        kw["maximize"] = False  # refused (ADLER: tested below)
     lr = data.draw(st.sampled_from([0.0, 1e-3, 0.1, 1.0]), label="lr")
     # gradient scale: exact zero, or 10^e for e in [-30, 30]; fp16 holds only |g| < 65504
     exps = data.draw(
@@ -173,11 +117,11 @@ def test_fuzz_steps_keep_everything_finite(data):
         # g^2 overflows float32 / bf16 for |g| > sqrt(max) ~ 1.8e19: the second moment turns
         # inf (as in torch) and later NaN (0 * inf with beta2 = 0); docs/guarantees.md
         exps = [None if e is None else min(e, 18) for e in exps]
-    if rule in ("hypergradient", "cam-hd") and dtype != torch.float64:
-        # HD's rate moves by beta / lr^2 * <g, s> (unbounded, as in the paper), so one step
-        # scales like |g|^2 * beta / lr^2: with the drawn beta / lr^2 up to 1e6, gradients of
-        # 1e10 and more overflow float32 parameters within three steps (docs/guarantees.md)
-        exps = [None if e is None else min(e, 6) for e in exps]
+    if dtype != torch.float64:
+        # a rule's declared bound (HD's rate moves by beta / lr^2 * <g, s>, unbounded as in the
+        # paper, so one step scales like |g|^2 * beta / lr^2: with the drawn beta / lr^2 up to
+        # 1e6, gradients of 1e10 and more overflow float32 parameters within three steps)
+        exps = [None if e is None else min(e, r.fuzz_grad_exponent) for e in exps]
     torch.manual_seed(data.draw(st.integers(0, 2**16), label="seed"))
     params = [torch.nn.Parameter(torch.randn(s).to(dtype)) for s in shapes]
     named = [(f"m{i // 2}.w{i % 2}", p) for i, p in enumerate(params)]
@@ -212,9 +156,9 @@ def test_fuzz_steps_keep_everything_finite(data):
         elif finite_in and dtype != torch.float16:  # fp16 *parameters* overflow / underflow
             # as torch's own optimizers do (Adam's eps = 1e-8 is 0 in fp16): train fp16 with
             # float32 master weights, autocast and GradScaler (tests/test_mixed_precision.py)
-            if rule in ("hypergradient", "cam-hd") and not bounded:
+            if r.unbounded_rate and not bounded:
                 # an objective with no optimum (linear, or the wrong curvature for the sense):
-                # the iterates head to infinity and HD's growing rate gets there in float
+                # the iterates head to infinity and a growing rate (HD's) gets there in float
                 # range: +-inf is the faithful outcome, NaN never is (docs/guarantees.md)
                 assert not any(p.isnan().any() for p in params), (scale, dtype)
             else:

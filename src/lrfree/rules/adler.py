@@ -201,6 +201,24 @@ class Adler(Rule):
             "cap the applied rate at trust * eta_k (inf: off, the paper)",
         ),
     }
+    supported_blocks = _BLOCKS
+    supports_maximize = False  # a convex loss of the outputs (check)
+    fuzz_examples: ClassVar[dict[str | tuple[str, ...], tuple[Any, ...]]] = {
+        "variant": ("gn",),  # the GGN variant needs the outputs, which the fuzz loop has not
+        "beta": (0.0, 0.5, 1.0),
+        "update_every": (1, 2, 3),
+    }
+
+    def collectives(
+        self, group: dict[str, Any], step: int, *, sharded: bool
+    ) -> frozenset[int] | None:
+        """On estimate steps one packed all-reduce: the GGN forms' replica mean under DDP,
+        the GN sums under FSDP2 (GGN does not run there); none otherwise."""
+        due = self.curvature_due(group, step)
+        return frozenset({int(due and (sharded or group["variant"] == "ggn"))})
+
+    def sharded_error(self, group: dict[str, Any]) -> str | None:
+        return "ADLER variant='ggn' with sharded" if group["variant"] == "ggn" else None
 
     def check(self, group: dict[str, Any], owner: str) -> None:
         if group["blocks"] not in _BLOCKS:

@@ -37,7 +37,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import Tensor
 
-from ..blocks import BlockSet, Partition
+from ..blocks import GRANULARITIES, BlockSet, Partition
 from ..hyper import Hyper
 
 __all__ = ["Rule", "StepContext", "Workspace"]
@@ -171,6 +171,26 @@ class Rule:
     ``"graph"``, ``loss.backward(create_graph=True)``; ``"outputs"``, ``retain_graph=True``
     and the outputs kept for ``step``; ``"linear"``, the rule's own ``linear_backward``;
     ``None``: the rule needs no curvature (``opt.backward`` is ``loss.backward()``).
+
+    Capabilities, declared as data (the test suite reads them instead of naming rules; a
+    rule that declares nothing gets the defaults below):
+
+    * ``supported_blocks``: the granularities ``check`` accepts (default: all of them);
+    * ``supports_maximize``: whether ``maximize=True`` is accepted (default True);
+    * ``fuzz_examples``: the values ``tests/test_fuzz.py`` draws each hyperparameter from, one
+      entry per example; a tuple key draws several hyperparameters jointly (e.g. CAM-HD's
+      ``("levels", "blocks")``, where ``blocks`` must be ``levels[0]``). Rule hyperparameters
+      not listed keep their defaults; a listed direction hyperparameter (``weight_decay``)
+      replaces the test's own draw; ``blocks`` not listed is drawn from ``supported_blocks``;
+    * ``fuzz_grad_exponent``: the largest ``e`` of the gradient scales ``10^e`` the fuzz test
+      feeds below float64 (default 30: any scale a float32 gradient holds);
+    * ``unbounded_rate``: the rate may grow without bound on an objective with no optimum, so
+      the iterates may reach +-inf in float range (never NaN); default False (they stay
+      finite);
+    * ``collectives(group, step, sharded=...)``: the ``all_reduce`` calls a step makes under
+      data parallelism (``tests/test_distributed.py`` counts them);
+    * ``sharded_error(group)``: the message a configuration raises with sharded (FSDP2)
+      parameters, or ``None`` when it runs there.
     """
 
     name: ClassVar[str]
@@ -178,6 +198,11 @@ class Rule:
     default_lr: ClassVar[float | None] = None
     step_inputs: ClassVar[tuple[str, ...]] = ()
     clock: ClassVar[bool] = False
+    supported_blocks: ClassVar[tuple[str, ...]] = GRANULARITIES
+    supports_maximize: ClassVar[bool] = True
+    fuzz_examples: ClassVar[dict[str | tuple[str, ...], tuple[Any, ...]]] = {}
+    fuzz_grad_exponent: ClassVar[int] = 30
+    unbounded_rate: ClassVar[bool] = False
 
     # ----------------------------------------------------------------- helpers
     def key(self, name: str) -> str:
@@ -265,6 +290,21 @@ class Rule:
         """Whether the step after ``step`` steps of the group clock estimates curvature (read
         for rules with ``clock = True``, whose clock the optimizer keeps)."""
         return False
+
+    def collectives(
+        self, group: dict[str, Any], step: int, *, sharded: bool
+    ) -> frozenset[int] | None:
+        """The allowed numbers of ``torch.distributed.all_reduce`` calls the rule makes in
+        the step after ``step`` steps of the group (from 0), under DDP (``sharded=False``: the
+        gradients arrive averaged) or FSDP2 (``sharded=True``: block reductions of sharded
+        tensors complete across ranks); ``None``: not fixed. Default: none under DDP (a rule
+        that never calls ``Workspace.replica_mean``), not fixed under FSDP2."""
+        return None if sharded else frozenset({0})
+
+    def sharded_error(self, group: dict[str, Any]) -> str | None:
+        """The start of the ``NotImplementedError`` this group's configuration raises with
+        sharded (FSDP2 / DTensor) parameters; ``None``: supported (the default)."""
+        return None
 
     def linear_backward(self, loss: Tensor, outputs: Tensor, params: list[Tensor]) -> Any:
         """``feed() == "linear"``: accumulate ``d loss / d p`` into ``p.grad`` and return what

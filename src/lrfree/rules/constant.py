@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .base import Rule
 
 __all__ = ["Constant"]
@@ -11,3 +13,9 @@ class Constant(Rule):
     """No adaptation: ``p <- p - lr * d``. Reproduces torch.optim step for step."""
 
     name = "constant"
+
+    def collectives(
+        self, group: dict[str, Any], step: int, *, sharded: bool
+    ) -> frozenset[int] | None:
+        """No collective: ``alpha = 1`` has nothing to reduce, sharded or not."""
+        return frozenset({0})

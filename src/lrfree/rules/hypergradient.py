@@ -209,6 +209,24 @@ class _HDBase(Rule):
 
     default_lr = None
     clock = True
+    fuzz_examples: ClassVar[dict[str | tuple[str, ...], tuple[Any, ...]]] = {
+        "hypergrad_lr": (0.0, 1e-8, 1e-3, 1.0),
+        "decay_rate": (0.0, 0.1),
+        "alpha_inf": (0.0, 0.5, 1.0, 2.0),
+    }
+    # the rate moves by beta / lr^2 <g, s>, unbounded as in the paper: with beta / lr^2 up to
+    # 1e6, gradients of 1e10 overflow float32 parameters within three steps, and on an
+    # objective with no optimum the iterates reach +-inf in float range (docs/guarantees.md)
+    fuzz_grad_exponent = 6
+    unbounded_rate = True
+
+    def collectives(
+        self, group: dict[str, Any], step: int, *, sharded: bool
+    ) -> frozenset[int] | None:
+        """FSDP2: every reduction of a step in one packed call (the first step has none)."""
+        if not sharded:
+            return frozenset({0})
+        return frozenset({0, 1}) if step == 0 else frozenset({1})
 
     def _tick(self, ctx: StepContext) -> tuple[int, float]:
         """The group clock ``t`` (kept by the optimizer) and ``tau(t)``."""
@@ -402,6 +420,15 @@ class CAMHD(_HDBase):
         "levels": Hyper(("layer", "global"), _levels, "rate levels, finest first"),
         "gammas": Hyper(None, _gammas, "initial combination weights (None: the paper's)"),
         "delta": Hyper(0.03, real(0.0), "learning rate of the combination weights"),
+    }
+    fuzz_examples: ClassVar[dict[str | tuple[str, ...], tuple[Any, ...]]] = {
+        **_HDBase.fuzz_examples,
+        ("levels", "blocks"): (
+            (("layer", "global"), "layer"),
+            (("tensor", "global"), "tensor"),
+            (("element", "layer", "global"), "element"),
+        ),
+        "delta": (0.0, 0.5, 1.0),
     }
 
     def check(self, group: dict[str, Any], owner: str) -> None:

@@ -97,6 +97,24 @@ class Layerwise(Rule):
         "fd_scheme": Hyper("central", choice(("central", "forward")), "closure-mode differences"),
         "raw_cap": Hyper(False, boolean(), "applied rate <= the latest accepted raw estimate"),
     }
+    supported_blocks = _BLOCKS
+    fuzz_examples: ClassVar[dict[str | tuple[str, ...], tuple[Any, ...]]] = {
+        "beta_t": (0.0, 0.5, 0.99),
+        "update_every": (1, 2, 3),
+        "warmup_steps": (0, 1, 2),
+        "bias_correction": (False, True),
+        "curvature": ("hessian",),  # graph mode: the fuzz loop backpropagates create_graph
+    }
+
+    def collectives(
+        self, group: dict[str, Any], step: int, *, sharded: bool
+    ) -> frozenset[int] | None:
+        """On estimate steps: the curvature numbers' replica mean (one packed all-reduce);
+        FSDP2 adds one for the finite differences' sums. None otherwise."""
+        return frozenset({(2 if sharded else 1) * int(self.curvature_due(group, step))})
+
+    def sharded_error(self, group: dict[str, Any]) -> str | None:
+        return "layerwise with sharded" if group["curvature"] == "ggn" else None
 
     # ----------------------------------------------------------------- checks
     def check(self, group: dict[str, Any], owner: str) -> None:

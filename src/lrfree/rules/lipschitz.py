@@ -46,7 +46,7 @@ per parameter ``"<rule>.prev"`` (``v_{t-1}``, at least float32).
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -76,6 +76,20 @@ class Lipschitz(Rule):
         ),
     }
     uses_updates: ClassVar[bool] = False
+    fuzz_examples: ClassVar[dict[str | tuple[str, ...], tuple[Any, ...]]] = {
+        "gamma": (0.0, 0.5, 0.8, 1.0),
+        "c": (0.0, 1e-8, 1.0),
+        "schedule": ("constant", "sqrt"),
+        "c_schedule": ("constant", "theoretical"),
+    }
+
+    def collectives(
+        self, group: dict[str, Any], step: int, *, sharded: bool
+    ) -> frozenset[int] | None:
+        """FSDP2: every reduction of a step in one packed call."""
+        if not sharded:
+            return frozenset({0})
+        return frozenset({0, 1}) if step == 0 else frozenset({1})
 
     def _vectors(self, ctx: StepContext, steps: dict[int, int]) -> list[Tensor | None]:
         """``v_t`` per parameter (``None`` for parameters without a gradient)."""

@@ -143,6 +143,20 @@ class _Windowed(Rule):
     one in force during the previous window) by the clamped ``factor`` the subclass computes,
     then cap it at ``max_alpha``."""
 
+    fuzz_examples: ClassVar[dict[str | tuple[str, ...], tuple[Any, ...]]] = {
+        "update_every": (1, 2, 3),
+        "max_factor": (1.0, 10.0, 1e3),
+        "min_factor": (1e-3, 0.5, 1.0),
+    }
+
+    def collectives(
+        self, group: dict[str, Any], step: int, *, sharded: bool
+    ) -> frozenset[int] | None:
+        """FSDP2: one packed call when a window other than the first closes (step ``n`` from
+        0 closes window ``(n + 1) / K`` when ``K`` divides ``n + 1``), none otherwise."""
+        k_len, t = window_length(group), step + 1
+        return frozenset({int(sharded and t % k_len == 0 and t // k_len >= 2)})
+
     def check(self, group: dict[str, Any], owner: str) -> None:
         spe, every = group["steps_per_epoch"], group["update_every"]
         if (spe is None) == (every is None):
@@ -266,6 +280,10 @@ class TLR(_Windowed):
         ),
         **_WINDOW,
     }
+    fuzz_examples: ClassVar[dict[str | tuple[str, ...], tuple[Any, ...]]] = {
+        **_Windowed.fuzz_examples,
+        "gamma": (0.01, 0.5, 1.0),
+    }
 
     def factor(
         self, num: Tensor, sq_prev: Tensor, sq_acc: Tensor, alpha: Tensor, ctx: StepContext
@@ -283,6 +301,11 @@ class HypergradientWindow(_Windowed):
         "eta": Hyper(1e-2, real(0.0), "meta rate (paper units: absolute rate per dot product)"),
         "form": Hyper("additive", choice(("additive", "multiplicative")), "update form"),
         **_WINDOW,
+    }
+    fuzz_examples: ClassVar[dict[str | tuple[str, ...], tuple[Any, ...]]] = {
+        **_Windowed.fuzz_examples,
+        "eta": (0.0, 1e-2, 10.0),
+        "form": ("additive", "multiplicative"),
     }
 
     def factor(
