@@ -197,12 +197,19 @@ def markdown(agg: dict[str, Any], meta: dict[str, Any]) -> str:
         for r in t["rows"]:
             for c in r["curves"]:
                 for k in c.get("rekeys", []):
-                    carried[(k["from"], k["reason"])] += 1
-    for (old, why), n in carried.items():
+                    carried[(k["from"], k["reason"], "verified" in k)] += 1
+    for (old, why, verified), n in carried.items():
+        how = (
+            "after its optimizer's first epoch on every task was retrained with the new code "
+            "and matched exactly (`--verify`)"
+            if verified
+            else "on the recorded reason"
+        )
         lines.append(
-            f"Carried over: {n} of the runs above were made under the benchmark loop's "
-            f"fingerprint `{old}` and carried to the current one by `benchmarks/rekey.py` "
-            f"(reason recorded: {why}).\n"
+            f"Carried over: {n} of the runs above were made under the fingerprint `{old}` (the "
+            "benchmark loop's for baselines and peers, the library's for lrfree optimizers) and "
+            f"carried to the current one by `benchmarks/rekey.py` {how} (reason recorded: "
+            f"{why}).\n"
         )
     verdicts = paired(agg)
     lines += auto_lines(agg, verdicts)
