@@ -611,6 +611,12 @@ def test_applied_rate_is_always_finite_and_nonnegative(scale, curv, lin):
     # a tiny positive curvature (below ~1e-30) gives a finite but astronomic rate that the
     # safeguards accept: the known failure below, kept out of this property until it is fixed
     assume(not 0.0 < abs(curv) < 1e-30)
+    _three_lw_steps_on_a_line(scale, curv, lin)
+
+
+def _three_lw_steps_on_a_line(scale: float, curv: float, lin: float) -> torch.Tensor:
+    """Three LW steps on ``0.5 curv z^2 +- lin z + scale 1e-3 z^3`` along one direction: the
+    applied rate is finite and non-negative and every step is estimated or rejected."""
     net, w = _linear_problem()
     a = torch.tensor([1.0, 2.0, -1.0], dtype=D)
     opt = lrfree.SGDLW(net.named_parameters(), momentum=0.9, update_every=1, beta_t=0.3)
@@ -622,6 +628,7 @@ def test_applied_rate_is_always_finite_and_nonnegative(scale, curv, lin):
         for s in rule_state(opt).values():
             assert math.isfinite(s["alpha"]) and s["alpha"] >= 0
             assert s["count"] + s["rejected"] == k + 1
+    return w
 
 
 @pytest.mark.xfail(
@@ -632,17 +639,7 @@ def test_applied_rate_is_always_finite_and_nonnegative(scale, curv, lin):
     "weights to inf and the next two steps are skipped by the non-finite policy",
 )
 def test_a_tiny_positive_curvature_is_rejected_not_applied():
-    net, w = _linear_problem()
-    a = torch.tensor([1.0, 2.0, -1.0], dtype=D)
-    opt = lrfree.SGDLW(net.named_parameters(), momentum=0.9, update_every=1, beta_t=0.3)
-    for k in range(3):
-        opt.zero_grad()
-        z = w.reshape(-1) @ a
-        curv, lin, scale = 2.2250738585e-313, 1.0, 0.0  # the example hypothesis found
-        (0.5 * curv * z**2 + lin * (-1) ** k * z + scale * 1e-3 * z**3).backward(create_graph=True)
-        opt.step()
-        for s in rule_state(opt).values():
-            assert s["count"] + s["rejected"] == k + 1  # every step estimated or rejected
+    w = _three_lw_steps_on_a_line(0.0, 2.2250738585e-313, 1.0)  # the example hypothesis found
     assert torch.isfinite(w).all()
 
 
