@@ -31,40 +31,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 import lrfree
+from lrfree.bench.tasks import ResidualCNN
 
-ACTS = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
+ACTS = ResidualCNN.ACTS
 GRID = [float(v) for v in np.logspace(np.log10(1e-5), np.log10(3e-1), 10)]
 
 
-class Residual(nn.Module):
-    def __init__(self, channels: int, act: str) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.act = ACTS[act]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(x + self.conv2(self.act(self.conv1(x))))
-
-
-class ResCNN(nn.Module):
-    """conv(1->c) - act - res(c) - pool - res(c) - pool - linear(c*7*7 -> 10); no BatchNorm."""
-
-    def __init__(self, act: str, channels: int = 16) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(1, channels, 3, padding=1)
-        self.act = ACTS[act]
-        self.res1, self.res2 = Residual(channels, act), Residual(channels, act)
-        self.head = nn.Linear(channels * 7 * 7, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.stem(x))
-        x = F.max_pool2d(self.res1(x), 2)
-        x = F.max_pool2d(self.res2(x), 2)
-        return self.head(x.flatten(1))
+ResCNN = ResidualCNN
+"""conv(1->c) - act - res(c) - pool - res(c) - pool - linear(c*7*7 -> 10); no BatchNorm: the
+bench's task model (``lrfree.bench.tasks.ResidualCNN``, the ``paper-adler`` suite's)."""
 
 
 def _idx(path: Path) -> np.ndarray:
