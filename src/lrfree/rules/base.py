@@ -291,6 +291,10 @@ class Rule:
         for rules with ``clock = True``, whose clock the optimizer keeps)."""
         return False
 
+    packed_reductions: ClassVar[bool] = False
+    """Under FSDP2, every block reduction of a step goes in one packed all-reduce
+    (``collectives``)."""
+
     def collectives(
         self, group: dict[str, Any], step: int, *, sharded: bool
     ) -> frozenset[int] | None:
@@ -298,8 +302,14 @@ class Rule:
         the step after ``step`` steps of the group (from 0), under DDP (``sharded=False``: the
         gradients arrive averaged) or FSDP2 (``sharded=True``: block reductions of sharded
         tensors complete across ranks); ``None``: not fixed. Default: none under DDP (a rule
-        that never calls ``Workspace.replica_mean``), not fixed under FSDP2."""
-        return None if sharded else frozenset({0})
+        that never calls ``Workspace.replica_mean``), not fixed under FSDP2; a rule with
+        ``packed_reductions`` makes one packed call per step under FSDP2 (none on the first
+        step, which has nothing to reduce yet, where it may make one)."""
+        if not sharded:
+            return frozenset({0})
+        if self.packed_reductions:
+            return frozenset({0, 1}) if step == 0 else frozenset({1})
+        return None
 
     def sharded_error(self, group: dict[str, Any]) -> str | None:
         """The start of the ``NotImplementedError`` this group's configuration raises with

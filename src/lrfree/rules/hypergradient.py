@@ -220,13 +220,7 @@ class _HDBase(Rule):
     fuzz_grad_exponent = 6
     unbounded_rate = True
 
-    def collectives(
-        self, group: dict[str, Any], step: int, *, sharded: bool
-    ) -> frozenset[int] | None:
-        """FSDP2: every reduction of a step in one packed call (the first step has none)."""
-        if not sharded:
-            return frozenset({0})
-        return frozenset({0, 1}) if step == 0 else frozenset({1})
+    packed_reductions = True  # FSDP2: one packed all-reduce per step (rules.base.Rule.collectives)
 
     def _tick(self, ctx: StepContext) -> tuple[int, float]:
         """The group clock ``t`` (kept by the optimizer) and ``tau(t)``."""

@@ -83,13 +83,7 @@ class Lipschitz(Rule):
         "c_schedule": ("constant", "theoretical"),
     }
 
-    def collectives(
-        self, group: dict[str, Any], step: int, *, sharded: bool
-    ) -> frozenset[int] | None:
-        """FSDP2: every reduction of a step in one packed call."""
-        if not sharded:
-            return frozenset({0})
-        return frozenset({0, 1}) if step == 0 else frozenset({1})
+    packed_reductions = True  # FSDP2: one packed all-reduce per step (rules.base.Rule.collectives)
 
     def _vectors(self, ctx: StepContext, steps: dict[int, int]) -> list[Tensor | None]:
         """``v_t`` per parameter (``None`` for parameters without a gradient)."""
