@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from lrfree.bench.optimizers import LOOP_NEEDS, BenchOptimizer, _named
+from lrfree.bench.optimizers import BenchOptimizer, _named
 from lrfree.bench.runner import Run
 from lrfree.bench.runner import run_one as _run_one
 from lrfree.bench.tasks import TASKS, BenchConfig
@@ -43,9 +43,8 @@ def main() -> None:
         split = task.load(BenchConfig())
         for trust in a.trusts:
             entry = BenchOptimizer(
-                f"adler-trust{trust:g}", _named(lrfree.ADLER, trust=trust, beta=a.beta), "lrfree",
-                **LOOP_NEEDS["adler"],
-            )  # fmt: skip
+                f"adler-trust{trust:g}", _named(lrfree.ADLER, trust=trust, beta=a.beta), "lrfree"
+            )  # fmt: skip (the loop asks ADLER itself what its step needs)
             for seed in a.seeds:
                 run = Run(task, entry.name, entry, None, False, seed, a.epochs or task.epochs, None)
                 r = _run_one(run, split)

@@ -630,21 +630,31 @@ def test_declared_second_order_steps_run_under_the_math_attention_backend():
     assert fused == [True, True]
 
 
-def test_the_registry_declares_adlers_loop_and_the_loop_names_no_optimizer():
-    """ADLER's entry (and an entry derived from it) declares its outputs route and its
-    second-order steps; the modules that train name no registered optimizer in a
-    comparison, and none imports a rule or an optimizer class."""
+def test_the_optimizer_tells_the_loop_what_it_needs_and_the_loop_names_no_optimizer():
+    """No lrfree entry declares a loop of its own: ADLER's optimizer (and one built from an
+    entry derived from it) asks for its outputs and says which steps differentiate twice,
+    from its rule's declarations (``Rule.feed``); the modules that train name no
+    registered optimizer in a comparison, and none imports a rule or an optimizer class."""
     import ast
     from pathlib import Path
 
     import lrfree.bench
     from lrfree.bench import loop
 
-    for name in ("adler", "adler[beta=0.9]"):
+    model = torch.nn.Linear(4, 3)
+    for entry in bopt.BENCH_OPTIMIZERS.values():
+        assert not entry.needs_outputs and entry.second_order is None and entry.step is None
+    for name in ("adler", "adler[beta=0.9]", "sgd-lw[curvature=ggn]"):
         entry = bopt.lookup(name)
-        assert entry.needs_outputs and entry.second_order is not None
-        assert loop.entry_step(entry) is loop.outputs_step
-    assert loop.entry_step(bopt.lookup("sgd-lw")) is loop.closure_step
+        opt = entry.build(model, None)
+        assert loop.entry_step(entry) is loop.closure_step  # the entry alone declares nothing
+        assert loop.entry_step(entry, opt) is loop.outputs_step
+        assert loop.second_order_due(opt)  # the first step estimates
+    for name in ("sgd-lw", "auto", "adamw", "prodigy"):
+        entry = bopt.lookup(name)
+        opt = entry.build(model, None)
+        assert loop.entry_step(entry, opt) is loop.closure_step
+        assert loop.second_order_due(opt) == (name == "sgd-lw")  # LW: a curvature step
     names = {n.lower() for n in bopt.BENCH_OPTIMIZERS} | {
         c.lower() for c in bopt.LRFREE_NAMES.values()
     }

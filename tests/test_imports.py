@@ -122,7 +122,7 @@ def test_collectives_sit_below_curvature_and_curvature_below_the_rules():
 
 
 BENCH_LAYERS = [
-    ["data"],
+    ["data", "grids"],
     ["tasks"],
     ["optimizers"],
     ["results"],

@@ -119,7 +119,8 @@ def test_adler_checks_the_declared_loss_on_the_sequence_layout(split):
     entry = bopt.lookup("adler")
     opt = entry.build(model, None, loss=TASK.loss)
     x, y = split.x_train[:4], split.y_train[:4]
-    step = loop.entry_step(entry)  # ADLER's declared needs: the outputs, its estimate steps
+    step = loop.entry_step(entry, opt)  # ADLER asks for the outputs (Rule.feed)
+    assert step is loop.outputs_step and loop.second_order_due(opt)  # its first step estimates
     runner.train_step(TASK, step, model, opt, x, y, entry.second_order)  # the check runs here
     assert opt._workspace().cache["adler.loss_checked"]  # verified against autograd: matched
     assert opt.effective_lr()["global"] > 0

@@ -811,6 +811,37 @@ class Composed(torch.optim.Optimizer):
                 return True
         return False
 
+    def needs_outputs(self) -> bool:
+        """Whether some group's rule takes the model's outputs on its curvature steps
+        (``Rule.feed``: ``"outputs"`` for LW's ``curvature="ggn"``, ``"linear"`` for ADLER's
+        ``variant="ggn"``): feed such an optimizer with ``opt.backward(loss, outputs)``.
+        A loop that serves any optimizer may choose its step from it, as the benchmark does.
+
+        >>> import torch, lrfree
+        >>> params = list(torch.nn.Linear(2, 2).parameters())
+        >>> lrfree.ADLER(params).needs_outputs(), lrfree.SGDLW(params).needs_outputs()
+        (True, False)
+        """
+        return any(RULES[g["rule"]].feed(g) in ("outputs", "linear") for g in self.param_groups)
+
+    def second_order_due(self) -> bool:
+        """Whether the next ``opt.backward(...)`` and ``step()`` differentiate twice: some group
+        estimates curvature on the next step through what its backward keeps (``Rule.feed``;
+        LW's curvature steps, ADLER's estimate steps). ``curvature_due()`` answers for the
+        routes that need the graph kept by the user's own ``loss.backward``; this one for
+        every route (a loop picks an attention kernel that has a double backward from it).
+
+        >>> import torch, lrfree
+        >>> opt = lrfree.ADLER(torch.nn.Linear(2, 2).parameters())
+        >>> opt.second_order_due(), opt.curvature_due()
+        (True, False)
+        """
+        for g in self.param_groups:
+            rule = RULES[g["rule"]]
+            if rule.feed(g) is not None and rule.curvature_due(g, self._clock(g, rule)):
+                return True
+        return False
+
     def effective_lr(self) -> dict[str, float]:
         """Current effective learning rate ``lr * alpha`` per block, by readable name.
 

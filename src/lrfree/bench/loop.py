@@ -1,9 +1,11 @@
 """One run's training loop: the seeded batches, the training step an entry declares, the
 evaluation after each epoch, the rate traces and the run's record.
 
-The loop names no optimizer: it reads what the entry declares (``BenchOptimizer``'s
-``needs_outputs``, ``second_order`` and ``step``) and what any optimizer may offer
-(``curvature_due()``, ``effective_lr()``, ``train()`` / ``eval()``).
+The loop names no optimizer: it reads what the optimizer offers (``needs_outputs()``,
+``curvature_due()``, ``second_order_due()``, ``effective_lr()``, ``train()`` / ``eval()``: an
+lrfree optimizer answers from its rules' declarations, ``Rule.feed`` and
+``Rule.curvature_due``) and what an entry may declare besides (``BenchOptimizer``'s
+``needs_outputs``, ``second_order`` and ``step``, for optimizers that offer nothing).
 
 Example::
 
@@ -127,10 +129,22 @@ def evaluate(task: Task, model: torch.nn.Module, split: Split) -> tuple[float, f
     return loss_sum / max(total, 1), acc
 
 
+def _offers(opt: torch.optim.Optimizer, name: str) -> bool:
+    """``opt.<name>()``, False for an optimizer without the method."""
+    method = getattr(opt, name, None)
+    return bool(method()) if callable(method) else False
+
+
 def curvature_due(opt: torch.optim.Optimizer) -> bool:
     """``opt.curvature_due()``: whether its next step needs ``backward(create_graph=True)``
     (graph-mode curvature); False for an optimizer without the method."""
-    return getattr(opt, "curvature_due", lambda: False)()
+    return _offers(opt, "curvature_due")
+
+
+def second_order_due(opt: torch.optim.Optimizer) -> bool:
+    """``opt.second_order_due()``: whether its next step differentiates twice by any route
+    (``lrfree.Composed.second_order_due``); False for an optimizer without the method."""
+    return _offers(opt, "second_order_due")
 
 
 def closure_step(task: Task, model, opt, x, y) -> torch.Tensor:
@@ -158,20 +172,27 @@ def outputs_step(task: Task, model, opt, x, y) -> torch.Tensor:
     return loss.detach()
 
 
-def entry_step(entry: BenchOptimizer) -> Step:
-    """The training step ``entry`` declares: its own ``step``, else ``outputs_step`` when it
-    ``needs_outputs``, else ``closure_step``.
+def entry_step(entry: BenchOptimizer, opt: torch.optim.Optimizer | None = None) -> Step:
+    """The training step of ``entry``'s optimizer ``opt``: the entry's own ``step``, else
+    ``outputs_step`` when the optimizer asks for its outputs (``opt.needs_outputs()``: an
+    lrfree rule's declaration) or the entry declares ``needs_outputs``, else
+    ``closure_step``.
 
     Example::
 
+        >>> import lrfree
         >>> from lrfree.bench.optimizers import BenchOptimizer
         >>> build = lambda model, lr, **kw: None
         >>> entry_step(BenchOptimizer("x", build, "lrfree", needs_outputs=True)).__name__
         'outputs_step'
+        >>> params = torch.nn.Linear(2, 2).parameters()
+        >>> entry_step(BenchOptimizer("y", build, "lrfree"), lrfree.ADLER(params)).__name__
+        'outputs_step'
     """
     if entry.step is not None:
         return entry.step
-    return outputs_step if entry.needs_outputs else closure_step
+    needs = entry.needs_outputs or (opt is not None and _offers(opt, "needs_outputs"))
+    return outputs_step if needs else closure_step
 
 
 def attention_backend(
@@ -182,8 +203,9 @@ def attention_backend(
     """The attention backend of the next training step: ``sdpa_kernel(SDPBackend.MATH)`` when
     the task's model needs it (``Task.needs_math_attention``: the fused CPU kernel of
     ``F.scaled_dot_product_attention`` has no double backward) and the step differentiates
-    twice (``curvature_due(opt)``, or the entry's declared ``second_order(opt)``); else no
-    change (first-order steps keep the fused kernel, as a user's loop would).
+    twice (``curvature_due(opt)``, ``second_order_due(opt)`` or the entry's declared
+    ``second_order(opt)``); else no change (first-order steps keep the fused kernel, as a
+    user's loop would).
 
     Example::
 
@@ -195,7 +217,9 @@ def attention_backend(
         '_GeneratorContextManager'
     """
     if task.needs_math_attention and (
-        curvature_due(opt) or (second_order is not None and second_order(opt))
+        curvature_due(opt)
+        or second_order_due(opt)
+        or (second_order is not None and second_order(opt))
     ):
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -298,7 +322,7 @@ def _train(
     model = task.model()
     steps_per_epoch = task.steps_per_epoch(len(split.x_train))
     opt = run.entry.build(model, run.lr, steps_per_epoch=steps_per_epoch, loss=task.loss)
-    step, second_order = entry_step(run.entry), run.entry.second_order
+    step, second_order = entry_step(run.entry, opt), run.entry.second_order
     gen = torch.Generator().manual_seed(run.seed)  # same data order for every optimizer
     set_mode(opt, "train")
     tb, tb_epoch = _tb_logger(tb_dir, run, opt, steps_per_epoch) if tb_dir else (None, None)

@@ -39,7 +39,7 @@ def _time_steps(task: Task, split: Split, name: str, n: int, warmup: int = 2) ->
     model = task.model()
     steps = task.steps_per_epoch(len(split.x_train))
     opt = entry.build(model, entry.default_lr, steps_per_epoch=steps, loss=task.loss)
-    step = entry_step(entry)
+    step = entry_step(entry, opt)
     set_mode(opt, "train")
     gen = torch.Generator().manual_seed(0)
     todo = []

@@ -8,13 +8,16 @@
   ``ldog``) when their
   PyPI packages are installed (``pip install lrfree[peers]``).
 
-An entry builds the optimizer from ``model.named_parameters()`` and declares what its training
-loop needs beyond the default step (a closure, with graph mode when the optimizer's
-``curvature_due()`` asks for it): ``needs_outputs`` (the step is given the model's outputs:
-``opt.backward(loss, out)``, then ``opt.step(outputs=out, targets=y)``) and ``second_order``
-(which of its steps differentiate twice besides graph-mode curvature, so that the loop runs
-them under an attention backend that has a double backward). ``lrfree.bench.loop`` reads
-these declarations; it names no optimizer.
+An entry builds the optimizer from ``model.named_parameters()``. What its training loop needs
+beyond the default step (a closure, with graph mode when the optimizer's ``curvature_due()``
+asks for it) the optimizer itself tells: an lrfree optimizer answers ``needs_outputs()`` (the
+step is given the model's outputs: ``opt.backward(loss, out)``, then
+``opt.step(outputs=out, targets=y)``) and ``second_order_due()`` (whether its next step
+differentiates twice, so that the loop runs it under an attention backend that has a double
+backward) from its rules' declarations (``Rule.feed``, ``Rule.curvature_due``). An entry for
+an optimizer that offers neither may declare the same (``needs_outputs``, ``second_order``,
+or a ``step`` of its own). ``lrfree.bench.loop`` reads both; no entry is special-cased by
+name.
 
 Any entry takes constructor arguments in brackets: ``adam-tlr[preset=paper]``,
 ``sgd-lw[update_every=1,beta_t=0.0]@grid``; values are Python literals (``ast.literal_eval``;
@@ -38,9 +41,10 @@ from torch import nn
 
 import lrfree
 
+from .grids import GRID_ADAM_PAPERS, GRID_ADAMW, GRID_RMSPROP, GRID_SGD
+
 __all__ = [
     "BENCH_OPTIMIZERS",
-    "LOOP_NEEDS",
     "BenchOptimizer",
     "available",
     "base_grid",
@@ -138,8 +142,8 @@ def _peer(module: str, cls: str, **fixed: Any) -> Builder:
     return build
 
 
-GRID_ADAMW = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
-GRID_SGD = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
+# the grids live in .grids (not part of any record's fingerprint: a grid decides which runs
+# a plan holds, not what a run does)
 
 BENCH_OPTIMIZERS: dict[str, BenchOptimizer] = {}
 
@@ -175,7 +179,7 @@ register(
         _torch(torch.optim.Adam),
         "baseline",
         1e-3,
-        GRID_ADAMW,
+        GRID_ADAM_PAPERS,
         note="torch Adam (no weight decay), the AdaLip and CAM-HD papers' baseline",
     )
 )
@@ -185,7 +189,7 @@ register(
         _torch(torch.optim.RMSprop),
         "baseline",
         1e-3,
-        (3e-4, 5e-4, 7e-4, 1e-3, 5e-3, 1e-2),
+        GRID_RMSPROP,
         note="torch RMSprop (alpha 0.99), the AdaLip paper's baseline",
     )
 )
@@ -220,23 +224,6 @@ LRFREE_NAMES = {
 }
 
 
-def _adler_estimate_due(opt: torch.optim.Optimizer) -> bool:
-    """Whether ADLER's next ``backward(loss, outputs)`` estimates its rate: a backward
-    through the gradient graph (``lrfree.rules.adler``)."""
-    from lrfree.rules.adler import _estimate_due
-
-    return _estimate_due(opt)
-
-
-LOOP_NEEDS: dict[str, dict[str, Any]] = {
-    # ADLER's fastest documented loop (docs/adler.md): opt.backward(loss, out) keeps what the
-    # step needs for J G, then the step receives the outputs; its estimate steps
-    # differentiate twice
-    "adler": {"needs_outputs": True, "second_order": _adler_estimate_due},
-}
-"""What the loop of a named lrfree optimizer needs beyond a closure step (``BenchOptimizer``
-fields, by entry name); the entries of ``LRFREE_NAMES`` not listed need nothing more."""
-
 for _name, _cls in LRFREE_NAMES.items():
     if hasattr(lrfree, _cls):
         register(
@@ -245,7 +232,6 @@ for _name, _cls in LRFREE_NAMES.items():
                 _named(getattr(lrfree, _cls)),
                 "lrfree",
                 note=f"lrfree.{_cls}()",
-                **LOOP_NEEDS.get(_name, {}),
             )
         )
 

@@ -76,7 +76,7 @@ def plan(
 
         >>> runs = plan(["mnist1d-mlp"], ["adamw@grid"], seeds=2, epochs=3, train_subset=None)
         >>> len(runs), runs[0].epochs, runs[0].lr
-        (10, 3, 0.0001)
+        (10, 3, 0.0003)
     """
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")

@@ -48,6 +48,7 @@ NOT_TRAINING = (
     "bench/plots.py",
     "bench/pages.py",
     "bench/suites.py",
+    "bench/grids.py",
     "bench/cost.py",
     "bench/measure.py",
     "bench/progress.py",

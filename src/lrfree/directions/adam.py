@@ -31,7 +31,6 @@ def _ones(values: list[float] | list[Tensor]) -> bool:
 
 class Adam(Direction):
     name = "adam"
-    torch_equivalent = "torch.optim.Adam"
     hyper: ClassVar[dict[str, Hyper]] = {
         "betas": Hyper((0.9, 0.999), pair_of_unit(), "(beta1, beta2)"),
         "eps": Hyper(1e-8, real(0.0), "added to the denominator"),
@@ -174,7 +173,6 @@ class Adam(Direction):
 
 class AdamW(Adam):
     name = "adamw"
-    torch_equivalent = "torch.optim.AdamW"
     hyper: ClassVar[dict[str, Hyper]] = {
         **Adam.hyper,
         "weight_decay": Hyper(1e-2, real(0.0), "decoupled decay: p <- p (1 - lr alpha wd)"),

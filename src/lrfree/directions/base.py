@@ -37,7 +37,6 @@ class Direction:
     """
 
     name: ClassVar[str]
-    torch_equivalent: ClassVar[str]
     hyper: ClassVar[dict[str, Hyper]]
     default_lr: ClassVar[float]
     decoupled_decay: ClassVar[bool] = False

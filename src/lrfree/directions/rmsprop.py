@@ -22,7 +22,6 @@ __all__ = ["RMSprop"]
 
 class RMSprop(Direction):
     name = "rmsprop"
-    torch_equivalent = "torch.optim.RMSprop"
     hyper: ClassVar[dict[str, Hyper]] = {
         "alpha": Hyper(0.99, real(0.0, 1.0), "smoothing constant of the square average"),
         "eps": Hyper(1e-8, real(0.0), "added to the denominator"),

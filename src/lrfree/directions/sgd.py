@@ -51,7 +51,6 @@ def sgd_direction(
 
 class SGD(Direction):
     name = "sgd"
-    torch_equivalent = "torch.optim.SGD(momentum=0)"
     hyper: ClassVar[dict[str, Hyper]] = dict(_COMMON)
     default_lr = 1e-3
 
@@ -78,7 +77,6 @@ class SGD(Direction):
 
 class Momentum(SGD):
     name = "momentum"
-    torch_equivalent = "torch.optim.SGD(momentum=mu, dampening=...)"
     hyper: ClassVar[dict[str, Hyper]] = {
         "momentum": Hyper(0.9, real(0.0, 1.0, lo_open=True, hi_open=True), "mu"),
         "dampening": Hyper(0.0, real(0.0, 1.0), "torch's dampening (0: m = mu*m + g)"),
@@ -116,7 +114,6 @@ class Momentum(SGD):
 
 class Nesterov(Momentum):
     name = "nesterov"
-    torch_equivalent = "torch.optim.SGD(momentum=mu, nesterov=True)"
     hyper: ClassVar[dict[str, Hyper]] = {
         "momentum": Hyper(0.9, real(0.0, 1.0, lo_open=True, hi_open=True), "mu"),
         **_COMMON,

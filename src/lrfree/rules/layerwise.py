@@ -23,8 +23,9 @@ uses ``g + weight_decay * p`` and ``delta^2`` adds ``weight_decay * ||d||^2``.
 
 Safeguards (no host sync; each rejected estimate increments ``"layerwise.rejected"``): an
 estimate with ``rho <= 0`` (not a descent direction), ``delta^2 <= 0`` (negative curvature
-along ``d_l``, Hessian mode) or any non-finite quantity is discarded: the EMA and the rate
-keep their previous values. The applied rate is always finite and ``>= 0``.
+along ``d_l``, Hessian mode), any non-finite quantity, or a step ``t_raw d_l`` whose squared
+norm overflows (a curvature at the rounding level) is discarded: the EMA and the rate keep
+their previous values. The applied rate is always finite and ``>= 0``.
 
 ``raw_cap=True`` (a safeguard, off in the paper): on every accepted estimate the applied rate
 is ``min(EMA rate, t_raw_l)``, the latest estimate at the current point. Lemma 1's model
@@ -236,6 +237,10 @@ class Layerwise(Rule):
                 & (r > 0)
                 & (delta2 > 0)
                 & (raw > 0)
+                # the step the estimate would take along d must be representable: a positive
+                # curvature at the rounding level (a subnormal d^T H d) gives a finite raw
+                # rate ~ 1 / delta whose step ||raw d|| overflows
+                & torch.isfinite(raw * raw * dsq[k])
             )
             ema = self.ensure(ctx, s, "ema", 0.0)
             count = self.ensure(ctx, s, "count", 0.0)
