@@ -7,7 +7,8 @@ TORCH  ?= torch==2.13.0
 FMNIST := /usr/share/datasets/fashion-mnist
 LINTED := src tests $(wildcard benchmarks examples)
 
-.PHONY: bench test lint venv data docs clean results results-auto results-pages results-long
+.PHONY: bench test lint venv data docs clean results results-auto results-pages results-long \
+	results-papers
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +43,8 @@ results: venv data
 
 # Auto against the grids and every peer, the whole suite, 3 seeds (docs/results-auto.md)
 results-auto: venv data
+	# its runs are a part of the full suite's: take those already trained there
+	$(PY) benchmarks/share_records.py benchmarks/out/full-suite benchmarks/out/auto-eval
 	$(VENV)/bin/lrfree bench --suite full --out benchmarks/out/auto-eval \
 	  --optimizers adamw,adamw@grid,sgd-m@grid,auto,prodigy,dadapt-adam,schedulefree-adamw,prodigy-sf,dog,ldog \
 	  --results-page docs/results-auto.md
@@ -56,6 +59,16 @@ results-long: venv data
 	$(VENV)/bin/lrfree bench --suite long --seeds $(SEEDS) --out benchmarks/out/long-suite \
 	  --results-page docs/results-long.md & pid=$$!; \
 	  bash benchmarks/commit_partial.sh benchmarks/out/long-suite $$pid 10; wait $$pid
+
+# the papers' experiments through the bench (docs/benchmark.md, "The papers' experiments"), each
+# into benchmarks/out/<suite>; PAPER_SUITES=paper-lw runs one. paper-adalip is the long one (about
+# an hour on 2 cores; the rest about an hour together)
+PAPER_SUITES ?= paper-lw paper-lw-10k paper-tlr paper-tlr-10ep paper-tlr-20k paper-adler \
+	paper-adler-2048 paper-camhd paper-camhd-5ep paper-adalip
+results-papers: venv data
+	for s in $(PAPER_SUITES); do \
+	  $(VENV)/bin/lrfree bench --suite $$s --out benchmarks/out/$$s --no-progress || exit 1; \
+	done
 
 # both results pages (and their folders' report.md, report.json, PNGs) redrawn from the records
 # already in benchmarks/out/, without training: after a change to the tables or the plots only

@@ -47,7 +47,7 @@ writes results.jsonl, report.md, report.json and PNG plots into --out. Runs alre
 only what is left (--fresh starts over).
 Runs train in parallel, one per CPU with one torch thread each (--jobs, --threads). The
 plan's estimated time (measured costs, lrfree.bench.cost) is printed before training;
---suite full (3 seeds by default) is estimated at 1 h 44 min with two runs at once on a
+--suite full (3 seeds by default) is estimated at 1 h 32 min with two runs at once on a
 2-core CPU (the costs fitted to the stored runs of the suite; --estimate prints the plan).
 """
 EPILOG = """\
@@ -136,6 +136,10 @@ def _report(
 
     agg = report.aggregate(records)
     md = report.markdown(agg, meta)
+    if meta.get("suite"):  # a paper suite: its sweep statistic too
+        from .suites import robustness_section
+
+        md += robustness_section(records)
     (out / "report.md").write_text(md)
     report.write_json(agg, meta, out / "report.json")
     pngs = [] if args.no_plots else pages.plots(agg, out)
@@ -281,7 +285,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         choices=["quick", "full", "long", *_paper_suite_names()],
         default="quick",
         help="quick: MNIST-1D tasks (default, about 2 minutes); full: every task, 3 seeds "
-        "(about 1 h 45 min estimated on 2 CPU cores); long: the Fashion-MNIST tasks at 10 "
+        "(about 1 h 32 min estimated on 2 CPU cores); long: the Fashion-MNIST tasks at 10 "
         "epochs on up to 60k images (many hours: run it seed by seed); paper-*: one paper's "
         "experiment (docs/benchmark.md); see --list and --estimate",
     )

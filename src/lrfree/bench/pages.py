@@ -22,7 +22,7 @@ from .plan import plan
 from .plots import write_plots
 from .report import _threads_text, aggregate, markdown, write_json
 from .results import load_results
-from .suites import plan_runs
+from .suites import plan_runs, robustness_section
 from .tasks import TaskSize
 
 __all__ = ["REDRAW", "main", "plots", "redraw", "results_page", "stored_records"]
@@ -283,6 +283,8 @@ def redraw(
     meta["redrawn"].update(command=command, date=date)
     agg = aggregate(records)
     md = markdown(agg, meta)
+    if meta.get("suite"):  # a paper suite: its sweep statistic too
+        md += robustness_section(records)
     (out / "report.md").write_text(md)
     write_json(agg, meta, out / "report.json")
     written = [out / "report.md", out / "report.json"]

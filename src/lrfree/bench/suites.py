@@ -77,6 +77,7 @@ __all__ = [
     "estimate",
     "plan_runs",
     "robustness_markdown",
+    "robustness_section",
     "robustness_table",
     "suite_plan",
 ]
@@ -538,3 +539,29 @@ def robustness_markdown(records: Iterable[dict[str, Any]]) -> str:
             f"| {r['best'][0]:g}: {r['best'][1]:.2f} +- {r['best'][2]:.2f} |"
         )
     return "\n".join(lines)
+
+
+def robustness_section(records: Iterable[dict[str, Any]]) -> str:
+    """The report's section for a paper suite: ``robustness_markdown`` under a heading that
+    says what it is; ``""`` when no entry ran at two or more explicit rates.
+
+    Example::
+
+        >>> recs = [{"task": "t", "optimizer": "sgd", "spec": f"sgd@{lr}", "lr": lr,
+        ...          "seed": 0, "final_metric": acc, "grid": False}
+        ...         for lr, acc in [(0.1, 80.0), (0.01, 60.0)]]
+        >>> robustness_section(recs).splitlines()[1]
+        '## Robustness over the rates'
+        >>> robustness_section([])
+        ''
+    """
+    records = list(records)
+    if not robustness_table(records):
+        return ""
+    return (
+        "\n## Robustness over the rates\n\n"
+        "The papers' sweep statistic (`lrfree.bench.suites.robustness_table`): per task and "
+        "entry run at explicit rates (`NAME@LR`), the final metric at each rate (median over "
+        "seeds), then its max, median, mean, standard deviation and worst-best over the rates, "
+        "and the rate with the best mean over seeds.\n\n" + robustness_markdown(records) + "\n"
+    )
