@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lrfree.bench.pages import stored_records
-from lrfree.bench.plan import plan  # the plan stored_records builds, with the same arguments
+from lrfree.bench.pages import planned_runs, stored_records
 from lrfree.bench.results import append_result, load_results
-from lrfree.bench.tasks import TaskSize
 
 
 def share(src: Path, dst: Path) -> int:
@@ -32,15 +30,7 @@ def share(src: Path, dst: Path) -> int:
     if not (src / "results.jsonl").is_file() or not (dst / "report.json").is_file():
         return 0  # nothing to share, or no plan to share into: lrfree bench trains it all
     _, meta = stored_records(dst)
-    sizes = {task: TaskSize(**size) for task, size in (meta.get("sizes") or {}).items()}
-    runs = plan(
-        meta["tasks"],
-        meta["optimizers"],
-        meta["seeds"],
-        meta.get("epochs"),
-        meta.get("train_subset"),
-        sizes=sizes,
-    )
+    runs = planned_runs(meta)
     have = load_results(dst / "results.jsonl")
     theirs = load_results(src / "results.jsonl")
     n = 0

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 from lrfree.bench.runner import loop_fingerprint
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "rekey.py"
+from script_loader import load_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("rekey_script", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/rekey.py")
 
 
 def _rec(family: str, name: str, code: str) -> dict:

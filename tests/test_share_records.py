@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 from lrfree.bench.plan import plan
 from lrfree.bench.results import load_results
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "share_records.py"
+from script_loader import load_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("share_records_script", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/share_records.py")
 
 
 def _folder(path: Path, optimizers: list[str], records: list[dict]) -> Path:

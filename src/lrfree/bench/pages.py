@@ -18,14 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .plan import plan
+from .plan import Run, plan
 from .plots import write_plots
 from .report import _threads_text, aggregate, markdown, write_json
 from .results import load_results
 from .suites import plan_runs, robustness_section
 from .tasks import TaskSize
 
-__all__ = ["REDRAW", "main", "plots", "redraw", "results_page", "stored_records"]
+__all__ = ["REDRAW", "main", "planned_runs", "plots", "redraw", "results_page", "stored_records"]
 
 
 def plots(agg: dict[str, Any], out: Path) -> list[Path]:
@@ -197,6 +197,35 @@ def _minutes(s: float | None) -> str:
 # --- the report again from stored records, without training --------------------------------
 
 
+def planned_runs(meta: dict[str, Any]) -> list[Run]:
+    """The runs of the ``lrfree bench`` command a report's meta records (``report.json``'s
+    ``"meta"``): a paper suite's parts (``suites.plan_runs``), else ``plan.plan`` of its
+    tasks, optimizers, seeds and resolved sizes.
+
+    Example::
+
+        >>> meta = {"tasks": ["mnist1d-mlp"], "optimizers": ["adamw@grid"], "seeds": 2}
+        >>> len(planned_runs(meta))
+        10
+    """
+    if meta.get("suite"):  # a paper suite: its parts, each with its own specs and seeds
+        return plan_runs(
+            meta["suite"],
+            epochs=meta.get("epochs"),
+            train_subset=meta.get("train_subset"),
+            seeds=meta.get("seeds_asked"),
+        )
+    sizes = {task: TaskSize(**size) for task, size in (meta.get("sizes") or {}).items()}
+    return plan(
+        meta["tasks"],
+        meta["optimizers"],
+        meta["seeds"],
+        meta.get("epochs"),
+        meta.get("train_subset"),
+        sizes=sizes,
+    )
+
+
 def stored_records(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The records and meta of the last ``lrfree bench`` that wrote the folder ``out``, read
     back without training: what that command's report was made from.
@@ -228,23 +257,7 @@ def stored_records(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
                 f"{out / name}: not the --out folder of a finished lrfree bench"
             )
     meta = json.loads((out / "report.json").read_text())["meta"]
-    sizes = {task: TaskSize(**size) for task, size in (meta.get("sizes") or {}).items()}
-    if meta.get("suite"):  # a paper suite: its parts, each with its own specs and seeds
-        runs = plan_runs(
-            meta["suite"],
-            epochs=meta.get("epochs"),
-            train_subset=meta.get("train_subset"),
-            seeds=meta.get("seeds_asked"),
-        )
-    else:
-        runs = plan(
-            meta["tasks"],
-            meta["optimizers"],
-            meta["seeds"],
-            meta.get("epochs"),
-            meta.get("train_subset"),
-            sizes=sizes,
-        )
+    runs = planned_runs(meta)
     done = load_results(out / "results.jsonl")
     newest: dict[str, dict[str, Any]] = {}
     for key, rec in done.items():  # in file order: a later record of a run replaces it
