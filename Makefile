@@ -8,7 +8,7 @@ FMNIST := /usr/share/datasets/fashion-mnist
 LINTED := src tests $(wildcard benchmarks examples)
 
 .PHONY: bench test lint venv data docs clean results results-auto results-pages results-long \
-	results-papers
+	results-long-page results-papers
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,8 +57,16 @@ results-auto: venv data
 SEEDS ?= 1
 results-long: venv data
 	$(VENV)/bin/lrfree bench --suite long --seeds $(SEEDS) --out benchmarks/out/long-suite \
-	  --results-page docs/results-long.md & pid=$$!; \
+	  --no-plots & pid=$$!; \
 	  bash benchmarks/commit_partial.sh benchmarks/out/long-suite $$pid 10; wait $$pid
+	$(MAKE) results-long-page SEEDS=$(SEEDS)
+
+# docs/results-long.md from the long suite's records so far (a sitting that ended early leaves
+# runs without a record: the page counts them), with the verdicts that changed against the
+# full suite's shorter budget
+results-long-page: venv
+	$(PY) -m lrfree.bench.pages benchmarks/out/long-suite --suite long --seeds $(SEEDS) \
+	  --compare-with benchmarks/out/full-suite --results-page docs/results-long.md
 
 # the papers' experiments through the bench (docs/benchmark.md, "The papers' experiments"), each
 # into benchmarks/out/<suite>; PAPER_SUITES=paper-lw runs one. paper-adalip is the long one (about

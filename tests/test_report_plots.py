@@ -464,6 +464,41 @@ def test_redraw_writes_report_plots_and_a_page_with_the_lr_pictures_first(tmp_pa
     assert len(images) == len(set(images))  # each picture once
 
 
+def test_an_unfinished_suite_is_drawn_from_its_plan_and_compared_with_a_shorter_budget(
+    tmp_path, capsys
+):
+    """The long suite between sittings: no report.json yet, so ``--suite`` names the plan;
+    the runs without a record are left out and counted; ``--compare-with`` adds the
+    verdicts that changed against the same task at another budget."""
+    from lrfree.bench.optimizers import default_optimizers
+    from lrfree.bench.tasks import SUITES
+
+    short, _, lines, meta = stored_folder(tmp_path)  # 2 epochs: sgd-lw 58 vs the grid's 63
+    write_folder(short, lines, meta)
+    out = tmp_path / "long"
+    out.mkdir()
+    runs = runner.plan(
+        list(SUITES["quick"]), default_optimizers("quick"), 1, None, None, sizes=SUITES["quick"]
+    )
+    mine = [r for r in runs if r.task.name == "mnist1d-mlp" and r.spec in ("adamw@grid", "sgd-lw")]
+    recs = []
+    for r in mine:  # the long budget: sgd-lw ahead of every grid rate
+        acc = 70.0 if r.spec == "sgd-lw" else 60.0
+        rec = record(r.task.name, r.spec, r.entry.family, r.lr, r.seed, acc, grid=r.grid)
+        recs.append({**rec, "key": r.key})
+    (out / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in recs))
+    page = tmp_path / "docs" / "results-long.md"
+    argv = [str(out), "--suite", "quick", "--seeds", "1", "--compare-with", str(short)]
+    assert pages.main([*argv, "--results-page", str(page), "--no-plots"]) == 0
+    left_out = len({r.key for r in runs}) - len(mine)
+    assert f"left out {left_out} run(s) without a record" in capsys.readouterr().err
+    text = page.read_text()
+    assert "lrfree bench --suite quick --seeds 1" in text and "(not finished)" in text
+    assert "## `long` against `out`" in text
+    assert "| mnist1d-mlp | `sgd-lw` | -5.00 (loss) | +10.00 (win) |" in text
+    assert "Tuned baselines that changed with the budget: none." in text
+
+
 def test_redraw_of_a_folder_without_records_says_so(tmp_path, capsys):
     assert pages.main([str(tmp_path)]) == 2
     assert "not the --out folder of a finished lrfree bench" in capsys.readouterr().err

@@ -11,6 +11,7 @@ statistics) and ``plots`` (figures), which do not import it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections import defaultdict
@@ -20,12 +21,21 @@ from typing import Any
 
 from .plan import Run, plan
 from .plots import write_plots
-from .report import _threads_text, aggregate, markdown, write_json
+from .report import _threads_text, aggregate, budget_lines, markdown, write_json
 from .results import load_results
 from .suites import plan_runs, robustness_section
 from .tasks import TaskSize
 
-__all__ = ["REDRAW", "main", "planned_runs", "plots", "redraw", "results_page", "stored_records"]
+__all__ = [
+    "REDRAW",
+    "main",
+    "planned_runs",
+    "plots",
+    "redraw",
+    "results_page",
+    "stored_records",
+    "suite_meta",
+]
 
 
 def plots(agg: dict[str, Any], out: Path) -> list[Path]:
@@ -226,7 +236,48 @@ def planned_runs(meta: dict[str, Any]) -> list[Run]:
     )
 
 
-def stored_records(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def suite_meta(suite: str, seeds: int, out: Path) -> dict[str, Any]:
+    """The meta ``lrfree bench --suite SUITE --seeds N --out OUT`` writes when it finishes,
+    for a folder whose run has not finished yet (no ``report.json``: the long suite, run
+    over several sittings): the suite's tasks, its default optimizers, its sizes and the
+    machine of the records already there (``results.jsonl``'s first record).
+
+    Example::
+
+        >>> meta = suite_meta("quick", 1, Path("no-such-folder"))
+        >>> meta["tasks"], meta["seeds"], meta["optimizers"][:2]
+        (['mnist1d-mlp', 'mnist1d-cnn'], 1, ['adamw', 'adamw@grid'])
+    """
+    from .optimizers import default_optimizers
+    from .tasks import SUITES
+
+    sizes = SUITES[suite]
+    first = next(iter(load_results(Path(out) / "results.jsonl").values()), {})
+    env = dict(first.get("env") or {})
+    env.setdefault("processor", "-")
+    env.setdefault("cpus", "-")
+    env.setdefault("torch", "-")
+    env.setdefault("lrfree", "-")
+    meta = {
+        "suite": None,
+        "tasks": list(sizes),
+        "optimizers": default_optimizers(suite),
+        "seeds": seeds,
+        "epochs": None,
+        "train_subset": None,
+        "sizes": {t: dataclasses.asdict(z) for t, z in sizes.items()},
+        "env": env,
+        "command": f"lrfree bench --suite {suite} --seeds {seeds} --out {out} (not finished)",
+        "date": "-",
+        "n_trained": 0,
+    }
+    meta["n_runs"] = len({r.key for r in planned_runs(meta)})
+    return meta
+
+
+def stored_records(
+    out: Path, meta: dict[str, Any] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The records and meta of the last ``lrfree bench`` that wrote the folder ``out``, read
     back without training: what that command's report was made from.
 
@@ -240,8 +291,9 @@ def stored_records(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     ``redrawn``: ``codes`` (fingerprint -> runs that use a record made under it) and
     ``missing`` (runs without any record; left out).
 
-    Raises ``FileNotFoundError`` when ``out`` holds no ``report.json`` or no
-    ``results.jsonl``.
+    ``meta``: the plan's meta to use instead of ``report.json``'s (``suite_meta``, for a
+    run that has not finished). Raises ``FileNotFoundError`` when ``out`` holds no
+    ``results.jsonl``, or no ``report.json`` and no ``meta`` is given.
 
     Example::
 
@@ -252,11 +304,12 @@ def stored_records(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """
     out = Path(out)
     for name in ("report.json", "results.jsonl"):
-        if not (out / name).is_file():
+        if not (out / name).is_file() and not (name == "report.json" and meta is not None):
             raise FileNotFoundError(
                 f"{out / name}: not the --out folder of a finished lrfree bench"
             )
-    meta = json.loads((out / "report.json").read_text())["meta"]
+    if meta is None:
+        meta = json.loads((out / "report.json").read_text())["meta"]
     runs = planned_runs(meta)
     done = load_results(out / "results.jsonl")
     newest: dict[str, dict[str, Any]] = {}
@@ -278,18 +331,27 @@ def stored_records(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 
 
 def redraw(
-    out: Path, page: Path | None = None, *, plots_too: bool = True, command: str | None = None
+    out: Path,
+    page: Path | None = None,
+    *,
+    plots_too: bool = True,
+    command: str | None = None,
+    meta: dict[str, Any] | None = None,
+    compare: Path | None = None,
 ) -> dict[str, Any]:
     """Rewrite ``out``'s ``report.md``, ``report.json`` and PNG plots (and the results page
     ``page``, with its plots in ``<page stem>/``) from the records stored there
     (``stored_records``), without training. ``command`` (default: the equivalent
     ``python -m lrfree.bench.pages`` line) and the date are recorded in the meta's
     ``redrawn``, which the page shows. Returns the meta; ``meta["written"]`` lists the
-    files written."""
+    files written. ``meta``: the plan to draw instead of the one ``report.json`` records
+    (``suite_meta``). ``compare``: another folder of the same tasks at another budget (the
+    full suite, for the long suite's page): the report and the page end with the verdicts
+    that changed between the two (``report.budget_lines``)."""
     import datetime
 
     out = Path(out)
-    records, meta = stored_records(out)
+    records, meta = stored_records(out, meta)
     if command is None:
         command = f"{REDRAW} {out}" + (f" --results-page {page}" if page else "")
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
@@ -298,6 +360,10 @@ def redraw(
     md = markdown(agg, meta)
     if meta.get("suite"):  # a paper suite: its sweep statistic too
         md += robustness_section(records)
+    if compare is not None:
+        short, _ = stored_records(Path(compare))
+        lines = budget_lines(aggregate(short), agg, f"`{Path(compare).name}`", f"`{out.name}`")
+        md += "\n" + "\n".join(lines)
     (out / "report.md").write_text(md)
     write_json(agg, meta, out / "report.json")
     written = [out / "report.md", out / "report.json"]
@@ -323,12 +389,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="the --out folder of a finished lrfree bench")
     parser.add_argument("--results-page", type=Path, help="also write this results page")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
+    parser.add_argument(
+        "--suite",
+        choices=("quick", "full", "long"),
+        help="draw this suite's plan (with --seeds) instead of the one report.json records: "
+        "for a run that has not finished (the long suite between sittings); runs without a "
+        "record yet are left out and counted",
+    )
+    parser.add_argument("--seeds", type=int, default=1, help="with --suite (default 1)")
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        metavar="DIR",
+        help="the --out folder of the same tasks at another budget (e.g. the full suite): "
+        "add the verdicts that changed between the two",
+    )
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         meta = redraw(
             args.out, args.results_page, plots_too=not args.no_plots,
             command=" ".join([REDRAW, *argv]),
+            meta=suite_meta(args.suite, args.seeds, args.out) if args.suite else None,
+            compare=args.compare_with,
         )  # fmt: skip
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)

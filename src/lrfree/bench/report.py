@@ -37,6 +37,8 @@ __all__ = [
     "base_lines",
     "baseline_spread",
     "bootstrap_interval",
+    "budget_changes",
+    "budget_lines",
     "compare",
     "deficits",
     "markdown",
@@ -861,4 +863,104 @@ def base_lines(agg: dict[str, Any], within: float = 3.0) -> list[str]:
         )
     n_pairs = sum(len(g) for g in gaps.values())
     lines.append(f"\nCollapsed (optimizer, task) pairs: {sum(pairs.values())} of {n_pairs}.\n")
+    return lines
+
+
+def _gap_to_tuned(t: dict[str, Any], row: dict[str, Any]) -> float | None:
+    """An entry's mean minus its task's tuned baseline: accuracy points, or (loss tasks)
+    percent of the baseline's loss, positive = better; None without a tuned baseline."""
+    base = next((r for r in t["rows"] if r["spec"] == t.get("tuned")), None)
+    if base is None or row is base:
+        return None
+    ref, v = base["acc_mean"], row["acc_mean"]
+    if not math.isfinite(v):
+        return -math.inf
+    return v - ref if t["higher_is_better"] else 100.0 * (ref - v) / ref
+
+
+def budget_changes(short: dict[str, Any], long: dict[str, Any]) -> list[dict[str, Any]]:
+    """The same entries on the same tasks at two budgets (two ``aggregate`` results, e.g.
+    the full suite and the long suite): per task both ran and entry both ran, the gap to
+    each budget's tuned baseline (``_gap_to_tuned``: points, or percent of the loss;
+    positive = better) and the paired verdict against it (``paired``), and ``changed``:
+    whether the verdict differs. The tuned baselines themselves are left out.
+
+    Example::
+
+        >>> def recs(v_auto):
+        ...     return [{"task": "t", "spec": s, "optimizer": s, "family": f, "lr": lr,
+        ...              "grid": g, "seed": k, "final_metric": v + k, "final_train_loss": 0.1,
+        ...              "seconds": 1.0, "diverged": False, "per_epoch": []}
+        ...             for k in range(3)
+        ...             for s, f, lr, g, v in [("adamw@grid", "baseline", 0.1, True, 80.0),
+        ...                                    ("auto", "lrfree", None, False, v_auto)]]
+        >>> (row,) = budget_changes(aggregate(recs(75.0)), aggregate(recs(84.0)))
+        >>> row["short"]["verdict"], row["long"]["verdict"], row["changed"], row["long"]["gap"]
+        ('loss', 'win', True, 4.0)
+    """
+    v_short, v_long = paired(short), paired(long)
+    out = []
+    for task in [t for t in short if t in long]:
+        rows_l = {r["spec"]: r for r in long[task]["rows"]}
+        for r in short[task]["rows"]:
+            spec = r["spec"]
+            if spec not in rows_l:
+                continue
+            g_s, g_l = _gap_to_tuned(short[task], r), _gap_to_tuned(long[task], rows_l[spec])
+            if g_s is None or g_l is None:
+                continue
+            vs = v_short.get(spec, {}).get(task, {}).get("verdict") or "-"
+            vl = v_long.get(spec, {}).get(task, {}).get("verdict") or "-"
+            out.append(
+                {
+                    "task": task,
+                    "spec": spec,
+                    "short": {"gap": g_s, "verdict": vs, "tuned": short[task].get("tuned")},
+                    "long": {"gap": g_l, "verdict": vl, "tuned": long[task].get("tuned")},
+                    "changed": vs != vl,
+                }
+            )
+    return out
+
+
+def budget_lines(
+    short: dict[str, Any], long: dict[str, Any], short_name: str, long_name: str
+) -> list[str]:
+    """``budget_changes`` as a markdown section: the verdicts that changed between the two
+    budgets, then a count of those that held. Empty when the two share no task."""
+    rows = budget_changes(short, long)
+    if not rows:
+        return []
+
+    def cell(side: dict[str, Any], higher: bool) -> str:
+        gap = side["gap"]
+        g = "diverged" if gap == -math.inf else f"{gap:+.2f}" + ("" if higher else "%")
+        return f"{g} ({side['verdict']})"
+
+    changed = [r for r in rows if r["changed"]]
+    lines = [
+        f"## {long_name} against {short_name}\n",
+        f"The entries and tasks both budgets ran: the gap to each budget's tuned baseline "
+        f"(accuracy points, loss tasks percent of the loss; positive = better) and the paired "
+        f"verdict against it. {len(changed)} of {len(rows)} verdicts changed between the "
+        f"{short_name} and the {long_name}:\n",
+    ]
+    if changed:
+        lines += [
+            f"| task | entry | {short_name}: gap (verdict) | {long_name}: gap (verdict) |",
+            "|---|---|---|---|",
+        ]
+        for r in changed:
+            hi = short[r["task"]]["higher_is_better"]
+            lines.append(
+                f"| {r['task']} | `{r['spec']}` | {cell(r['short'], hi)} | {cell(r['long'], hi)} |"
+            )
+        lines.append("")
+    tuned = sorted(
+        {(r["task"], r["short"]["tuned"], r["long"]["tuned"]) for r in rows},
+    )
+    moved = [f"{t}: `{a}` -> `{b}`" for t, a, b in tuned if a != b]
+    lines.append(
+        "Tuned baselines that changed with the budget: " + ("; ".join(moved) or "none") + ".\n"
+    )
     return lines
