@@ -135,11 +135,7 @@ def _report(
     from . import pages, report
 
     agg = report.aggregate(records)
-    md = report.markdown(agg, meta)
-    if meta.get("suite"):  # a paper suite: its sweep statistic too
-        from .suites import robustness_section
-
-        md += robustness_section(records)
+    md = pages.report_markdown(records, agg, meta)
     (out / "report.md").write_text(md)
     report.write_json(agg, meta, out / "report.json")
     pngs = [] if args.no_plots else pages.plots(agg, out)

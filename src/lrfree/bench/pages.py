@@ -32,6 +32,7 @@ __all__ = [
     "planned_runs",
     "plots",
     "redraw",
+    "report_markdown",
     "results_page",
     "stored_records",
     "suite_meta",
@@ -207,6 +208,16 @@ def _minutes(s: float | None) -> str:
 # --- the report again from stored records, without training --------------------------------
 
 
+def report_markdown(
+    records: list[dict[str, Any]], agg: dict[str, Any], meta: dict[str, Any]
+) -> str:
+    """``report.md``'s text, for ``lrfree bench`` and for the redraw alike: the report's
+    tables (``report.markdown``), and a paper suite's sweep statistic after them
+    (``suites.robustness_section``)."""
+    md = markdown(agg, meta)
+    return md + robustness_section(records) if meta.get("suite") else md
+
+
 def planned_runs(meta: dict[str, Any]) -> list[Run]:
     """The runs of the ``lrfree bench`` command a report's meta records (``report.json``'s
     ``"meta"``): a paper suite's parts (``suites.plan_runs``), else ``plan.plan`` of its
@@ -357,9 +368,7 @@ def redraw(
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
     meta["redrawn"].update(command=command, date=date)
     agg = aggregate(records)
-    md = markdown(agg, meta)
-    if meta.get("suite"):  # a paper suite: its sweep statistic too
-        md += robustness_section(records)
+    md = report_markdown(records, agg, meta)
     if compare is not None:
         short, _ = stored_records(Path(compare))
         lines = budget_lines(aggregate(short), agg, f"`{Path(compare).name}`", f"`{out.name}`")
